@@ -133,5 +133,6 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         writes=tuple(buffer_of[v.id] for v in defined),
         output_bytes=sum(v.shape.byte_size for v in defined),
         trip_count=live.trip_counts[inst.name],
+        branch=live.branches[inst.name],
         op_name=inst.op_name,
     )

@@ -35,6 +35,7 @@ class Op:
     writes: tuple[int, ...]  # buffer ids the op defines
     output_bytes: int
     trip_count: Optional[int]  # executions per program run (None: unknown loop count)
+    branch: Optional[str]  # "conditional:k" when the op runs only in branch k of that conditional
     op_name: str
 
 
@@ -113,15 +114,40 @@ class Instance:
 
     @property
     def flops(self) -> float:
-        """Sum of the ops' flops."""
-        return float(sum(op.flops for op in self.ops))
+        """The ops' flops summed as `cost_analysis()` sums them: loop bodies once, the costliest branch."""
+        total, per_branch = 0.0, {}
+        for op in self.ops:
+            if op.branch is None:
+                total += op.flops
+            else:
+                per_branch[op.branch] = per_branch.get(op.branch, 0.0) + op.flops
+        conditionals: dict[str, float] = {}
+        for branch, flops in per_branch.items():
+            cond = branch.rsplit(":", 1)[0]
+            conditionals[cond] = max(conditionals.get(cond, 0.0), flops)
+        return total + sum(conditionals.values())
 
     def live_bytes(self) -> np.ndarray:
-        """Bytes of the buffers live at each step of the schedule."""
-        delta = np.zeros(len(self.ops) + 2, dtype=np.int64)
+        """Bytes live at each step of the schedule (steps 0 to len(ops), the end).
+
+        The buffers of one alias group share memory, so a group counts once, with
+        its largest member, wherever any member is live.
+        """
+        groups: dict[int, list[Buffer]] = {}
         for b in self.buffers:
-            delta[b.start] += b.bytes
-            delta[b.end + 1] -= b.bytes
+            groups.setdefault(b.alias_group, []).append(b)
+        delta = np.zeros(len(self.ops) + 2, dtype=np.int64)
+        for members in groups.values():
+            size = max(b.bytes for b in members)
+            intervals = sorted((b.start, b.end) for b in members)
+            start, end = intervals[0]
+            for s, e in intervals[1:] + [(len(self.ops) + 2, 0)]:
+                if s <= end + 1:
+                    end = max(end, e)
+                    continue
+                delta[start] += size
+                delta[end + 1] -= size
+                start, end = s, e
         return np.cumsum(delta)[: len(self.ops) + 1]
 
     @property

@@ -53,6 +53,7 @@ class Liveness:
     value_sets: dict[str, dict[Index, Value]]  # instruction name -> index -> value
     spans: dict[str, tuple[int, int]]  # computation -> [start, end) in the sequence
     trip_counts: dict[str, int | None]  # instruction name -> product of enclosing loops' trip counts
+    branches: dict[str, str | None]  # instruction name -> "conditional:branch" it runs in, if any
 
     @property
     def end_time(self) -> int:
@@ -134,8 +135,7 @@ class _Dataflow:
         return {i: (self.define(inst, i, True) if i in phis else v) for i, v in init.items()}
 
     def conditional_values(self, inst: Instruction) -> dict[Index, Value]:
-        branches = inst.called("branch_computations") or (
-            inst.called("true_computation") + inst.called("false_computation"))
+        branches = _branches(inst)
         roots = [self.run_computation(b, {0: self.sets[inst.operands[k + 1]]}) for k, b in enumerate(branches)]
         out = {}
         for i in leaf_indices(inst.shape):
@@ -145,32 +145,40 @@ class _Dataflow:
 
 
 def _flatten(module: Module):
-    """The module-scoped flattened sequence, computation spans and trip counts."""
+    """The module-scoped flattened sequence, computation spans, trip counts and branches."""
     sequence: list[Instruction] = []
     spans: dict[str, tuple[int, int]] = {}
     trips: dict[str, int | None] = {}
+    branches: dict[str, str | None] = {}
 
-    def visit(name: str, trip: int | None) -> None:
+    def visit(name: str, trip: int | None, branch: str | None) -> None:
         if name in spans:
             return
         start = len(sequence)
         spans[name] = (start, start)
         for inst in module.computations[name].instructions:
-            if inst.opcode in ("call", "conditional"):
-                for called in inst.called("to_apply") + inst.called("branch_computations") + inst.called(
-                        "true_computation") + inst.called("false_computation"):
-                    visit(called, trip)
+            if inst.opcode == "call":
+                visit(inst.called("to_apply")[0], trip, branch)
+            elif inst.opcode == "conditional":
+                for k, called in enumerate(_branches(inst)):
+                    visit(called, trip, f"{inst.name}:{k}")
             elif inst.opcode == "while":
                 n = inst.backend_config.get("known_trip_count", {}).get("n")
                 inner = None if n is None or trip is None else trip * int(n)
-                visit(inst.called("condition")[0], inner)
-                visit(inst.called("body")[0], inner)
+                visit(inst.called("condition")[0], inner, branch)
+                visit(inst.called("body")[0], inner, branch)
             trips[inst.name] = trip
+            branches[inst.name] = branch
             sequence.append(inst)
         spans[name] = (start, len(sequence))
 
-    visit(module.entry, 1)
-    return sequence, spans, trips
+    visit(module.entry, 1, None)
+    return sequence, spans, trips, branches
+
+
+def _branches(inst: Instruction) -> list[str]:
+    """The branch computations of a conditional, in branch order."""
+    return inst.called("branch_computations") or (inst.called("true_computation") + inst.called("false_computation"))
 
 
 def _in_place_pairs(module: Module, inst: Instruction) -> list[tuple[int, Index, Index]]:
@@ -218,7 +226,7 @@ def analyze(module: Module) -> Liveness:
     flow.run_computation(module.entry, None)
     sets = flow.sets
     values = sorted(flow.values.values(), key=lambda v: v.id)
-    sequence, spans, trips = _flatten(module)
+    sequence, spans, trips, branches = _flatten(module)
     time = {inst.name: t for t, inst in enumerate(sequence)}
     comps = module.computations
 
@@ -243,10 +251,8 @@ def analyze(module: Module) -> Liveness:
                            sets[body.root.name][i], sets[cond.parameter(0).name][i], sets[inst.name][i]]
                 groups.union([v.id for v in members])
         elif inst.opcode == "conditional":
-            branches = inst.called("branch_computations") or (
-                inst.called("true_computation") + inst.called("false_computation"))
             for i in leaf_indices(inst.shape):
-                groups.union([sets[inst.name][i].id] + [sets[comps[b].root.name][i].id for b in branches])
+                groups.union([sets[inst.name][i].id] + [sets[comps[b].root.name][i].id for b in _branches(inst)])
         for operand, operand_index, out_index in _in_place_pairs(module, inst):
             groups.union([sets[inst.operands[operand]][operand_index].id, sets[inst.name][out_index].id])
     entry = comps[module.entry]
@@ -272,9 +278,8 @@ def analyze(module: Module) -> Liveness:
                 end = max(end, time[pos_inst.name])
         uses = _use_times(v, users, time, comps)
         v.use_times = sorted(set(uses))
-        donated = any(p == int(inst.attrs.get("_payload", -1)) and i == v.index
-                      for p, i in module.input_output_alias)
-        if inst.opcode == "parameter" and inst.computation == module.entry and not donated:
+        entry_param = inst.opcode == "parameter" and inst.computation == module.entry
+        if entry_param and (int(inst.attrs["_payload"]), v.index) not in module.input_output_alias:
             end = end_time
         else:
             end = max([end] + uses)
@@ -291,7 +296,7 @@ def analyze(module: Module) -> Liveness:
             b.end = max(a.end, b.end)
             a.end = min(a.end, b.start)
 
-    return Liveness(sequence, [v for v in values if v.start >= 0], sets, spans, trips)
+    return Liveness(sequence, [v for v in values if v.start >= 0], sets, spans, trips, branches)
 
 
 def _use_times(value: Value, users, time, comps) -> list[int]:

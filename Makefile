@@ -1,0 +1,25 @@
+# The two set-up commands of the README: `make nightly` (the main job) and `make test`.
+# Each creates .venv and installs the project with its dev extra when needed.
+PYTHON ?= python3
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+
+.PHONY: nightly test bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+nightly: $(INSTALLED)
+	$(VENV)/bin/mallocbench nightly --suite ci
+
+test: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -q tests/test_benchmarks.py --benchmark-enable --benchmark-columns=min,median,max,rounds
+
+clean:
+	rm -rf $(VENV) *.egg-info
