@@ -1,0 +1,1 @@
+"""mallocbench agents: the mallocGame and the mapping policies (built by the game issue)."""
