@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
@@ -10,7 +12,7 @@ import jaxlib
 from harness.hlo_costs import instruction_cost
 from harness.hlo_text import Module, TupleShape, parse_module
 from harness.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
-from harness.liveness import Liveness, Value, analyze
+from harness.liveness import Liveness, Value, analyze, may_share_operand
 
 # Instructions that only name or forward values: they read and write no bytes.
 _NO_TRAFFIC = {
@@ -60,6 +62,8 @@ def from_module(module: Module, name: str, compiler: CompilerFigures, backend: s
     live = analyze(module)
     buffers, left_out, buffer_of = _buffers(module, live)
     ops = tuple(_op(module, live, step, buffer_of) for step in range(len(live.sequence)))
+    for out, operand in _in_place_reuses(module, live, ops, buffers).items():
+        buffers[out] = dataclasses.replace(buffers[out], reuses=operand)
     return Instance(
         name=name,
         hlo_module=module.name,
@@ -100,6 +104,7 @@ def _buffers(module: Module, live: Liveness) -> tuple[list[Buffer], list[LeftOut
             is_phi=v.is_phi,
             is_constant=v.instruction.opcode == "constant",
             alias_group=groups.setdefault(v.buffer, len(groups)),
+            reuses=-1,
             op_name=v.instruction.op_name,
         ))
     return buffers, left_out, buffer_of
@@ -136,3 +141,27 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         branch=live.branches[inst.name],
         op_name=inst.op_name,
     )
+
+
+def _in_place_reuses(module: Module, live: Liveness, ops: tuple[Op, ...], buffers: list[Buffer]) -> dict[int, int]:
+    """Output buffer -> operand buffer whose memory XLA may reuse, where the operand dies at the op."""
+    reuses: dict[int, int] = {}
+    taken: set[int] = set()
+    group_sizes = collections.Counter(b.alias_group for b in buffers)
+    for op in ops:
+        if len(op.writes) != 1:
+            continue
+        out = buffers[op.writes[0]]
+        inst = live.sequence[op.step]
+        for k, b in enumerate(op.reads):
+            if b < 0 or b in taken:
+                continue
+            source = buffers[b]
+            alone = group_sizes[source.alias_group] == group_sizes[out.alias_group] == 1
+            if (alone and source.end == op.step and source.bytes == out.bytes and not out.is_output
+                    and not source.is_parameter and not source.is_constant and not source.is_output
+                    and may_share_operand(module, inst, k)):
+                reuses[out.id] = b
+                taken.add(b)
+                break
+    return reuses

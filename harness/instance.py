@@ -56,6 +56,7 @@ class Buffer:
     is_phi: bool
     is_constant: bool
     alias_group: int  # buffers of one group must share memory (loops, in-place ops)
+    reuses: int  # a dying operand buffer XLA may write this one over in place (-1: none)
     op_name: str
 
     @property
@@ -130,12 +131,22 @@ class Instance:
     def live_bytes(self) -> np.ndarray:
         """Bytes live at each step of the schedule (steps 0 to len(ops), the end).
 
-        The buffers of one alias group share memory, so a group counts once, with
-        its largest member, wherever any member is live.
+        Buffers that share memory (an alias group, or an output written in place
+        over a dying operand) count once, with the largest, wherever any is live.
         """
+        parent = {b.alias_group: b.alias_group for b in self.buffers}
+
+        def root(g: int) -> int:
+            while parent[g] != g:
+                g = parent[g]
+            return g
+
+        for b in self.buffers:
+            if b.reuses >= 0:
+                parent[root(b.alias_group)] = root(self.buffers[b.reuses].alias_group)
         groups: dict[int, list[Buffer]] = {}
         for b in self.buffers:
-            groups.setdefault(b.alias_group, []).append(b)
+            groups.setdefault(root(b.alias_group), []).append(b)
         delta = np.zeros(len(self.ops) + 2, dtype=np.int64)
         for members in groups.values():
             size = max(b.bytes for b in members)
@@ -226,6 +237,8 @@ def _check_references(instance: Instance) -> None:
             raise InstanceError(f"{where}.id: expected {k} (ids are positions), got {b.id}")
         if b.bytes < 0:
             raise InstanceError(f"{where}.bytes: negative ({b.bytes})")
+        if not -1 <= b.reuses < len(instance.buffers) or b.reuses == k:
+            raise InstanceError(f"{where}.reuses: no other buffer has id {b.reuses}")
         if not 0 <= b.start <= b.end <= n_steps:
             raise InstanceError(f"{where}: interval [{b.start}, {b.end}] is not inside the {n_steps} steps")
     for k, op in enumerate(instance.ops):

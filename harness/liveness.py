@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.hlo_text import Index, Instruction, Module, TupleShape, leaf_indices, subshape
+from harness.hlo_costs import ELEMENTWISE
+from harness.hlo_text import ArrayShape, Index, Instruction, Module, TupleShape, leaf_indices, subshape
 
 # Opcodes whose value set is their operand's: they define no value.
 _FORWARDING = {"bitcast", "domain", "add-dependency", "optimization-barrier"}
@@ -320,3 +321,34 @@ def _use_times(value: Value, users, time, comps) -> list[int]:
             if target.name in time:
                 out.append(time[target.name])
     return out
+
+
+def may_share_operand(module: Module, inst: Instruction, operand: int) -> bool:
+    """Whether XLA may write `inst`'s output into the buffer of operand `operand`.
+
+    As HloDataflowAnalysis::CanShareOperandBufferWithUser: equal array shapes,
+    and an elementwise op, or a loop fusion whose fused parameter reaches the
+    root through elementwise ops only. Buffer assignment then reuses the buffer
+    when the operand dies at `inst`.
+    """
+    shape, source = inst.shape, module.instruction(inst.operands[operand]).shape
+    if not (isinstance(shape, ArrayShape) and isinstance(source, ArrayShape)):
+        return False
+    if (shape.dtype, shape.dims, shape.minor_to_major) != (source.dtype, source.dims, source.minor_to_major):
+        return False
+    if inst.opcode in ELEMENTWISE:
+        return True
+    if inst.opcode != "fusion" or inst.attrs.get("kind") not in ("kLoop", "kInput"):
+        return False
+    fused = module.computations[inst.called("calls")[0]]
+    users: dict[str, list[Instruction]] = {}
+    for i in fused.instructions:
+        for o in i.operands:
+            users.setdefault(o, []).append(i)
+    frontier = [fused.parameter(operand).name]
+    while frontier:
+        for user in users.get(frontier.pop(), []):
+            if user.opcode not in ELEMENTWISE and user.opcode != "tuple":
+                return False
+            frontier.append(user.name)
+    return True

@@ -18,7 +18,8 @@ from harness.extract import compile_program
 
 _SEQUENCE_RE = re.compile(r"^\s+\d+:(\S+)$", re.M)
 _RANGE_RE = re.compile(r"^\s+(\S+?\{[0-9,]*\}):(\d+)-(\d+)$", re.M)
-_VALUE_RE = re.compile(r"value: <\d+ (\S+?)(\{[0-9,]*\})?(?: \(phi\))? @\d+> \(size=(\d+),offset=\d+\)")
+_ALLOCATION_RE = re.compile(r"^allocation (\d+):", re.M)
+_VALUE_RE = re.compile(r"value: <\d+ (\S+?)(\{[0-9,]*\})?(?: \(phi\))? @\d+> \(size=(\d+),offset=(\d+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,7 @@ class XlaDump:
     sequence: tuple[str, ...]
     live_ranges: dict[str, tuple[int, int]]  # value key, e.g. "while.6{1}" -> (start, end)
     sizes: dict[str, int]  # value key -> bytes, from the buffer assignment
+    placements: dict[str, tuple[int, int]]  # value key -> (allocation, offset) in the buffer assignment
 
 
 def read_dump(directory: str) -> XlaDump:
@@ -41,13 +43,19 @@ def read_dump(directory: str) -> XlaDump:
     text = open(live_files[0]).read()
     head, _, ranges = text.partition("BufferLiveRange:")
     ranges = ranges.split("Live ranges at")[0]
-    sizes = {}
-    for m in _VALUE_RE.finditer(open(assignment_files[0]).read()):
-        sizes[m.group(1) + (m.group(2) or "{}")] = int(m.group(3))
+    sizes, placements = {}, {}
+    assignment = open(assignment_files[0]).read().split("\nUsed values:")[0]
+    allocations = _ALLOCATION_RE.split(assignment)
+    for number, body in zip(allocations[1::2], allocations[2::2]):
+        for m in _VALUE_RE.finditer(body):
+            key = m.group(1) + (m.group(2) or "{}")
+            sizes[key] = int(m.group(3))
+            placements[key] = (int(number), int(m.group(4)))
     return XlaDump(
         sequence=tuple(_SEQUENCE_RE.findall(head)),
         live_ranges={m.group(1): (int(m.group(2)), int(m.group(3))) for m in _RANGE_RE.finditer(ranges)},
         sizes=sizes,
+        placements=placements,
     )
 
 

@@ -26,6 +26,11 @@ def check_against_xla(instance: Instance, dump: XlaDump) -> dict[str, float]:
     missing_sizes = [k for k, b in buffers.items() if k not in dump.sizes and b.bytes > 0]
     assert not missing_sizes, f"buffers absent from XLA's buffer assignment: {missing_sizes[:5]}"
 
+    for b in instance.buffers:
+        if b.reuses >= 0:
+            source = instance.buffers[b.reuses]
+            assert source.end == b.start and source.bytes == b.bytes, f"{b.key} cannot reuse {source.key}"
+
     compiler = instance.compiler
     flops_ratio = instance.flops / compiler.flops if compiler.flops else 1.0
     assert abs(flops_ratio - 1) <= 0.02, f"op flops {instance.flops:.6g} vs cost_analysis {compiler.flops:.6g}"

@@ -102,3 +102,17 @@ def test_instance_links_ops_and_buffers():
                 assert by_id[b].start <= op.step <= by_id[b].end
     conv = [op for op in instance.ops if op.opcode == "convolution" or "conv" in op.op_name]
     assert conv and max(op.flops for op in conv) > 0
+
+
+def _relu_chain(x, w1, w2):
+    return jax.nn.relu(jax.nn.relu(x @ w1) @ w2) @ w2.T
+
+
+def test_in_place_reuse_is_what_xla_assigns():
+    compiled, dump = compile_with_dump(_relu_chain, jnp.ones((64, 128)), jnp.ones((128, 128)), jnp.ones((128, 128)))
+    instance = from_compiled(compiled, "relu-chain")
+    check_against_xla(instance, dump)
+    pairs = [(b, instance.buffers[b.reuses]) for b in instance.buffers if b.reuses >= 0]
+    assert pairs, "the ReLUs should be written over the dot outputs"
+    for b, source in pairs:
+        assert dump.placements[b.key] == dump.placements[source.key], f"XLA placed {b.key} apart from {source.key}"

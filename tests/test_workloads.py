@@ -1,0 +1,126 @@
+"""Tests for the model workloads: mlp, transformer, cnn, attention, rnn, matmul.
+
+"ci" sizes are compiled and run; "full" sizes are only traced, from shapes
+(`builder(size, abstract=True)` and `jax.eval_shape`), so nothing large is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from workloads import attention, cnn, matmul, mlp, registry, rnn, transformer
+
+MODULES = (attention, cnn, matmul, mlp, rnn, transformer)
+EXPECTED = {
+    "mlp-train": "mlp",
+    "gpt-block-train": "transformer",
+    "vit-encoder": "transformer",
+    "resnet-block-train": "cnn",
+    "alexnet-train": "cnn",
+    "unet": "cnn",
+    "mha-fwd-bwd": "attention",
+    "lstm-scan": "rnn",
+    "matmul-chain": "matmul",
+}
+TRAINING = {"mlp-train", "gpt-block-train", "resnet-block-train", "alexnet-train", "lstm-scan"}
+FULL_ARGS_LIMIT = 16 * 2**30  # bytes; "full" must fit an accelerator with room to run
+NAMES = sorted(EXPECTED)
+
+
+def leaves(tree):
+    """The array (or ShapeDtypeStruct) leaves of `tree`."""
+    return jax.tree_util.tree_leaves(tree)
+
+
+def signature(tree):
+    """Tree structure with (shape, dtype) at the leaves."""
+    return jax.tree_util.tree_map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)
+
+
+def test_registered_with_families():
+    mine = {w.name: w.family for w in map(registry.get, registry.names("full")) if w.family in set(EXPECTED.values())}
+    assert mine == EXPECTED
+    assert set(EXPECTED) <= set(registry.names("ci"))
+    dims = {name for module in MODULES for name in module.DIMS}
+    assert dims == set(EXPECTED)
+    for name in EXPECTED:
+        assert registry.get(name).description
+
+
+def test_unknown_workload_lists_valid_names():
+    with pytest.raises(registry.UnknownWorkloadError) as info:
+        registry.get("nope")
+    message = str(info.value)
+    assert "nope" in message
+    for name in EXPECTED:
+        assert name in message
+
+
+def test_unknown_size_raises():
+    with pytest.raises(ValueError, match="valid sizes"):
+        registry.get("matmul-chain").build("huge")
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_full_dims_exceed_ci(module):
+    for name, sizes in module.DIMS.items():
+        ci, full = sizes["ci"], sizes["full"]
+        assert ci.keys() == full.keys(), name
+        flat_ci, flat_full = [], []
+        for k in ci:
+            a, b = np.atleast_1d(ci[k]), np.atleast_1d(full[k])
+            assert a.shape == b.shape, (name, k)
+            flat_ci += a.tolist()
+            flat_full += b.tolist()
+        assert all(b >= a for a, b in zip(flat_ci, flat_full)), name
+        assert any(b > a for a, b in zip(flat_ci, flat_full)), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ci_compiles_and_runs(name):
+    fn, args = registry.get(name).build("ci")
+    assert not hasattr(fn, "lower"), "fn must be a plain (un-jitted) function"
+    assert isinstance(args, tuple)
+    assert all(isinstance(x, jax.Array) for x in leaves(args))
+    assert all(x.dtype in (np.float32, np.int32) for x in leaves(args))
+    compiled = jax.jit(fn).lower(*args).compile()
+    out = compiled(*args)
+    for x in leaves(out):
+        if np.issubdtype(x.dtype, np.floating):
+            assert np.isfinite(np.asarray(x)).all(), name
+    if name in TRAINING:
+        params, opt_state, loss = out[:3]
+        assert signature(params) == signature(args[0])
+        assert signature(opt_state) == signature(args[1])
+        assert np.shape(loss) == () and float(loss) > 0
+        assert any(not np.array_equal(a, b) for a, b in zip(leaves(args[0]), leaves(params))), "params unchanged"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ci_build_is_deterministic_and_matches_abstract(name):
+    w = registry.get(name)
+    _, args = w.build("ci")
+    _, again = w.build("ci")
+    _, abstract = w.builder("ci", abstract=True)
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(args), leaves(again)))
+    assert signature(abstract) == signature(args)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves(abstract))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_traces_from_shapes(name):
+    fn, args = registry.get(name).builder("full", abstract=True)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves(args))
+    arg_bytes = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves(args))
+    assert 0 < arg_bytes < FULL_ARGS_LIMIT
+    _, ci_args = registry.get(name).builder("ci", abstract=True)
+    ci_bytes = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves(ci_args))
+    assert arg_bytes > 10 * ci_bytes
+    out = jax.eval_shape(fn, *args)
+    if name in TRAINING:
+        assert signature(out[0]) == signature(args[0])
+        assert signature(out[1]) == signature(args[1])

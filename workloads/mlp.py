@@ -1,0 +1,53 @@
+"""MLP workloads: a training step of a multi-layer perceptron classifier."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+
+from workloads.registry import register
+from workloads.training import Arrays, cross_entropy_loss, training_workload
+
+FAMILY = "mlp"
+
+# Workload -> size -> dimensions.
+DIMS: dict[str, dict[str, dict[str, Any]]] = {
+    "mlp-train": {
+        "ci": {"batch": 32, "in_features": 64, "hidden": (128, 128, 128), "classes": 10},
+        "full": {"batch": 4096, "in_features": 1024, "hidden": (4096, 4096, 4096), "classes": 1000},
+    },
+}
+
+
+class MLP(nn.Module):
+    """Dense + ReLU layers of widths `hidden`, then a dense classifier head."""
+
+    hidden: tuple[int, ...]
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, width in enumerate(self.hidden):
+            with jax.named_scope(f"layer_{i}"):
+                x = nn.relu(nn.Dense(width, name=f"dense_{i}")(x))
+        return nn.Dense(self.classes, name="head")(x)
+
+
+@register("mlp-train", FAMILY, "MLP classifier training step: 3 hidden Dense+ReLU layers, cross entropy, Adam")
+def build_mlp_train(size: str, abstract: bool = False) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """`(train_step, (params, opt_state, x, labels))` at `size` (shapes only if `abstract`)."""
+    d = DIMS["mlp-train"][size]
+    arrays = Arrays(abstract)
+    model = MLP(hidden=d["hidden"], classes=d["classes"])
+    x = arrays.normal((d["batch"], d["in_features"]))
+    labels = arrays.labels((d["batch"],), d["classes"])
+    params = arrays.params(model.init, x)["params"]
+
+    def loss_fn(params: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
+        with jax.named_scope("forward"):
+            logits = model.apply({"params": params}, x)
+        return cross_entropy_loss(logits, labels)
+
+    return training_workload(loss_fn, params, (x, labels), arrays, name="mlp_train_step")
