@@ -173,33 +173,8 @@ class Module:
         self._by_name = {i.name: i for c in self.computations.values() for i in c.instructions}
 
 
-def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split `text` at `sep` outside brackets and quotes."""
-    parts, depth, start, quote = [], 0, 0, False
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quote = False
-        elif ch == '"':
-            quote = True
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _matching(text: str, start: int) -> int:
-    """Index just past the bracket that closes the one at `start`."""
+def _scan(text: str, start: int = 0):
+    """Yield (index, char, bracket depth after it) for the characters outside quoted strings."""
     depth, quote, i = 0, False, start
     while i < len(text):
         ch = text[i]
@@ -210,13 +185,28 @@ def _matching(text: str, start: int) -> int:
                 quote = False
         elif ch == '"':
             quote = True
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+        else:
+            depth += (ch in "([{") - (ch in ")]}")
+            yield i, ch, depth
         i += 1
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split `text` at `sep` outside brackets and quotes."""
+    parts, start = [], 0
+    for i, ch, depth in _scan(text):
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _matching(text: str, start: int) -> int:
+    """Index just past the bracket that closes the one at `start`."""
+    for i, ch, depth in _scan(text, start):
+        if depth == 0 and ch in ")]}":
+            return i + 1
     raise HloParseError(f"unbalanced brackets in: {text[:200]}")
 
 
