@@ -1,0 +1,209 @@
+"""The mallocGame in pure JAX: decide, one candidate buffer at a time, fast (at an offset) or slow.
+
+Fast memory is a plane of schedule steps x address slots (capacity / slot
+granule). A candidate (an alias group of buffers, which must share memory)
+placed at slot `a` occupies steps [start, end] x slots [a, a + size). The
+action is a slot, or `n_slots` for "slow", which is always legal; a slot is
+legal only where its rectangle is free, so no illegal state can arise.
+
+Order: candidates are decided by start of live interval, ties by size
+descending. Because every earlier candidate starts no later than the current
+one, the plane is held exactly by `busy_until[slot]`, the last step at which
+the slot is taken: a rectangle starting at `start` is free iff `busy_until < start`
+on all its slots.
+
+Reward of a step: the decrease of the simulated program time (the cost model
+of `harness.costmodel`, the same code `harness.simulate` runs), so an episode's
+rewards sum to simulate(all-slow) - simulate(final mapping).
+
+Everything is jit-able and vmaps over a batch of games (`jax.vmap(step, (None, 0, 0))`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from harness.costmodel import Candidates, Tables, fast_bytes, total_time
+from harness.instance import Instance
+from harness.mapping import Mapping, capacity
+from harness.profiles import Profile
+from harness.simulate import problem
+
+MAX_SLOTS = 128
+LOOKAHEAD = 8  # candidates described in the observation: the current one and the next ones
+PICTURE = (16, 16)  # coarse occupancy picture: future time bins x address bins
+N_FEATURES = 7
+
+
+class GameSpec(NamedTuple):
+    """Static description of one game: instance x profile x budget (a pytree of arrays)."""
+
+    tables: Tables
+    order: jax.Array  # [C] candidate id decided at each step
+    start: jax.Array  # [C] by candidate id
+    end: jax.Array
+    slots: jax.Array  # [C] size in slots
+    features: jax.Array  # [C, N_FEATURES] by decision step
+    n_steps: jax.Array  # scalar: schedule length (for the picture)
+
+
+class GameState(NamedTuple):
+    """One game's state."""
+
+    busy_until: jax.Array  # [S] last step at which each slot is taken (-1: free)
+    k: jax.Array  # decisions made
+    fast: jax.Array  # [C] 1.0 for candidates placed fast
+    offset: jax.Array  # [C] slot of fast candidates, -1 otherwise
+    fast_op_bytes: jax.Array  # [ops] bytes each op moves to/from fast buffers
+    time: jax.Array  # simulated seconds of the mapping so far (undecided = slow)
+
+
+class Game(NamedTuple):
+    """A game with its static sizes (Python values) and the arrays of `spec`."""
+
+    spec: GameSpec
+    n_slots: int
+    slot_bytes: int
+    offload: bool
+    candidates: Candidates
+    capacity: int
+
+    @property
+    def n_actions(self) -> int:
+        """Slots plus the "slow" action."""
+        return self.n_slots + 1
+
+
+def make_game(instance: Instance, profile: Profile, budget: float, max_slots: int = MAX_SLOTS) -> Game:
+    """The game of placing `instance`'s candidates in `budget` x peak bytes of fast memory."""
+    cands, tables = problem(instance, profile)
+    cap = capacity(instance, profile, budget)
+    granule = profile.granule_bytes
+    per_slot = max(granule, -(-cap // max_slots)) if cap else granule
+    slot_bytes = -(-per_slot // granule) * granule
+    n_slots = max(1, cap // slot_bytes)
+    size_slots = np.maximum(1, -(-cands.bytes // slot_bytes)).astype(np.int32)
+    order = np.array(sorted(range(cands.n), key=lambda c: (cands.start[c], -cands.bytes[c], c)), dtype=np.int32)
+    features = _features(instance, cands, tables, order, size_slots, n_slots)
+    spec = GameSpec(
+        tables=tables, order=jnp.asarray(order), start=jnp.asarray(cands.start, jnp.int32),
+        end=jnp.asarray(cands.end, jnp.int32), slots=jnp.asarray(size_slots), features=jnp.asarray(features),
+        n_steps=jnp.int32(len(instance.ops) + 1))
+    return Game(spec, int(n_slots), int(slot_bytes), profile.memory_model == "offload", cands, int(cap or 0))
+
+
+def _features(instance, cands, tables, order, size_slots, n_slots) -> np.ndarray:
+    """Per decision step: log2 bytes, size in slots / slots, start, end, duration (over schedule
+    length), accesses, and the share of bytes it moves."""
+    n = max(len(instance.ops), 1)
+    acc_cand = np.asarray(tables.acc_cand)
+    counts = np.bincount(acc_cand, minlength=cands.n)
+    moved = np.bincount(acc_cand, weights=np.asarray(tables.acc_bytes), minlength=cands.n)
+    f = np.stack([
+        np.log2(np.maximum(cands.bytes, 1)) / 32.0,
+        np.minimum(size_slots / n_slots, 2.0),
+        cands.start / n, cands.end / n, (cands.end - cands.start) / n,
+        np.log1p(counts) / 8.0,
+        moved / max(moved.sum(), 1.0),
+    ], axis=1).astype(np.float32)
+    return f[order]
+
+
+def _time(game: Game, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-op fast bytes and the simulated time of a mask (the cost model's `total_time`)."""
+    return fast_bytes(game.spec.tables, fast), total_time(game.spec.tables, fast, game.offload)
+
+
+def reset(game: Game) -> GameState:
+    """The initial state: nothing decided, everything slow."""
+    c = game.candidates.n
+    fast = jnp.zeros(c, jnp.float32)
+    fb, time = _time(game, fast)
+    return GameState(busy_until=jnp.full(game.n_slots, -1, jnp.int32), k=jnp.int32(0), fast=fast,
+                     offset=jnp.full(c, -1, jnp.int32), fast_op_bytes=fb, time=time)
+
+
+def current(game: Game, state: GameState) -> jax.Array:
+    """Candidate id decided now (the last one once the game is over)."""
+    return game.spec.order[jnp.minimum(state.k, game.candidates.n - 1)]
+
+
+def legal_actions(game: Game, state: GameState) -> jax.Array:
+    """[n_slots + 1] bool: slots where the current candidate's rectangle is free, then "slow"."""
+    c = current(game, state)
+    width = game.spec.slots[c]
+    free = (state.busy_until < game.spec.start[c]).astype(jnp.int32)
+    runs = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(free)])
+    first = jnp.arange(game.n_slots)
+    last = first + width
+    fits = (last <= game.n_slots) & (runs[jnp.minimum(last, game.n_slots)] - runs[first] == width)
+    fits = fits & (state.k < game.candidates.n)
+    return jnp.concatenate([fits, jnp.ones(1, bool)])
+
+
+def step(game: Game, state: GameState, action: jax.Array) -> tuple[GameState, jax.Array, jax.Array]:
+    """Apply `action` (a legal slot, or n_slots for slow); returns (state, reward, done)."""
+    c = current(game, state)
+    place = (action < game.n_slots) & legal_actions(game, state)[action] & (state.k < game.candidates.n)
+    slots = jnp.arange(game.n_slots)
+    covered = place & (slots >= action) & (slots < action + game.spec.slots[c])
+    busy = jnp.where(covered, jnp.maximum(state.busy_until, game.spec.end[c]), state.busy_until)
+    fast = state.fast.at[c].set(jnp.where(place, 1.0, state.fast[c]))
+    offset = state.offset.at[c].set(jnp.where(place, action, state.offset[c]))
+    fb, time = jax.lax.cond(place, lambda: _time(game, fast), lambda: (state.fast_op_bytes, state.time))
+    k = jnp.minimum(state.k + 1, game.candidates.n)
+    new = GameState(busy, k, fast, offset, fb, time)
+    return new, state.time - time, k >= game.candidates.n
+
+
+def observe(game: Game, state: GameState) -> dict[str, jax.Array]:
+    """Agent inputs: features of the current and next LOOKAHEAD-1 candidates, a coarse picture
+    of the occupied plane ahead of the current step, and the progress and fast-memory use."""
+    n = game.candidates.n
+    idx = state.k + jnp.arange(LOOKAHEAD)
+    valid = idx < n
+    feats = jnp.where(valid[:, None], game.spec.features[jnp.minimum(idx, n - 1)], 0.0)
+    now = game.spec.start[current(game, state)]
+    rows, cols = PICTURE
+    horizon = now + (jnp.arange(rows) * game.spec.n_steps) // rows
+    taken = (state.busy_until[None, :] >= horizon[:, None]).astype(jnp.float32)
+    bins = (jnp.arange(game.n_slots) * cols) // game.n_slots
+    picture = jax.ops.segment_sum(taken.T, bins, num_segments=cols).T / jnp.maximum(
+        jnp.bincount(bins, length=cols), 1)
+    return {
+        "candidates": jnp.concatenate([feats, valid[:, None].astype(jnp.float32)], axis=1),
+        "occupancy": picture,
+        "progress": jnp.stack([state.k / n, jnp.mean(state.busy_until >= now)]),
+    }
+
+
+def to_mapping(game: Game, state: GameState, instance: Instance, policy: str = "",
+               budget: Optional[float] = None) -> Mapping:
+    """The mapping a (finished) game state describes."""
+    offsets = {}
+    for c, slot in enumerate(np.asarray(state.offset)):
+        if slot >= 0:
+            for b in game.candidates.members[c]:
+                offsets[b] = int(slot) * game.slot_bytes
+    return Mapping(offsets, len(instance.buffers), instance.name, policy, budget)
+
+
+def play(game: Game, choose, key: jax.Array, state: Optional[GameState] = None):
+    """Play one whole episode with `choose(key, game, state, legal) -> action` under lax.scan.
+
+    Returns the final state and the rewards of every step.
+    """
+    state = reset(game) if state is None else state
+
+    def body(carry, key):
+        s = carry
+        action = choose(key, game, s, legal_actions(game, s))
+        s, reward, _ = step(game, s, action)
+        return s, reward
+
+    keys = jax.random.split(key, game.candidates.n)
+    return jax.lax.scan(body, state, keys)

@@ -1,0 +1,90 @@
+"""The mallocGame: legality, rewards that sum to the simulator's improvement, batching."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent import game as G
+from agent import synthetic
+from harness import Profile, simulate, validate
+
+
+def profile(model: str) -> Profile:
+    return Profile(name=f"test-{model}", description="test", backend="cpu", memory_model=model,
+                   fast_capacity_bytes=1 << 34, granule_bytes=256, fast_bandwidth=1e12, slow_bandwidth=1e11,
+                   copy_bandwidth=2e10, flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=2e-7,
+                   realizable=False, sources={})
+
+
+def _random_episode(game, seed):
+    return jax.jit(functools.partial(G.play, game, lambda k, g, s, legal: jax.random.categorical(
+        k, jnp.where(legal, 0.0, -jnp.inf))))(jax.random.key(seed))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), model=st.sampled_from(["direct", "offload"]),
+       budget=st.sampled_from([0.25, 0.5, 0.75]))
+def test_rewards_sum_to_the_simulated_improvement(seed, n, model, budget):
+    instance = synthetic(seed, n)
+    prof = profile(model)
+    game = G.make_game(instance, prof, budget)
+    state, rewards = _random_episode(game, seed)
+    mapping = G.to_mapping(game, state, instance, "random", budget)
+    validate(instance, mapping, prof, budget)
+    all_slow = simulate(instance, G.to_mapping(game, G.reset(game), instance), prof)
+    final = simulate(instance, mapping, prof)
+    total = float(np.sum(np.asarray(rewards, dtype=np.float64)))
+    assert total == pytest.approx(all_slow - final, rel=1e-5, abs=1e-12 * all_slow)
+    assert float(state.time) == pytest.approx(final, rel=1e-6)
+
+
+def test_illegal_actions_are_masked_and_never_applied():
+    instance = synthetic(3, 30)
+    game = G.make_game(instance, profile("direct"), 0.25)
+    state = G.reset(game)
+    step = jax.jit(functools.partial(G.step, game))
+    legal_fn = jax.jit(functools.partial(G.legal_actions, game))
+    for _ in range(game.candidates.n):
+        legal = np.asarray(legal_fn(state))
+        assert legal[-1], "slow is always legal"
+        illegal = np.flatnonzero(~legal)
+        if illegal.size:
+            after, reward, _ = step(state, jnp.int32(illegal[0]))
+            assert float(reward) == 0.0 and int(after.offset[G.current(game, state)]) == -1
+        state, _, _ = step(state, jnp.int32(np.flatnonzero(legal)[0]))
+    validate(instance, G.to_mapping(game, state, instance, budget=0.25), profile("direct"), 0.25)
+
+
+def test_batched_games_match_single_games():
+    instance = synthetic(5, 25)
+    game = G.make_game(instance, profile("offload"), 0.5)
+    keys = jax.random.split(jax.random.key(0), 4)
+    play = functools.partial(G.play, game, lambda k, g, s, legal: jax.random.categorical(
+        k, jnp.where(legal, 0.0, -jnp.inf)))
+    states, rewards = jax.jit(jax.vmap(play))(keys)
+    for i in range(4):
+        single_state, single_rewards = jax.jit(play)(keys[i])
+        np.testing.assert_allclose(np.asarray(rewards[i]), np.asarray(single_rewards), rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(states.offset[i]), np.asarray(single_state.offset))
+
+
+def test_observation_shapes():
+    instance = synthetic(1, 20)
+    game = G.make_game(instance, profile("direct"), 0.5)
+    obs = jax.jit(functools.partial(G.observe, game))(G.reset(game))
+    assert obs["candidates"].shape == (G.LOOKAHEAD, G.N_FEATURES + 1)
+    assert obs["occupancy"].shape == G.PICTURE
+    assert np.all(np.isfinite(np.asarray(obs["candidates"])))
+
+
+def test_decision_order_is_by_start_then_size():
+    instance = synthetic(2, 30)
+    game = G.make_game(instance, profile("direct"), 0.5)
+    order = np.asarray(game.spec.order)
+    keys = [(game.candidates.start[c], -game.candidates.bytes[c]) for c in order]
+    assert keys == sorted(keys)

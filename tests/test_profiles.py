@@ -1,0 +1,70 @@
+"""Hardware profiles: the shipped ones load, bad files fail with the field named."""
+
+import json
+
+import pytest
+
+from harness import ProfileError, load_profile, profile_names
+from harness.profiles import default_profile
+
+REQUIRED = {"tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload", "cpu-local"}
+
+
+def test_shipped_profiles_load_with_sources():
+    assert REQUIRED <= set(profile_names())
+    for name in profile_names():
+        p = load_profile(name)
+        assert p.name == name
+        assert all(p.sources[f] for f in ("fast_bandwidth", "slow_bandwidth", "flop_rate", "fast_capacity_bytes"))
+    cmem = load_profile("tpu-v4i-cmem")
+    assert cmem.memory_model == "direct" and not cmem.realizable and cmem.fast_capacity_bytes == 128 << 20
+    assert load_profile("h100-offload").memory_model == "offload" and load_profile("h100-offload").realizable
+    cpu = load_profile("cpu-local")
+    assert cpu.fast_bandwidth == cpu.slow_bandwidth and not cpu.realizable
+
+
+def test_load_by_path_and_defaults(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(load_profile("h200-offload").to_json())
+    assert load_profile(str(path)) == load_profile("h200-offload")
+    assert default_profile("cpu") == "cpu-local" and default_profile("gpu") == "h100-offload"
+    assert default_profile("tpu") == "tpu-v5e-offload"
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ProfileError, match="valid profiles: .*h100-offload"):
+        load_profile("a100")
+
+
+def _bad(tmp_path, edit):
+    data = json.loads(load_profile("h100-offload").to_json())
+    edit(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("fast_bandwidth"), "fast_bandwidth: missing"),
+    (lambda d: d.update(flop_rate="fast"), "flop_rate: expected a positive number"),
+    (lambda d: d.update(copy_bandwidth=-1), "copy_bandwidth: expected a positive number"),
+    (lambda d: d.update(granule_bytes=1.5), "granule_bytes: expected a positive integer"),
+    (lambda d: d.update(memory_model="cache"), "memory_model: 'cache'"),
+    (lambda d: d.update(backend="fpga"), "backend: 'fpga'"),
+    (lambda d: d.update(realizable="yes"), "realizable"),
+    (lambda d: d.update(colour="red"), "unknown field"),
+    (lambda d: d["sources"].pop("slow_bandwidth"), "slow_bandwidth: no source"),
+    (lambda d: d.update(granule_bytes=3000), "granule_bytes: 3000 does not divide"),
+])
+def test_bad_profile_file_names_the_field(tmp_path, edit, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(_bad(tmp_path, edit))
+
+
+def test_not_json_and_missing_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{")
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        load_profile(str(path))
+    with pytest.raises(ProfileError, match="cannot read"):
+        load_profile(str(tmp_path / "none.json"))
