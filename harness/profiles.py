@@ -83,24 +83,19 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
     if not values["name"]:
         raise fail("name", "empty")
     if values["backend"] not in BACKENDS:
-        raise fail("backend", f"unknown backend {values['backend']!r} (known: {', '.join(BACKENDS)})")
+        raise fail("backend", f"{values['backend']!r} is not one of {', '.join(BACKENDS)}")
     if values["memory_model"] not in MEMORY_MODELS:
-        raise fail("memory_model",
-                   f"unknown memory model {values['memory_model']!r} (known: {', '.join(MEMORY_MODELS)})")
+        raise fail("memory_model", f"{values['memory_model']!r} is not one of {', '.join(MEMORY_MODELS)}")
 
     for name in INT_FIGURES:
         v = data[name]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise fail(name, f"expected an integer, got {type(v).__name__}")
-        if v <= 0:
-            raise fail(name, f"must be positive, got {v}")
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise fail(name, f"expected a positive integer, got {v!r}")
         values[name] = v
     for name in FLOAT_FIGURES:
         v = data[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise fail(name, f"expected a number, got {type(v).__name__}")
-        if not math.isfinite(v) or v <= 0:
-            raise fail(name, f"must be a positive finite number, got {v}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise fail(name, f"expected a positive number, got {v!r}")
         values[name] = float(v)
     if values["fast_capacity_bytes"] % values["granule_bytes"]:
         raise fail("granule_bytes", f"{values['granule_bytes']} does not divide fast_capacity_bytes "
@@ -150,7 +145,7 @@ def _parse(text: str, where: str) -> Profile:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ProfileError(f"{where}: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise ProfileError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     return from_dict(data, where)
 
 
@@ -165,7 +160,7 @@ def load_profile(name_or_path: str) -> Profile:
         return _parse(text, str(path))
     shipped = _shipped()
     if name_or_path not in shipped:
-        raise ProfileError(f"unknown profile {name_or_path!r}; available: {', '.join(sorted(shipped))} "
+        raise ProfileError(f"unknown profile {name_or_path!r}; valid profiles: {', '.join(sorted(shipped))} "
                            "(or give a path to a .json file)")
     return _parse(shipped[name_or_path].read_text(), f"profiles/{name_or_path}.json")
 

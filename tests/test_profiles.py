@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness import ProfileError, load_profile, profile_names
-from harness.profiles import default_profile
+from harness.profiles import FIGURES, default_profile, from_dict, validate_profile
 
 REQUIRED = {"tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload", "cpu-local"}
 
@@ -15,10 +15,13 @@ def test_shipped_profiles_load_with_sources():
     for name in profile_names():
         p = load_profile(name)
         assert p.name == name
-        assert all(p.sources[f] for f in ("fast_bandwidth", "slow_bandwidth", "flop_rate", "fast_capacity_bytes"))
+        assert all(p.sources[f].strip() for f in FIGURES)
+        assert validate_profile(p) == p and from_dict(json.loads(p.to_json())) == p
+        assert p.realizable == (p.memory_model == "offload")
     cmem = load_profile("tpu-v4i-cmem")
     assert cmem.memory_model == "direct" and not cmem.realizable and cmem.fast_capacity_bytes == 128 << 20
-    assert load_profile("h100-offload").memory_model == "offload" and load_profile("h100-offload").realizable
+    for name in ("h100-offload", "h200-offload", "tpu-v5e-offload"):
+        assert load_profile(name).memory_model == "offload" and load_profile(name).realizable
     cpu = load_profile("cpu-local")
     assert cpu.fast_bandwidth == cpu.slow_bandwidth and not cpu.realizable
 
@@ -28,7 +31,9 @@ def test_load_by_path_and_defaults(tmp_path):
     path.write_text(load_profile("h200-offload").to_json())
     assert load_profile(str(path)) == load_profile("h200-offload")
     assert default_profile("cpu") == "cpu-local" and default_profile("gpu") == "h100-offload"
-    assert default_profile("tpu") == "tpu-v5e-offload"
+    assert default_profile("tpu") == "tpu-v5e-offload" and default_profile("cuda") == "h100-offload"
+    with pytest.raises(ProfileError, match="no default profile.*cpu-local"):
+        default_profile("metal")
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -55,6 +60,16 @@ def _bad(tmp_path, edit):
     (lambda d: d.update(colour="red"), "unknown field"),
     (lambda d: d["sources"].pop("slow_bandwidth"), "slow_bandwidth: no source"),
     (lambda d: d.update(granule_bytes=3000), "granule_bytes: 3000 does not divide"),
+    (lambda d: d.update(granule_bytes=0), "granule_bytes: expected a positive integer"),
+    (lambda d: d.update(fast_capacity_bytes=True), "fast_capacity_bytes: expected a positive integer"),
+    (lambda d: d.update(op_overhead_seconds=0), "op_overhead_seconds: expected a positive number"),
+    (lambda d: d.update(slow_bandwidth=float("nan")), "slow_bandwidth: expected a positive number"),
+    (lambda d: d.update(name=3), "name: expected a string"),
+    (lambda d: d.update(name=""), "name: empty"),
+    (lambda d: d.update(backend="cpu"), "realizable: .*offload model on gpu or tpu"),
+    (lambda d: d.update(sources=[]), "sources: expected an object"),
+    (lambda d: d["sources"].update(flop_rate=" "), "sources.flop_rate: expected a non-empty string"),
+    (lambda d: d["sources"].update(colour="red"), "sources.colour: not a numeric figure"),
 ])
 def test_bad_profile_file_names_the_field(tmp_path, edit, message):
     with pytest.raises(ProfileError, match=message):
@@ -64,7 +79,10 @@ def test_bad_profile_file_names_the_field(tmp_path, edit, message):
 def test_not_json_and_missing_file(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("{")
-    with pytest.raises(ProfileError, match="not valid JSON"):
+    with pytest.raises(ProfileError, match="broken.json: not valid JSON"):
+        load_profile(str(path))
+    path.write_text("[]")
+    with pytest.raises(ProfileError, match="broken.json: expected a JSON object"):
         load_profile(str(path))
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile(str(tmp_path / "none.json"))
