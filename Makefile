@@ -19,7 +19,9 @@ test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(INSTALLED)
-	$(VENV)/bin/python -m pytest -q tests/test_benchmarks.py --benchmark-enable --benchmark-columns=min,median,max,rounds
+	mkdir -p .benchmarks
+	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py \
+		--benchmark-enable --benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -137,6 +138,185 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _read_text(path: str, what: str, error: type) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as err:
+        raise error(f"cannot read {what} file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} file {path} is not a text file") from None
+
+
+def _read_instance(path: str):
+    """The instance in file `path`; InstanceError (naming the file) if it is missing or malformed."""
+    from harness.instance import Instance, InstanceError
+
+    text = _read_text(path, "instance", InstanceError)
+    try:
+        return Instance.from_json(text)
+    except InstanceError as err:
+        raise InstanceError(f"{path}: {err}") from None
+
+
+def _read_mapping(path: str, instance):
+    """The mapping in file `path`, checked to be one of `instance`; MappingError names the file."""
+    from harness.mapping import Mapping, MappingError
+
+    text = _read_text(path, "mapping", MappingError)
+    try:
+        mapping = Mapping.from_json(text)
+    except MappingError as err:
+        raise MappingError(f"{path}: {err}") from None
+    if mapping.instance and mapping.instance != instance.name:
+        raise MappingError(f"{path}: the mapping is for instance {mapping.instance!r}, not {instance.name!r}")
+    return mapping
+
+
+def _profile(name: Optional[str]):
+    """The named profile (a shipped name or a JSON path), or the default one of JAX's backend."""
+    from harness.profiles import Profile, default_profile, load_profile
+
+    if name is None:
+        import jax
+
+        default = default_profile(jax.default_backend())
+        return default if isinstance(default, Profile) else load_profile(default)
+    return load_profile(name)
+
+
+def _check_budget_arg(budget: Optional[float]) -> None:
+    if budget is not None and not 0 < budget <= 1:  # also refuses NaN
+        raise ValueError(f"--budget must be a fraction of peak live bytes in (0, 1], got {budget:g}")
+
+
+def _seconds(t: float) -> str:
+    from harness.show_map import human_seconds
+
+    return human_seconds(t)
+
+
+def _validate(instance, mapping, profile, path: str) -> None:
+    """validate(), with the mapping file named in the error."""
+    from harness.mapping import MappingError, validate
+
+    try:
+        validate(instance, mapping, profile, mapping.budget)
+    except MappingError as err:
+        raise MappingError(f"{path}: {err}") from None
+
+
+def _baselines(instance, profile) -> tuple[float, float]:
+    """Simulated seconds with every buffer slow and with every buffer fast (no budget)."""
+    from agent.policies import solve
+    from harness.mapping import Mapping
+    from harness.simulate import simulate
+
+    slow = simulate(instance, Mapping({}, len(instance.buffers), instance.name, "all-slow", None), profile)
+    fast = simulate(instance, solve(instance, profile, None, policy="all-fast"), profile)
+    return slow, fast
+
+
+def _versus(t: float, slow: float, fast: float) -> str:
+    gain = f", {(slow - t) / (slow - fast):.1%} of the possible gain" if slow > fast else ""
+    return (f"{_seconds(t)} (all-slow {_seconds(slow)}, all-fast {_seconds(fast)}; "
+            f"speed-up {slow / t if t > 0 else float('inf'):.3f}x over all-slow{gain})")
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Solve an instance with a policy, validate the mapping and write it as JSON."""
+    from agent.policies import policies, solve
+    from harness.mapping import capacity
+    from harness.show_map import fast_peak_bytes
+    from harness.simulate import simulate
+    from harness.suite_run import write_atomic
+
+    if args.policy not in policies():
+        raise ValueError(f"unknown policy {args.policy!r}; valid policies: {', '.join(policies())}")
+    _check_budget_arg(args.budget)
+    if args.budget is None and args.policy != "all-fast":
+        raise ValueError(f"policy {args.policy!r} needs --budget, a fraction of peak live bytes in (0, 1]")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError(f"--time-limit must be positive seconds, got {args.time_limit:g}")
+    instance = _read_instance(args.instance)
+    profile = _profile(args.profile)
+    budget = None if args.policy == "all-fast" else args.budget
+    with err_console.status(f"solving {instance.name} with {args.policy} on {profile.name}"
+                            + (f" (budget {budget:g})" if budget is not None else "")):
+        mapping = solve(instance, profile, budget, policy=args.policy, seed=args.seed, time_limit=args.time_limit)
+    _validate(instance, mapping, profile, "solution")
+    with err_console.status("simulating"):
+        t = simulate(instance, mapping, profile)
+        slow, fast = _baselines(instance, profile)
+    out = args.output or f"{os.path.splitext(os.path.basename(args.instance))[0]}.{args.policy}.map.json"
+    write_atomic(out, mapping.to_json())
+    cap = capacity(instance, profile, budget)
+    console.print(f"{instance.name} on {profile.name}: policy {args.policy}, "
+                  f"{len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
+                  f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once"
+                  + (f" (capacity {_human_bytes(cap)})" if cap is not None else " (no budget)"), soft_wrap=True)
+    console.print(f"simulated time {_versus(t, slow, fast)} -> {out}", soft_wrap=True)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Validate a mapping (with its own budget) and print its simulated time and costliest ops."""
+    from harness.mapping import capacity
+    from harness.show_map import fast_peak_bytes
+    from harness.simulate import simulate, simulate_ops
+
+    if args.top < 0:
+        raise ValueError(f"--top must be non-negative, got {args.top}")
+    instance = _read_instance(args.instance)
+    mapping = _read_mapping(args.mapping, instance)
+    profile = _profile(args.profile)
+    _validate(instance, mapping, profile, args.mapping)
+    with err_console.status(f"simulating {instance.name} on {profile.name}"):
+        t = simulate(instance, mapping, profile)
+        ops = simulate_ops(instance, mapping, profile)
+        slow, fast = _baselines(instance, profile)
+    cap = capacity(instance, profile, mapping.budget)
+    budget = "no budget" if cap is None else f"budget {mapping.budget:g}, capacity {_human_bytes(cap)}"
+    console.print(f"{instance.name} on {profile.name} ({profile.memory_model}): mapping {mapping.policy or '?'} "
+                  f"({budget}), {len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
+                  f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once", soft_wrap=True)
+    console.print(f"simulated time {_versus(t, slow, fast)}", soft_wrap=True)
+    cost = ops["elapsed"] + ops["stall"]
+    order = sorted(range(len(cost)), key=lambda k: (-float(cost[k]), k))[: args.top]
+    if order:
+        table = Table(title=f"top {len(order)} of {len(cost)} ops by time (elapsed + stall, per run)")
+        for col in ("step", "name", "opcode", "elapsed", "compute", "memory", "stall", "share"):
+            table.add_column(col, justify="left" if col in ("name", "opcode") else "right")
+        for k in order:
+            table.add_row(str(k), str(ops["name"][k]), str(ops["opcode"][k]), _seconds(float(ops["elapsed"][k])),
+                          _seconds(float(ops["compute"][k])), _seconds(float(ops["memory"][k])),
+                          _seconds(float(ops["stall"][k])), f"{float(cost[k]) / t:.1%}" if t > 0 else "-")
+        console.print(table)
+    final = float(ops["final_stall"].sum())
+    if final > 0:
+        console.print(f"stall at the end of the program (copies still draining): {_seconds(final)}",
+                      soft_wrap=True)
+    return 0
+
+
+def cmd_show_map(args: argparse.Namespace) -> int:
+    """Draw a mapping (and optionally a second one beside it) on the time x address plane."""
+    from harness.show_map import plot_memory_map
+
+    instance = _read_instance(args.instance)
+    mapping = _read_mapping(args.mapping, instance)
+    compare = _read_mapping(args.compare, instance) if args.compare else None
+    profile = _profile(args.profile)
+    _validate(instance, mapping, profile, args.mapping)
+    if compare is not None:
+        _validate(instance, compare, profile, args.compare)
+    out = args.output or f"{os.path.splitext(os.path.basename(args.mapping))[0]}.png"
+    with err_console.status(f"drawing {instance.name}"):
+        plot_memory_map(instance, mapping, out, title=args.title, compare=compare, profile=profile)
+    console.print(out, soft_wrap=True, markup=False, highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mallocbench`."""
     import workloads
@@ -165,19 +345,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="ci", choices=workloads.SUITES)
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.set_defaults(func=cmd_nightly)
+
+    from agent.policies import policies
+
+    p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with a policy",
+                       description="Solve an instance with a policy, validate the mapping, write it as JSON "
+                       "and print its simulated time beside all-slow and all-fast.")
+    p.add_argument("instance", help="instance JSON file (from `mallocbench extract`)")
+    p.add_argument("--policy", default="xla-msa", metavar="POLICY",
+                   help=f"mapping policy: {', '.join(policies())} (default: xla-msa)")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="fast memory as a fraction of peak live bytes, in (0, 1] (not for all-fast)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the policy (default: 0)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="seconds the policy may search (cpsat)")
+    p.add_argument("-o", "--output", metavar="MAP",
+                   help="mapping file to write (default: INSTANCE.POLICY.map.json here)")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("simulate", help="simulated time of a mapping and its costliest ops",
+                       description="Validate a mapping with the budget stored in it and print its simulated "
+                       "time and the ops that take the most time.")
+    p.add_argument("instance", help="instance JSON file")
+    p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("show-map", help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
+                       description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
+                       "addresses, with the capacity line and a list of the slow buffers.")
+    p.add_argument("instance", help="instance JSON file")
+    p.add_argument("mapping", help="mapping JSON file")
+    p.add_argument("-o", "--output", metavar="FIGURE",
+                   help="figure to write, .png, .svg or .pdf (default: MAPPING.png here)")
+    p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile for the capacity line and simulated times (default: the one of "
+                   "JAX's backend)")
+    p.add_argument("--title", help="figure title (default: instance name and size)")
+    p.set_defaults(func=cmd_show_map)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `mallocbench` console script."""
     from harness.instance import InstanceError
+    from harness.mapping import MappingError
+    from harness.profiles import ProfileError
     from workloads import UnknownWorkloadError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownWorkloadError, InstanceError, ValueError) as err:
-        err_console.print(f"[red]error:[/] {err}")
+    except (UnknownWorkloadError, InstanceError, MappingError, ProfileError, ValueError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
 
 
