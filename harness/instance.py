@@ -9,7 +9,7 @@ import dataclasses
 import json
 import types
 import typing
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -128,12 +128,14 @@ class Instance:
             conditionals[cond] = max(conditionals.get(cond, 0.0), flops)
         return total + sum(conditionals.values())
 
-    def live_bytes(self) -> np.ndarray:
+    def live_bytes(self, buffer_ids: Optional[Iterable[int]] = None, in_place_reuse: bool = True) -> np.ndarray:
         """Bytes live at each step of the schedule (steps 0 to len(ops), the end).
 
-        Buffers that share memory (an alias group, or an output written in place
-        over a dying operand) count once, with the largest, wherever any is live.
+        Buffers that share memory (an alias group, or with `in_place_reuse` an output
+        written in place over a dying operand) count once, with the largest, wherever
+        any is live. `buffer_ids` restricts the count to those buffers.
         """
+        chosen = self.buffers if buffer_ids is None else [self.buffers[b] for b in buffer_ids]
         parent = {b.alias_group: b.alias_group for b in self.buffers}
 
         def root(g: int) -> int:
@@ -141,11 +143,12 @@ class Instance:
                 g = parent[g]
             return g
 
-        for b in self.buffers:
-            if b.reuses >= 0:
-                parent[root(b.alias_group)] = root(self.buffers[b.reuses].alias_group)
+        if in_place_reuse:
+            for b in self.buffers:
+                if b.reuses >= 0:
+                    parent[root(b.alias_group)] = root(self.buffers[b.reuses].alias_group)
         groups: dict[int, list[Buffer]] = {}
-        for b in self.buffers:
+        for b in chosen:
             groups.setdefault(root(b.alias_group), []).append(b)
         delta = np.zeros(len(self.ops) + 2, dtype=np.int64)
         for members in groups.values():

@@ -105,23 +105,7 @@ def fast_bytes(instance: Instance, mapping: Mapping) -> int:
 def fast_peak_bytes(instance: Instance, mapping: Mapping) -> int:
     """The most bytes of fast buffers live at one schedule step (an alias group counts once,
     with its largest member, wherever one of its members is live)."""
-    members: dict[int, list] = {}
-    for b in mapping.offsets:
-        buf = instance.buffers[b]
-        members.setdefault(buf.alias_group, []).append(buf)
-    delta = np.zeros(len(instance.ops) + 2, dtype=np.int64)
-    for bufs in members.values():
-        size = max(buf.bytes for buf in bufs)
-        intervals = sorted((buf.start, buf.end) for buf in bufs)
-        lo, hi = intervals[0]
-        for s, e in intervals[1:] + [(len(instance.ops) + 2, 0)]:
-            if s <= hi + 1:
-                hi = max(hi, e)
-                continue
-            delta[lo] += size
-            delta[hi + 1] -= size
-            lo, hi = s, e
-    return int(np.cumsum(delta).max(initial=0))
+    return int(instance.live_bytes(mapping.offsets, in_place_reuse=False).max(initial=0))
 
 
 def _draw_panel(ax, text_ax, instance: Instance, mapping: Mapping, cap: Optional[int], cap_label: str,
