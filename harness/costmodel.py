@@ -186,7 +186,6 @@ def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Arra
     slow = 1.0 - fast
     pf_bytes = tables.pf_bytes * slow[tables.pf_cand]
     pf_cum = jnp.cumsum(pf_bytes)
-    steps = jnp.arange(n_ops)
     # Bytes of the in-queue enqueued by op t, and that must have arrived before op t.
     avail = jnp.zeros(n_ops).at[tables.pf_enqueue].max(pf_cum)
     avail = jax.lax.cummax(avail)
@@ -198,17 +197,18 @@ def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Arra
     bw = tables.copy_bw
     idle = elapsed * tables.weight
 
-    def step(carry, t):
+    def step(carry, x):
         r_done, w_done = carry
-        wait_in = jnp.maximum(need[t] - r_done, 0.0)
-        pending_out = out_avail[t] - w_done
-        out_while_waiting = jnp.minimum(wait_in, pending_out)
+        need_t, avail_t, out_t, idle_t = x
+        wait_in = jnp.maximum(need_t - r_done, 0.0)
+        out_while_waiting = jnp.minimum(wait_in, out_t - w_done)
         stall = (wait_in + out_while_waiting) / bw
         r_done, w_done = r_done + wait_in, w_done + out_while_waiting
-        dr, dw = _drain(idle[t], avail[t] - r_done, out_avail[t] - w_done, bw)
+        dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
         return (r_done + dr, w_done + dw), stall
 
-    (r_done, w_done), stalls = jax.lax.scan(step, (jnp.float32(0.0), jnp.float32(0.0)), steps)
+    zero = jnp.float32(0.0)
+    (r_done, w_done), stalls = jax.lax.scan(step, (zero, zero), (need, avail, out_avail, idle))
     final = (jnp.sum(ev_bytes) - w_done) / bw
     return jnp.concatenate([stalls, final[None]])
 
