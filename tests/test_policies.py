@@ -75,3 +75,18 @@ def test_policy_list_and_bad_names():
     for budget in (0, 1.5, None):
         with pytest.raises(ValueError, match="budget"):
             solve(instance, load_profile("tpu-v4i-cmem"), budget, policy="xla-msa")
+
+
+def test_cpsat_proves_optimality_on_small_ci_workloads(ci_instances):
+    from agent.cpsat import solve_cpsat
+    from harness.simulate import problem
+
+    profile = load_profile("tpu-v4i-cmem")
+    small = [i for i in ci_instances.values() if problem(i, profile)[0].n <= 40]
+    assert small, "some ci workloads have at most 40 candidate buffers"
+    for instance in small:
+        for budget in BUDGETS:
+            hint = solve(instance, profile, budget, policy="xla-msa")
+            result = solve_cpsat(instance, profile, budget, time_limit=60.0, hint=hint)
+            assert result.optimal, f"{instance.name} at {budget}: {result.status}"
+            assert result.wall_seconds < 60.0
