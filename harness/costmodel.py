@@ -47,11 +47,11 @@ class Tables(NamedTuple):
     acc_bytes: jax.Array  # [accesses] bytes per execution
     pf_cand: jax.Array  # [prefetches] candidate copied in (offload), in queue order
     pf_bytes: jax.Array  # [prefetches] bytes, weighted by executions
-    pf_enqueue: jax.Array  # [prefetches] first op during which the copy may run
-    pf_deadline: jax.Array  # [prefetches] op that needs it
-    ev_cand: jax.Array  # [evictions] candidate copied out after its definition
+    pf_queued: jax.Array  # [ops] prefetches queued by op t (a copy may run from the op after the previous access)
+    pf_needed: jax.Array  # [ops] length of the queue prefix that must have arrived before op t
+    ev_cand: jax.Array  # [evictions] candidate copied out after its definition, in queue order
     ev_bytes: jax.Array  # [evictions] bytes, weighted
-    ev_after: jax.Array  # [evictions] op after which it is queued
+    ev_queued: jax.Array  # [ops] evictions queued by the ops before t
     fast_bw: jax.Array  # scalars
     op_slow_bw: jax.Array  # bandwidth at which an op reaches a slow buffer
     copy_bw: jax.Array
@@ -135,13 +135,20 @@ def build_tables(instance: Instance, profile: Profile, cands: Candidates | None 
     acc = _pad_rows(acc, (0, 0, 0))
     pf = _pad_rows(pf, (n_pad - 1, n_pad - 1, 0, 0))
     ev = _pad_rows(ev, (n_pad - 1, 0, 0))
+    # Queue prefixes as counts per op, so the simulation gathers instead of scattering.
+    steps = np.arange(n_pad)
+    last_due = np.full(n_pad, -1)
+    np.maximum.at(last_due, pf[:, 1].astype(int), np.arange(len(pf)))
+    needed = np.maximum.accumulate(last_due) + 1
     f32, i32 = jnp.float32, jnp.int32
     return Tables(
         weight=jnp.asarray(weight, f32), compute=jnp.asarray(compute, f32), op_bytes=jnp.asarray(op_bytes, f32),
         acc_op=jnp.asarray(acc[:, 0], i32), acc_cand=jnp.asarray(acc[:, 1], i32), acc_bytes=jnp.asarray(acc[:, 2], f32),
         pf_cand=jnp.asarray(pf[:, 2], i32), pf_bytes=jnp.asarray(pf[:, 3], f32),
-        pf_enqueue=jnp.asarray(pf[:, 0], i32), pf_deadline=jnp.asarray(pf[:, 1], i32),
-        ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32), ev_after=jnp.asarray(ev[:, 0], i32),
+        pf_queued=jnp.asarray(np.searchsorted(pf[:, 0], steps, side="right"), i32),
+        pf_needed=jnp.asarray(needed, i32),
+        ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
+        ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
         fast_bw=jnp.float32(profile.fast_bandwidth),
         op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
         copy_bw=jnp.float32(profile.copy_bandwidth), overhead=jnp.float32(profile.op_overhead_seconds),
@@ -182,18 +189,13 @@ def _drain(idle, reads, writes, bw):
 
 def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Array:
     """[ops + 1] seconds of waiting for copies before each op, and for the last copies out at the end."""
-    n_ops = elapsed.shape[0]
     slow = 1.0 - fast
-    pf_bytes = tables.pf_bytes * slow[tables.pf_cand]
-    pf_cum = jnp.cumsum(pf_bytes)
-    # Bytes of the in-queue enqueued by op t, and that must have arrived before op t.
-    avail = jnp.zeros(n_ops).at[tables.pf_enqueue].max(pf_cum)
-    avail = jax.lax.cummax(avail)
-    need = jnp.zeros(n_ops).at[tables.pf_deadline].max(pf_cum)
-    need = jax.lax.cummax(need)
+    zero = jnp.zeros(1, jnp.float32)
+    # Cumulative bytes of the in-queue: queued by op t (avail) and due before op t (need).
+    pf_cum = jnp.concatenate([zero, jnp.cumsum(tables.pf_bytes * slow[tables.pf_cand])])
+    avail, need = pf_cum[tables.pf_queued], pf_cum[tables.pf_needed]
     ev_bytes = tables.ev_bytes * slow[tables.ev_cand]
-    out_after = jax.ops.segment_sum(ev_bytes, tables.ev_after, num_segments=n_ops)
-    out_avail = jnp.cumsum(out_after) - out_after  # queued by ops before t
+    out_avail = jnp.concatenate([zero, jnp.cumsum(ev_bytes)])[tables.ev_queued]  # queued by ops before t
     bw = tables.copy_bw
     idle = elapsed * tables.weight
 
@@ -207,8 +209,8 @@ def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Arra
         dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
         return (r_done + dr, w_done + dw), stall
 
-    zero = jnp.float32(0.0)
-    (r_done, w_done), stalls = jax.lax.scan(step, (zero, zero), (need, avail, out_avail, idle))
+    start = (jnp.float32(0.0), jnp.float32(0.0))
+    (r_done, w_done), stalls = jax.lax.scan(step, start, (need, avail, out_avail, idle))
     final = (jnp.sum(ev_bytes) - w_done) / bw
     return jnp.concatenate([stalls, final[None]])
 
