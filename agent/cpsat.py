@@ -22,7 +22,7 @@ compute time C_t and accesses of n_tc bytes to candidate c,
 
     w_t * elapsed_t = w_t * max(C_t, op_bytes_t / slow_bw + overhead - sum_c x_c n_tc (1/slow_bw - 1/fast_bw))
 
-so a variable E_t >= both affine terms and the objective is sum_t E_t. Ops
+so a variable E_t >= both affine terms (scaled by w_t) and the objective is sum_t E_t. Ops
 without accesses, and ops compute-bound whatever is fast, are constants kept
 out of the model; ops memory-bound whatever is fast need no E_t (their memory
 term is the objective term). Times are scaled by S units per second, S chosen
@@ -31,13 +31,14 @@ coefficient (S w_t C_t, S w_t (op_bytes_t / slow_bw + overhead), and each
 S w_t n_tc (1/slow_bw - 1/fast_bw)) is rounded to the nearest integer. An op
 with k_t accesses is then off by at most 0.5 (1 + k_t) units for any mapping,
 so the model's objective is within eps = sum_t 0.5 (1 + k_t) units of S times
-the true time, and CP-SAT's optimum is within 2 eps / S seconds (relative:
-2 eps / 1e9 of the variable ops' all-slow time, about 1e-7 for a thousand
-accesses) of the true optimum of the game. The reported bound is
+the true time, and CP-SAT's optimum is within 2 eps / S seconds of the true
+optimum of the game (relative to the variable ops' all-slow time: 2 eps / 1e9,
+e.g. 1.5e-6 for 500 ops with 1000 accesses; usually far less, as rounding
+errors do not all point one way). The reported bound is
 ``(CP-SAT bound - eps) / S`` plus the constant ops: a lower bound on the true
-optimum. The cost model itself computes in float32; the bound is capped at the
-returned objective so that its rounding (about 1e-7 relative) can never put
-the bound above it.
+optimum over the game's grid. The cost model itself computes in float32; the
+bound is capped at the returned objective so that its rounding (about 1e-7
+relative) can never put the bound above it.
 
 Objective, memory model ``offload``: the copy-queue simulation (stalls when
 the queued copies are not hidden by compute) is not linear. CP-SAT minimises a
@@ -54,7 +55,9 @@ Warm start: a `hint` mapping (e.g. xla-msa's) is given to CP-SAT as a complete
 solution hint (x_c, o_c where it lies on the slot grid, and E_t). After
 solving, the CP-SAT mapping and the hint are both simulated with
 `harness.simulate.simulate` and the faster is returned, so the result is never
-worse than the hint.
+worse than the hint. ``optimal`` stays True when the hint wins after a proof
+of optimality (it can only win by rounding), unless the hint lies off the slot
+grid and beats the grid's bound.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from harness.profiles import Profile
 from harness.simulate import simulate
 
 SCALE_UNITS = 1e9  # the variable part of the all-slow time, in model units
+FLOAT32_SLACK = 1e-6  # relative rounding of the simulator's float32 sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +116,8 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
     returned mapping passes `validate(instance, mapping, profile, budget)`.
     """
     t0 = time.perf_counter()
+    if budget is None:
+        raise ValueError("budget: cpsat needs a fraction of peak live bytes in (0, 1], got None")
     if hint is not None:
         try:
             validate(instance, hint, profile, budget)
@@ -119,7 +125,9 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
             raise MappingError(f"hint: {err}") from None
     game = make_game(instance, profile, budget)
     cands = game.candidates
-    n, n_slots, slot_bytes = cands.n, game.n_slots, game.slot_bytes
+    # The game keeps at least one slot; where the capacity is less than one slot there are none.
+    n, slot_bytes = cands.n, game.slot_bytes
+    n_slots = min(game.n_slots, game.capacity // slot_bytes)
     size = np.asarray(game.spec.slots, dtype=np.int64)[:n]
     start = np.asarray(cands.start, dtype=np.int64)
     end = np.asarray(cands.end, dtype=np.int64)
@@ -198,11 +206,6 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
                     offsets[b] = int(solver.value(o[c])) * slot_bytes
     mapping = Mapping(offsets, len(instance.buffers), instance.name, "cpsat", budget)
     seconds = simulate(instance, mapping, profile)
-    if hint is not None:
-        hint_seconds = simulate(instance, hint, profile)
-        if hint_seconds < seconds:
-            mapping = Mapping(dict(hint.offsets), len(instance.buffers), instance.name, "cpsat", budget)
-            seconds = hint_seconds
 
     if offload:
         bound = objective.floor_seconds
@@ -212,8 +215,16 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
             model_bound = 0.0
         units = max(model_bound + constant_units - objective.eps_units, 0.0)
         bound = units / objective.scale + objective.constant_seconds
-    bound = min(bound, seconds)
     optimal = (not offload) and status == cp_model.OPTIMAL
+
+    if hint is not None:
+        hint_seconds = simulate(instance, hint, profile)
+        if hint_seconds < seconds:
+            mapping = Mapping(dict(hint.offsets), len(instance.buffers), instance.name, "cpsat", budget)
+            seconds = hint_seconds
+            # A hint off the slot grid can beat the grid's optimum: then the bound is not its.
+            optimal = optimal and hint_seconds >= bound * (1 - FLOAT32_SLACK)
+    bound = min(bound, seconds)  # the simulator's float32 rounding must not lift the bound above
     return CpsatResult(mapping, float(seconds), float(bound), optimal, status_name, time.perf_counter() - t0)
 
 

@@ -87,6 +87,8 @@ def make_game(instance: Instance, profile: Profile, budget: float, max_slots: in
     slot_bytes = -(-per_slot // granule) * granule
     n_slots = max(1, cap // slot_bytes)
     size_slots = np.maximum(1, -(-cands.bytes // slot_bytes)).astype(np.int32)
+    if cap // slot_bytes == 0:  # less than one slot of fast memory: nothing fits
+        size_slots[:] = 2
     order = np.array(sorted(range(cands.n), key=lambda c: (cands.start[c], -cands.bytes[c], c)), dtype=np.int32)
     features = _features(instance, cands, tables, order, size_slots, n_slots)
     spec = GameSpec(

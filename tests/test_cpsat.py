@@ -1,7 +1,6 @@
 """CP-SAT policy: the exact optimum of the mallocGame against brute force, hints, time limits, offload."""
 
 import dataclasses
-import itertools
 import time
 
 import pytest
@@ -135,6 +134,25 @@ def _hand_instance() -> Instance:
     return _instance(ops, buffers)
 
 
+def _fragmenting_instance() -> Instance:
+    """Eight buffers whose load is exactly 4 slots at every step, yet which no packing holds.
+
+    With 4 slots of 64 bytes (the whole peak as fast memory): Z (3 slots, step 0) pins X to an
+    edge, W (3 slots, step 4) pins Y to an edge; at step 2 X and Y are live together, so on
+    opposite edges, and M sits between them. G (2 slots, step 1) needs M next to X, H (2 slots,
+    step 3) needs M next to Y: impossible. The clique bound alone would let all of them be fast.
+    """
+    u = 64
+    items = [(0, 2, 1), (2, 4, 1), (0, 0, 3), (4, 4, 3), (1, 3, 1), (2, 2, 1), (1, 1, 2), (3, 3, 2)]  # X Y Z W M F G H
+    buffers = [_buf(i, z * u, s, e, [t for t in range(s + 1, e + 1)]) for i, (s, e, z) in enumerate(items)]
+    ops = []
+    for t in range(5):
+        reads = [b.id for b in buffers if b.start < t <= b.end]
+        writes = [b.id for b in buffers if b.start == t]
+        ops.append(_op(t, reads, [buffers[b].bytes for b in reads], writes, sum(buffers[b].bytes for b in writes)))
+    return _instance(ops, buffers, "fragmenting")
+
+
 CASES = [(seed, n, pattern) for seed, (n, pattern) in enumerate(
     [(8, "training"), (10, "training"), (10, "training"), (9, "random"), (10, "random"), (10, "inference")])]
 
@@ -165,6 +183,23 @@ def test_optimum_equals_brute_force_with_alias_groups_and_loops():
     assert result.optimal
     assert result.objective_seconds == pytest.approx(best, rel=1e-6)
     assert result.mapping.is_fast(1) == result.mapping.is_fast(2)
+
+
+def test_optimum_when_the_plane_fragments():
+    instance = _fragmenting_instance()
+    budget = 1.0
+    game = make_game(instance, DIRECT, budget)
+    assert game.n_slots == 4 and game.slot_bytes == 64
+    everything = tuple(range(game.candidates.n))
+    assert _pack(everything, game) is None  # not packable, though every step's load is exactly 4 slots
+    all_fast = simulate(instance, solve(instance, DIRECT, None, policy="all-fast"), DIRECT)
+    best, _ = _brute_force(instance, DIRECT, budget)
+    assert best > all_fast * (1 + 1e-6)
+    result = solve_cpsat(instance, DIRECT, budget)
+    validate(instance, result.mapping, DIRECT, budget)
+    assert result.optimal
+    assert result.objective_seconds == pytest.approx(best, rel=1e-6)
+    assert len(result.mapping.offsets) == game.candidates.n - 1  # one buffer (G or H, the cheapest) is left out
 
 
 # --- hints, limits, offload -------------------------------------------------------------------

@@ -88,3 +88,15 @@ def test_decision_order_is_by_start_then_size():
     order = np.asarray(game.spec.order)
     keys = [(game.candidates.start[c], -game.candidates.bytes[c]) for c in order]
     assert keys == sorted(keys)
+
+
+def test_less_than_one_slot_of_fast_memory_leaves_everything_slow():
+    import dataclasses
+
+    from agent import solve
+
+    coarse = dataclasses.replace(profile("direct"), granule_bytes=1 << 30)
+    instance = synthetic(4, 12)
+    mapping = solve(instance, coarse, 0.5, policy="first-fit")
+    validate(instance, mapping, coarse, 0.5)
+    assert mapping.offsets == {}
