@@ -13,6 +13,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from harness.jsonfile import load_versioned
+
 SCHEMA_VERSION = 1
 
 
@@ -176,17 +178,7 @@ class Instance:
     @classmethod
     def from_json(cls, text: str) -> "Instance":
         """Read an instance from JSON text; errors name the offending field."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InstanceError(f"not a JSON instance file: {err}") from None
-        if not isinstance(data, dict):
-            raise InstanceError("instance: expected a JSON object")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InstanceError(
-                f"schema_version: this file has {version!r}, this mallocbench reads {SCHEMA_VERSION}; "
-                "extract the instance again")
+        data = load_versioned(text, "instance", SCHEMA_VERSION, InstanceError)
         instance = _build(cls, data, "instance")
         _check_references(instance)
         return instance

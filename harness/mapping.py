@@ -7,6 +7,7 @@ import json
 from typing import Optional
 
 from harness.instance import Instance
+from harness.jsonfile import load_versioned
 from harness.profiles import Profile
 
 MAPPING_SCHEMA_VERSION = 1
@@ -41,14 +42,7 @@ class Mapping:
     @classmethod
     def from_json(cls, text: str) -> "Mapping":
         """Read a mapping from JSON text; errors name the field."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise MappingError(f"not a JSON mapping file: {err}") from None
-        if not isinstance(data, dict):
-            raise MappingError("mapping: expected a JSON object")
-        if data.get("schema_version") != MAPPING_SCHEMA_VERSION:
-            raise MappingError(f"schema_version: expected {MAPPING_SCHEMA_VERSION}, got {data.get('schema_version')!r}")
+        data = load_versioned(text, "mapping", MAPPING_SCHEMA_VERSION, MappingError)
         for field, kinds in (("n_buffers", int), ("fast", dict), ("instance", str), ("policy", str)):
             if not isinstance(data.get(field), kinds) or isinstance(data.get(field), bool):
                 raise MappingError(f"{field}: missing or not a {kinds.__name__}")
