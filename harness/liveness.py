@@ -39,11 +39,6 @@ class Value:
         """The value's shape."""
         return subshape(self.instruction.shape, self.index)
 
-    @property
-    def key(self) -> str:
-        """The value's name as XLA's dumps write it, e.g. `while.6{1}`."""
-        return f"{self.instruction.name}{{{','.join(map(str, self.index))}}}"
-
 
 @dataclasses.dataclass
 class Liveness:
@@ -52,14 +47,8 @@ class Liveness:
     sequence: list[Instruction]  # the flattened instruction sequence
     values: list[Value]
     value_sets: dict[str, dict[Index, Value]]  # instruction name -> index -> value
-    spans: dict[str, tuple[int, int]]  # computation -> [start, end) in the sequence
     trip_counts: dict[str, int | None]  # instruction name -> product of enclosing loops' trip counts
     branches: dict[str, str | None]  # instruction name -> "conditional:branch" it runs in, if any
-
-    @property
-    def end_time(self) -> int:
-        """The schedule's end time (the length of the sequence)."""
-        return len(self.sequence)
 
 
 class _Dataflow:
@@ -297,7 +286,7 @@ def analyze(module: Module) -> Liveness:
             b.end = max(a.end, b.end)
             a.end = min(a.end, b.start)
 
-    return Liveness(sequence, [v for v in values if v.start >= 0], sets, spans, trips, branches)
+    return Liveness(sequence, [v for v in values if v.start >= 0], sets, trips, branches)
 
 
 def _use_times(value: Value, users, time, comps) -> list[int]:
