@@ -90,13 +90,35 @@ def candidates(instance: Instance) -> Candidates:
     return Candidates(tuple(members), start, end, size, of_buffer)
 
 
-def build_tables(instance: Instance, profile: Profile, cands: Candidates | None = None) -> Tables:
-    """The cost model's arrays for `instance` on `profile`."""
+def op_work(instance: Instance) -> np.ndarray:
+    """[2, padded ops] flops and transcendentals of one execution of each op (float64)."""
+    work = np.zeros((2, bucket(len(instance.ops))))
+    work[0, :len(instance.ops)] = [op.flops for op in instance.ops]
+    work[1, :len(instance.ops)] = [op.transcendentals for op in instance.ops]
+    return work
+
+
+def with_profile(structure: Tables, work: np.ndarray, profile: Profile) -> Tables:
+    """`structure` with the profile's figures filled in: compute seconds and the scalars.
+
+    Everything else in the tables depends on the instance and the memory model
+    alone, so re-pricing one instance on many profiles (calibration) is cheap.
+    """
+    compute = np.maximum(work[0] / profile.flop_rate, work[1] / profile.transcendental_rate)
+    offload = profile.memory_model == "offload"
+    return structure._replace(
+        compute=jnp.asarray(compute, jnp.float32),
+        fast_bw=jnp.float32(profile.fast_bandwidth),
+        op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
+        copy_bw=jnp.float32(profile.copy_bandwidth), overhead=jnp.float32(profile.op_overhead_seconds),
+    )
+
+
+def build_structure(instance: Instance, memory_model: str, cands: Candidates | None = None) -> Tables:
+    """The profile-independent tables (accesses, copy queues); compute and scalars left zero."""
     cands = cands or candidates(instance)
     n_ops = len(instance.ops)
     weight = np.array([op.trip_count or 1 for op in instance.ops], dtype=np.float64)
-    compute = np.array([max(op.flops / profile.flop_rate, op.transcendentals / profile.transcendental_rate)
-                        for op in instance.ops])
     accesses: dict[tuple[int, int], int] = {}
     reads: list[tuple[int, int]] = []  # (op, candidate) reads, deduplicated
     defs: list[tuple[int, int]] = []
@@ -116,7 +138,7 @@ def build_tables(instance: Instance, profile: Profile, cands: Candidates | None 
     np.add.at(op_bytes, acc[:, 0].astype(int), acc[:, 2])
 
     # Offload copies: out after each definition, in before each read, from the previous access on.
-    offload = profile.memory_model == "offload"
+    offload = memory_model == "offload"
     last_access = {int(c): -1 for c in range(cands.n)}
     events = sorted({(t, c, "r") for t, c in reads} | {(t, c, "w") for t, c in defs})
     prefetch = []
@@ -131,7 +153,7 @@ def build_tables(instance: Instance, profile: Profile, cands: Candidates | None 
     # Pad to power-of-two sizes so instances of similar size share one compiled program:
     # padded ops run zero times, padded accesses and copies move zero bytes at the end.
     n_pad = bucket(n_ops)
-    weight, compute, op_bytes = (np.pad(a, (0, n_pad - n_ops)) for a in (weight, compute, op_bytes))
+    weight, op_bytes = (np.pad(a, (0, n_pad - n_ops)) for a in (weight, op_bytes))
     acc = _pad_rows(acc, (0, 0, 0))
     pf = _pad_rows(pf, (n_pad - 1, n_pad - 1, 0, 0))
     ev = _pad_rows(ev, (n_pad - 1, 0, 0))
@@ -142,16 +164,14 @@ def build_tables(instance: Instance, profile: Profile, cands: Candidates | None 
     needed = np.maximum.accumulate(last_due) + 1
     f32, i32 = jnp.float32, jnp.int32
     return Tables(
-        weight=jnp.asarray(weight, f32), compute=jnp.asarray(compute, f32), op_bytes=jnp.asarray(op_bytes, f32),
+        weight=jnp.asarray(weight, f32), compute=jnp.zeros(n_pad, f32), op_bytes=jnp.asarray(op_bytes, f32),
         acc_op=jnp.asarray(acc[:, 0], i32), acc_cand=jnp.asarray(acc[:, 1], i32), acc_bytes=jnp.asarray(acc[:, 2], f32),
         pf_cand=jnp.asarray(pf[:, 2], i32), pf_bytes=jnp.asarray(pf[:, 3], f32),
         pf_queued=jnp.asarray(np.searchsorted(pf[:, 0], steps, side="right"), i32),
         pf_needed=jnp.asarray(needed, i32),
         ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
         ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
-        fast_bw=jnp.float32(profile.fast_bandwidth),
-        op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
-        copy_bw=jnp.float32(profile.copy_bandwidth), overhead=jnp.float32(profile.op_overhead_seconds),
+        fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0), overhead=jnp.float32(0.0),
     )
 
 

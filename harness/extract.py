@@ -90,6 +90,7 @@ def _buffers(module: Module, live: Liveness) -> tuple[list[Buffer], list[LeftOut
             left_out.append(LeftOut(v.instruction.name, v.index, shape.byte_size, "tuple index table"))
             continue
         buffer_of[v.id] = len(buffers)
+        is_entry_parameter = v.instruction.opcode == "parameter" and v.instruction.computation == module.entry
         buffers.append(Buffer(
             id=len(buffers),
             hlo_name=v.instruction.name,
@@ -99,15 +100,35 @@ def _buffers(module: Module, live: Liveness) -> tuple[list[Buffer], list[LeftOut
             start=v.start,
             end=v.end,
             uses=tuple(v.use_times),
-            is_parameter=v.instruction.opcode == "parameter" and v.instruction.computation == module.entry,
+            is_parameter=is_entry_parameter,
             is_output=_is_output(v, entry_root.name),
             is_phi=v.is_phi,
             is_constant=v.instruction.opcode == "constant",
             alias_group=groups.setdefault(v.buffer, len(groups)),
             reuses=-1,
-            op_name=v.instruction.op_name,
+            op_name=_source_op_name(module, v.instruction, v.index),
+            parameter_number=int(v.instruction.attrs["_payload"]) if is_entry_parameter else -1,
         ))
     return buffers, left_out, buffer_of
+
+
+def _source_op_name(module: Module, inst, index: tuple[int, ...]) -> str:
+    """The op_name of the instruction that computes output `index` of `inst`.
+
+    For a fusion that is the fused computation's root (the tuple element at
+    `index` for multi-output fusions), looking through ops without metadata.
+    """
+    while inst.opcode == "fusion":
+        root = module.computations[inst.called("calls")[0]].root
+        if root.opcode == "tuple" and index:
+            root, index = module.instruction(root.operands[index[0]]), index[1:]
+        while not root.op_name and root.opcode in ("bitcast", "copy", "reshape", "transpose", "convert") and root.operands:
+            root = module.instruction(root.operands[0])
+        if root.op_name or root.opcode == "fusion":
+            inst = root
+        else:
+            break
+    return inst.op_name
 
 
 def _is_output(value: Value, root: str) -> bool:

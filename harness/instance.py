@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.jsonfile import load_versioned
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class InstanceError(ValueError):
@@ -59,7 +59,8 @@ class Buffer:
     is_constant: bool
     alias_group: int  # buffers of one group must share memory (loops, in-place ops)
     reuses: int  # a dying operand buffer XLA may write this one over in place (-1: none)
-    op_name: str
+    op_name: str  # metadata of the instruction that computes the value (a fusion's root for fusions)
+    parameter_number: int = -1  # the entry parameter it is, else -1
 
     @property
     def key(self) -> str:

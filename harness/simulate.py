@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from harness.costmodel import Candidates, Tables, bucket, build_tables, candidates, copy_stalls, fast_bytes, op_elapsed, total_time
+from harness.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes, op_elapsed,
+                               op_work, total_time, with_profile)
 from harness.instance import Instance
 from harness.mapping import Mapping
 from harness.profiles import Profile
@@ -13,20 +14,24 @@ from harness.profiles import Profile
 _total_time = jax.jit(total_time, static_argnums=2)
 
 
-_PROBLEMS: dict[tuple[int, int], tuple[Instance, Profile, Candidates, Tables]] = {}
+_STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
 
 
 def problem(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
-    """The candidates and cost tables of `instance` on `profile` (cached per object pair)."""
-    key = (id(instance), id(profile))
-    hit = _PROBLEMS.get(key)
-    if hit is None or hit[0] is not instance or hit[1] is not profile:
+    """The candidates and cost tables of `instance` on `profile`.
+
+    The profile-independent part is cached per instance object and memory model,
+    so pricing one instance on many profiles (calibration) rebuilds nothing.
+    """
+    key = (id(instance), profile.memory_model)
+    hit = _STRUCTURES.get(key)
+    if hit is None or hit[0] is not instance:
         cands = candidates(instance)
-        hit = (instance, profile, cands, build_tables(instance, profile, cands))
-        if len(_PROBLEMS) >= 64:
-            _PROBLEMS.pop(next(iter(_PROBLEMS)))
-        _PROBLEMS[key] = hit
-    return hit[2], hit[3]
+        hit = (instance, cands, build_structure(instance, profile.memory_model, cands), op_work(instance))
+        if len(_STRUCTURES) >= 64:
+            _STRUCTURES.pop(next(iter(_STRUCTURES)))
+        _STRUCTURES[key] = hit
+    return hit[1], with_profile(hit[2], hit[3], profile)
 
 
 def fast_mask(instance: Instance, mapping: Mapping, cands: Candidates) -> np.ndarray:
