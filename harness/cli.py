@@ -9,14 +9,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-# Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+from harness.cli_common import console, err_console, progress as _progress
 
 
 def _human_bytes(n: float) -> str:
@@ -25,11 +21,6 @@ def _human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err_console, transient=True)
 
 
 def _run_suite_with_progress(suite: str, size: str, out_dir: Optional[str]):
@@ -118,18 +109,19 @@ def cmd_instance(args: argparse.Namespace) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     """The main job: extract every workload of the suite and print the summary table."""
     run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = os.path.join(args.results, "runs", run_id, "instances")
+    out_dir = os.path.join(args.results, "extractions", run_id)
     rows = _run_suite_with_progress(args.suite, args.suite, out_dir)
     table = Table(title=f"mallocbench nightly: suite {args.suite}, extraction")
-    for col in ("workload", "family", "ops", "buffers", "flops / XLA", "peak live / XLA",
+    for col in ("workload", "family", "ops", "buffers", "flops / XLA", "peak live / XLA", "linked bytes",
                 "compile s", "extract s"):
         table.add_column(col, justify="left" if col in ("workload", "family") else "right")
     for r in rows:
         if r.error:
-            table.add_row(r.workload, r.family, "[red]failed[/]", r.error.splitlines()[0], "", "", "", "")
+            table.add_row(r.workload, r.family, "[red]failed[/]", r.error.splitlines()[0], "", "", "", "", "")
         else:
             table.add_row(r.workload, r.family, str(r.ops), str(r.buffers), f"{r.flops_ratio:.3f}",
-                          f"{r.peak_ratio:.3f}", f"{r.compile_seconds:.2f}", f"{r.extract_seconds:.2f}")
+                          f"{r.peak_ratio:.3f}", f"{r.linked_share:.1%}", f"{r.compile_seconds:.2f}",
+                          f"{r.extract_seconds:.2f}")
     console.print(table)
     failed = [r for r in rows if r.error]
     console.print(f"{len(rows) - len(failed)} of {len(rows)} workloads extracted; instances in {out_dir}")
@@ -388,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "JAX's backend)")
     p.add_argument("--title", help="figure title (default: instance name and size)")
     p.set_defaults(func=cmd_show_map)
+
+    from harness.cli_loop import add_commands
+
+    add_commands(sub, workloads.SUITES, workloads.SIZES)
     return parser
 
 
