@@ -66,18 +66,32 @@ def test_unknown_size_raises():
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
-def test_full_dims_exceed_ci(module):
+def test_dims_grow_from_size_to_size(module):
     for name, sizes in module.DIMS.items():
-        ci, full = sizes["ci"], sizes["full"]
-        assert ci.keys() == full.keys(), name
-        flat_ci, flat_full = [], []
-        for k in ci:
-            a, b = np.atleast_1d(ci[k]), np.atleast_1d(full[k])
-            assert a.shape == b.shape, (name, k)
-            flat_ci += a.tolist()
-            flat_full += b.tolist()
-        assert all(b >= a for a, b in zip(flat_ci, flat_full)), name
-        assert any(b > a for a, b in zip(flat_ci, flat_full)), name
+        assert set(sizes) == set(registry.SIZES), name
+        for smaller, larger in zip(registry.SIZES, registry.SIZES[1:]):
+            a_dims, b_dims = sizes[smaller], sizes[larger]
+            assert a_dims.keys() == b_dims.keys(), name
+            flat_a, flat_b = [], []
+            for k in a_dims:
+                a, b = np.atleast_1d(a_dims[k]), np.atleast_1d(b_dims[k])
+                if a.shape != b.shape:  # e.g. more levels of a U-Net: compare the count
+                    a, b = np.array([len(a)]), np.array([len(b)])
+                flat_a += a.tolist()
+                flat_b += b.tolist()
+            assert all(b >= a for a, b in zip(flat_a, flat_b)), (name, smaller, larger)
+            assert any(b > a for a, b in zip(flat_a, flat_b)), (name, smaller, larger)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flops_grow_from_size_to_size(name):
+    flops = []
+    for size in registry.SIZES:
+        fn, args = registry.get(name).builder(size, abstract=True)
+        cost = jax.jit(fn).lower(*args).cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops.append(cost["flops"])
+    assert all(a < b for a, b in zip(flops, flops[1:])), dict(zip(registry.SIZES, flops))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -434,7 +434,7 @@ def to_program(f: Factorization, precision: Any = jax.lax.Precision.HIGHEST) -> 
 
 # --- the suite -----------------------------------------------------------------------------
 
-_TARGET = {"ci": (256, 8), "full": (8192, 128)}  # size -> (target side, block alignment)
+_TARGET = {"ci": (256, 8), "small": (512, 8), "medium": (1024, 16), "full": (8192, 128)}  # size -> (target side, block alignment)
 
 
 def _dims(shape: tuple[int, int, int], size: str) -> tuple[int, int, int]:

@@ -15,6 +15,8 @@ FAMILY = "matmul"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "matmul-chain": {
         "ci": {"rows": 128, "widths": (128, 256, 64, 512, 128, 256, 64)},
+        "small": {"rows": 256, "widths": (256, 512, 128, 1024, 256, 512, 128)},
+        "medium": {"rows": 512, "widths": (512, 1024, 256, 2048, 512, 1024, 256)},
         "full": {"rows": 8192, "widths": (4096, 8192, 2048, 16384, 4096, 8192, 1024)},
     },
 }

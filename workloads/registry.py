@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-SIZES = ("ci", "full")
+SIZES = ("ci", "small", "medium", "full")  # increasing; small and medium are for CPU calibration
 SUITES = ("ci", "full")
 
 Builder = Callable[[str], tuple[Callable[..., Any], tuple[Any, ...]]]
@@ -13,7 +13,7 @@ Builder = Callable[[str], tuple[Callable[..., Any], tuple[Any, ...]]]
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """A JAX program with example inputs, in the sizes "ci" and "full".
+    """A JAX program with example inputs, in the sizes of `SIZES` ("ci" up to "full").
 
     `build(size)` returns `(fn, args)`: `fn(*args)` is the program to compile.
     """
@@ -24,7 +24,7 @@ class Workload:
     builder: Builder = dataclasses.field(repr=False)
 
     def build(self, size: str = "ci") -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """Returns `(fn, args)` for `size` ("ci" or "full")."""
+        """Returns `(fn, args)` for `size` (one of `SIZES`)."""
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r} for workload {self.name!r}; valid sizes: {', '.join(SIZES)}")
         return self.builder(size)
