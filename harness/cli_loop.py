@@ -96,6 +96,39 @@ def _ms(seconds) -> str:
     return "-" if _missing(seconds) else f"{seconds * 1e3:.3f} ms"
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
+    from harness.calibrate import calibrate, points_from_store, write
+    from harness.profiles import load_profile
+    from harness.sweep import parse_list
+
+    prior = load_profile(args.profile)
+    points, run_ids = points_from_store(args.results, parse_list(args.runs, "run"))
+    with err_console.status(f"fitting {prior.name} to {len(points)} points (and leaving each workload out)"):
+        calibration = calibrate(points, prior, run_ids)
+        paths = write(calibration, args.results, args.profiles_dir)
+    r = calibration.report
+    table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "
+                  f"(runs {', '.join(run_ids)})")
+    for col in ("", "prior", "fitted", "leave one workload out"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("MAPE", f"{r['prior_mape']:.1%}", f"{r['mape']:.1%}", f"{r['lowo_mape']:.1%}")
+    table.add_row("Kendall tau", f"{r['prior_kendall_tau']:.3f}", f"{r['kendall_tau']:.3f}", f"{r['lowo_kendall_tau']:.3f}")
+    table.add_row("tau within workloads", "", f"{r['kendall_tau_within']:.3f}", f"{r['lowo_kendall_tau_within']:.3f}")
+    table.add_row("top-1 slowdown (max)", "", f"{r['top1_slowdown']['max']:.3f}", f"{r['lowo_top1_slowdown']['max']:.3f}")
+    table.add_row("measurement noise (median)", "", f"{r['noise']:.2%}", "")
+    console.print(table)
+    figures = Table(title="figures")
+    for col in ("figure", "prior", "fitted"):
+        figures.add_column(col, justify="left" if col == "figure" else "right")
+    for name, v in r["figures"].items():
+        figures.add_row(name + (" (free)" if name in r["free"] else ""), f"{v['prior']:.4g}", f"{v['fitted']:.4g}")
+    console.print(figures)
+    for what, path in paths.items():
+        console.print(f"{what}: {path}")
+    return 0
+
+
 def add_commands(sub, suites, sizes) -> None:
     """Register the loop's subcommands on the `mallocbench` parser."""
     from agent.policies import policies
@@ -128,3 +161,15 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("run", nargs="?", help="run id to show (default: list the runs)")
     p.add_argument("--results", default="results", help="results store directory (default: results)")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("calibrate", help="fit a profile to measured runs and report the simulator's accuracy",
+                       description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
+                       "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
+                       "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
+                       "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
+    p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
+    p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.add_argument("--profiles-dir", metavar="DIR",
+                   help="where to write the fitted profile (default: beside the shipped profiles)")
+    p.set_defaults(func=cmd_calibrate)

@@ -3,7 +3,8 @@
 Per op, as XLA's memory-space-assignment cost analysis:
 
     elapsed = max(compute, memory + overhead)
-    compute = max(flops / flop_rate, transcendentals / transcendental_rate)
+    compute = max(matmul flops / flop_rate + other flops / vector_flop_rate,
+                  transcendentals / transcendental_rate)
     memory  = fast bytes / fast bandwidth + slow bytes / slow bandwidth
 
 Memory models:
@@ -91,10 +92,11 @@ def candidates(instance: Instance) -> Candidates:
 
 
 def op_work(instance: Instance) -> np.ndarray:
-    """[2, padded ops] flops and transcendentals of one execution of each op (float64)."""
-    work = np.zeros((2, bucket(len(instance.ops))))
-    work[0, :len(instance.ops)] = [op.flops for op in instance.ops]
-    work[1, :len(instance.ops)] = [op.transcendentals for op in instance.ops]
+    """[3, padded ops] matmul flops, other flops and transcendentals of one execution of each op."""
+    work = np.zeros((3, bucket(len(instance.ops))))
+    work[0, :len(instance.ops)] = [op.matmul_flops for op in instance.ops]
+    work[1, :len(instance.ops)] = [op.flops - op.matmul_flops for op in instance.ops]
+    work[2, :len(instance.ops)] = [op.transcendentals for op in instance.ops]
     return work
 
 
@@ -104,7 +106,8 @@ def with_profile(structure: Tables, work: np.ndarray, profile: Profile) -> Table
     Everything else in the tables depends on the instance and the memory model
     alone, so re-pricing one instance on many profiles (calibration) is cheap.
     """
-    compute = np.maximum(work[0] / profile.flop_rate, work[1] / profile.transcendental_rate)
+    flops = work[0] / profile.flop_rate + work[1] / profile.vector_flop_rate
+    compute = np.maximum(flops, work[2] / profile.transcendental_rate)
     offload = profile.memory_model == "offload"
     return structure._replace(
         compute=jnp.asarray(compute, jnp.float32),

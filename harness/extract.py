@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jaxlib
 
-from harness.hlo_costs import instruction_cost
+from harness.hlo_costs import instruction_cost, matmul_flops
 from harness.hlo_text import Module, TupleShape, parse_module
 from harness.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
 from harness.liveness import Liveness, Value, analyze, may_share_operand
@@ -161,6 +161,7 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         trip_count=live.trip_counts[inst.name],
         branch=live.branches[inst.name],
         op_name=inst.op_name,
+        matmul_flops=matmul_flops(module, inst),
     )
 
 

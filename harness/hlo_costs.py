@@ -58,6 +58,15 @@ def instruction_cost(module: Module, inst: Instruction) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+def matmul_flops(module: Module, inst: Instruction) -> float:
+    """The part of `instruction_cost`'s flops done by dots and convolutions (fused ones too)."""
+    if inst.opcode in ("dot", "convolution"):
+        return instruction_cost(module, inst)[0]
+    if inst.opcode == "fusion":
+        return sum(matmul_flops(module, i) for i in module.computations[inst.called("calls")[0]].instructions)
+    return 0.0
+
+
 def computation_cost(module: Module, name: str) -> tuple[float, float]:
     """Summed (flops, transcendentals) of a (fused or applied) computation."""
     flops = trans = 0.0

@@ -39,6 +39,7 @@ class Op:
     trip_count: Optional[int]  # executions per program run (None: unknown loop count)
     branch: Optional[str]  # "conditional:k" when the op runs only in branch k of that conditional
     op_name: str
+    matmul_flops: float = 0.0  # the part of `flops` done by dots and convolutions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 BACKENDS = ("tpu", "gpu", "cpu")
 MEMORY_MODELS = ("direct", "offload")
 INT_FIGURES = ("fast_capacity_bytes", "granule_bytes")
-FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rate", "transcendental_rate",
+FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rate", "vector_flop_rate", "transcendental_rate",
                  "op_overhead_seconds")
 FIGURES = INT_FIGURES + FLOAT_FIGURES  # the numeric figures; each needs a source
 
@@ -42,7 +42,8 @@ class Profile:
     fast_bandwidth: float
     slow_bandwidth: float
     copy_bandwidth: float  # slow <-> fast copies (the host link for offload)
-    flop_rate: float
+    flop_rate: float  # dots and convolutions (matrix units: tensor cores, the MXU, FMA kernels)
+    vector_flop_rate: float  # every other flop (elementwise, reductions)
     transcendental_rate: float
     op_overhead_seconds: float
     realizable: bool  # whether public JAX can realize a mapping on this backend

@@ -36,7 +36,7 @@ THREE_OPS = Instance(
 def _profile(model):
     return Profile(name=f"hand-{model}", description="hand computation", backend="cpu", memory_model=model,
                    fast_capacity_bytes=4096, granule_bytes=128, fast_bandwidth=1024.0, slow_bandwidth=128.0,
-                   copy_bandwidth=128.0, flop_rate=1024.0, transcendental_rate=16.0, op_overhead_seconds=0.5,
+                   copy_bandwidth=128.0, flop_rate=1024.0, vector_flop_rate=1024.0, transcendental_rate=16.0, op_overhead_seconds=0.5,
                    realizable=False, sources={})
 
 

@@ -18,7 +18,7 @@ BUDGET = 0.5
 DIRECT = Profile(
     name="test-direct", description="cpsat tests", backend="tpu", memory_model="direct",
     fast_capacity_bytes=1 << 30, granule_bytes=64, fast_bandwidth=1e9, slow_bandwidth=1e8, copy_bandwidth=1e8,
-    flop_rate=1e10, transcendental_rate=1e9, op_overhead_seconds=1e-6, realizable=False, sources={})
+    flop_rate=1e10, vector_flop_rate=1e10, transcendental_rate=1e9, op_overhead_seconds=1e-6, realizable=False, sources={})
 OFFLOAD = dataclasses.replace(DIRECT, name="test-offload", memory_model="offload")
 
 

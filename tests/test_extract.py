@@ -6,7 +6,7 @@ import pytest
 from extraction_checks import check_against_xla
 
 import workloads
-from harness import compile_with_dump, from_compiled
+from harness import compile_with_dump, extract, from_compiled
 
 
 def _check(fn, *args, name="f"):
@@ -116,3 +116,19 @@ def test_in_place_reuse_is_what_xla_assigns():
     assert pairs, "the ReLUs should be written over the dot outputs"
     for b, source in pairs:
         assert dump.placements[b.key] == dump.placements[source.key], f"XLA placed {b.key} apart from {source.key}"
+
+
+def test_matmul_flops_are_the_dots_and_convolutions():
+    def f(x, w, k):
+        y = jnp.tanh(x @ w) + 1.0
+        z = jax.lax.conv_general_dilated(y[None, None], k, (1, 1), "SAME")
+        return z.sum()
+
+    x, w, k = jnp.ones((16, 32)), jnp.ones((32, 8)), jnp.ones((4, 1, 3, 3))
+    instance = extract(f, x, w, k)
+    matmul = sum(op.matmul_flops for op in instance.ops)
+    dot = 2 * 16 * 32 * 8
+    conv = 2 * 4 * 16 * 8 * 9  # output elements x taps, less the padding taps
+    assert dot < matmul <= dot + conv
+    assert instance.flops > matmul  # the tanh's add, the +1 and the sum are vector flops
+    assert all(op.matmul_flops <= op.flops for op in instance.ops)

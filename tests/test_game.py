@@ -17,7 +17,7 @@ from harness import Profile, simulate, validate
 def profile(model: str) -> Profile:
     return Profile(name=f"test-{model}", description="test", backend="cpu", memory_model=model,
                    fast_capacity_bytes=1 << 34, granule_bytes=256, fast_bandwidth=1e12, slow_bandwidth=1e11,
-                   copy_bandwidth=2e10, flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=2e-7,
+                   copy_bandwidth=2e10, flop_rate=1e13, vector_flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=2e-7,
                    realizable=False, sources={})
 
 

@@ -15,7 +15,7 @@ def instance():
 
 PROFILE = Profile(name="test", description="test", backend="cpu", memory_model="direct",
                   fast_capacity_bytes=1 << 34, granule_bytes=256, fast_bandwidth=1e12, slow_bandwidth=1e11,
-                  copy_bandwidth=1e10, flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=1e-7,
+                  copy_bandwidth=1e10, flop_rate=1e13, vector_flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=1e-7,
                   realizable=False, sources={})
 
 

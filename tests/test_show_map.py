@@ -13,7 +13,7 @@ from harness.show_map import fast_bytes, fast_peak_bytes, human_bytes, human_sec
 PROFILE = Profile(
     name="test-direct", description="a test profile", backend="cpu", memory_model="direct",
     fast_capacity_bytes=1 << 34, granule_bytes=256, fast_bandwidth=1e12, slow_bandwidth=1e11,
-    copy_bandwidth=1e10, flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=1e-7,
+    copy_bandwidth=1e10, flop_rate=1e13, vector_flop_rate=1e13, transcendental_rate=1e12, op_overhead_seconds=1e-7,
     realizable=False, sources={})
 
 

@@ -1,0 +1,118 @@
+"""Calibration: fitting a profile to times made by a hidden profile, the report, bad input."""
+
+import dataclasses
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from harness import Mapping, extract, load_profile
+from harness.calibrate import CalibrationError, Point, calibrate, evaluate, fit, free_figures, write
+from harness.cli import main
+from harness.profiles import from_dict
+from harness.simulate import simulate
+
+PRIOR = load_profile("cpu-local")
+HIDDEN = dataclasses.replace(PRIOR, flop_rate=PRIOR.flop_rate * 3, vector_flop_rate=PRIOR.vector_flop_rate / 2,
+                             fast_bandwidth=PRIOR.fast_bandwidth / 2,
+                             slow_bandwidth=PRIOR.fast_bandwidth / 2, copy_bandwidth=PRIOR.fast_bandwidth / 2,
+                             op_overhead_seconds=PRIOR.op_overhead_seconds * 5)
+
+
+def _mlp(x, w):
+    for _ in range(3):
+        x = jnp.maximum(x @ w, 0.0)
+    return x.sum()
+
+
+def _elementwise(x, w):
+    return (x * 2.0 + 1.0).sum() + w.sum()
+
+
+def _chain(x, w):
+    return (x @ w @ w.T @ w).mean()
+
+
+def _many_small(x, w):
+    for _ in range(12):
+        x = x + 1.0
+    return x @ w
+
+
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(0)
+    out = []
+    for fn in (_mlp, _elementwise, _chain, _many_small):
+        for n in (32, 128, 384):
+            args = (np.ones((n, n), np.float32), np.full((n, n), 0.01, np.float32))
+            instance = extract(fn, *args, name=f"{fn.__name__}/{n}")
+            mapping = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), instance.name, "xla-native")
+            measured = simulate(instance, mapping, HIDDEN) * float(np.exp(rng.normal(0, 0.02)))
+            out.append(Point(fn.__name__, str(n), "xla-native", None, instance, mapping, measured, 0.01, "run-a"))
+    return out
+
+
+def test_one_tier_profile_fits_compute_bandwidth_and_overhead(points):
+    assert free_figures(PRIOR, points) == ("flop_rate", "vector_flop_rate", "fast_bandwidth", "op_overhead_seconds")
+
+
+def test_fit_recovers_the_hidden_profile(points):
+    fitted = fit(points, PRIOR)
+    predicted = np.array([simulate(p.instance, p.mapping, fitted) for p in points])
+    measured = np.array([p.measured_s for p in points])
+    assert np.mean(np.abs(predicted - measured) / measured) < 0.05
+    assert fitted.slow_bandwidth == fitted.copy_bandwidth == fitted.fast_bandwidth  # one tier stays tied
+    for figure in ("flop_rate", "op_overhead_seconds"):  # moved towards the hidden value
+        assert abs(math.log(getattr(fitted, figure) / getattr(HIDDEN, figure))) < \
+            abs(math.log(getattr(PRIOR, figure) / getattr(HIDDEN, figure))), figure
+
+
+def test_calibrate_reports_fitted_and_leave_one_workload_out(points, tmp_path):
+    calibration = calibrate(points, PRIOR, ["run-a"])
+    report = calibration.report
+    assert report["n_points"] == len(points)
+    assert report["mape"] < 0.05 and report["kendall_tau"] > 0.9
+    assert report["mape"] < report["prior_mape"]
+    assert report["lowo_mape"] >= report["mape"] * 0.5 and math.isfinite(report["lowo_kendall_tau"])
+    assert {p["lowo_predicted_s"] for p in report["points"]} != {p["predicted_s"] for p in report["points"]}
+    assert calibration.fitted.name == "cpu-local-fitted"
+    assert "run-a" in calibration.fitted.sources["flop_rate"]
+
+    paths = write(calibration, str(tmp_path / "results"), str(tmp_path / "profiles"))
+    saved = json.loads(paths["report"].read_text())
+    for key in ("n_points", "mape", "kendall_tau", "lowo_mape", "lowo_kendall_tau", "top1_slowdown", "run_ids"):
+        assert key in saved, key
+    assert saved["run_ids"] == ["run-a"]
+    assert from_dict(json.loads(paths["profile"].read_text())) == calibration.fitted
+    assert load_profile(str(paths["profile"])).flop_rate == calibration.fitted.flop_rate
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_top1_slowdown_is_the_measured_time_of_the_predicted_best(points):
+    a, b = points[0], points[1]
+    pair = [dataclasses.replace(a, policy="p", budget=0.5, measured_s=2.0),
+            dataclasses.replace(a, policy="q", budget=0.5, measured_s=1.0)]
+    wrong = evaluate(pair, np.array([1.0, 3.0]))  # ranks p first, but q is faster
+    assert wrong["top1_slowdown"]["per_group"] == {f"{a.workload}/{a.size}/0.5": 2.0}
+    right = evaluate(pair, np.array([3.0, 1.0]))
+    assert right["top1_slowdown"]["max"] == 1.0
+
+
+def test_bad_input_is_named(points):
+    with pytest.raises(CalibrationError, match="no points"):
+        fit([], PRIOR)
+    with pytest.raises(CalibrationError, match="not a positive number"):
+        fit([dataclasses.replace(points[0], measured_s=0.0)] + points[1:], PRIOR)
+    with pytest.raises(CalibrationError, match="unknown figure 'warp_speed'"):
+        fit(points, PRIOR, free=("warp_speed",))
+    with pytest.raises(CalibrationError, match="2 points cannot fit 4 figures"):
+        fit(points[:2], PRIOR)
+
+
+def test_calibrate_command_names_a_missing_run(tmp_path, capsys):
+    assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path)]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "calibration").exists()
