@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 
+from harness import store
 from harness.instance import Instance
 from harness.mapping import Mapping
 from harness.profiles import Profile, from_dict
@@ -211,16 +211,6 @@ def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Se
     return from_dict(profile.to_dict(), f"fitted profile {profile.name}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write(calibration: Calibration, results_dir: str = "results", profiles_dir: Optional[str] = None) -> dict[str, Path]:
     """Write the report (JSON), the scatter plot (PNG) and the fitted profile beside the prior."""
     import io
@@ -235,8 +225,8 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
              "profile": profiles / f"{calibration.fitted.name}.json"}
     report = calibration.report
-    _write_atomic(paths["report"], (json.dumps(report, indent=1, default=_json_default) + "\n").encode())
-    _write_atomic(paths["profile"], calibration.fitted.to_json().encode())
+    store.write_bytes(paths["report"], (json.dumps(report, indent=1, default=_json_default) + "\n").encode())
+    store.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
 
     measured = np.array([p["measured_s"] for p in report["points"]])
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -253,7 +243,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    _write_atomic(paths["plot"], buffer.getvalue())
+    store.write_bytes(paths["plot"], buffer.getvalue())
     return paths
 
 
@@ -265,7 +255,6 @@ def _json_default(value):
 
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None) -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs as points, and the run ids they come from."""
-    from harness import store
     from harness.sweep import read_text
 
     frame = store.read("measurements", root, run_ids=list(run_ids) if run_ids else None)

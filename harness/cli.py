@@ -56,12 +56,13 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract one workload's instance and write it as JSON."""
-    from harness.suite_run import write_atomic, extract_workload
+    from harness.store import write_bytes
+    from harness.suite_run import extract_workload
 
     with err_console.status(f"compiling {args.workload} ({args.size})"):
         instance, row = extract_workload(args.workload, args.size)
     out = args.output or f"{args.workload}-{args.size}.json"
-    write_atomic(out, instance.to_json())
+    write_bytes(out, instance.to_json().encode())
     console.print(
         f"{args.workload} ({args.size}): {row.ops} ops, {row.buffers} buffers, "
         f"{row.flops:.4g} flops (XLA {row.xla_flops:.4g}), peak live {_human_bytes(row.peak_live_bytes)} "
@@ -221,7 +222,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     from harness.mapping import capacity
     from harness.show_map import fast_peak_bytes
     from harness.simulate import simulate
-    from harness.suite_run import write_atomic
+    from harness.store import write_bytes
 
     if args.policy not in policies():
         raise ValueError(f"unknown policy {args.policy!r}; valid policies: {', '.join(policies())}")
@@ -241,7 +242,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         t = simulate(instance, mapping, profile)
         slow, fast = _baselines(instance, profile)
     out = args.output or f"{os.path.splitext(os.path.basename(args.instance))[0]}.{args.policy}.map.json"
-    write_atomic(out, mapping.to_json())
+    write_bytes(out, mapping.to_json().encode())
     cap = capacity(instance, profile, budget)
     console.print(f"{instance.name} on {profile.name}: policy {args.policy}, "
                   f"{len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "

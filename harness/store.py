@@ -126,6 +126,11 @@ def _write_atomic(path: pathlib.Path, write: Callable[[Any], None], exclusive: b
     _fsync_dir(path.parent)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file atomically (fsynced temporary file, rename, fsynced directory): the project's one writer."""
+    _write_atomic(pathlib.Path(path), lambda f: f.write(data))
+
+
 def run_dir(run_id: str, root: str | os.PathLike = DEFAULT_ROOT) -> pathlib.Path:
     """The directory <root>/runs/<run_id> of a run's manifest and artifacts (not created here)."""
     return pathlib.Path(root) / "runs" / _check_run_id(run_id)

@@ -10,6 +10,7 @@ import traceback
 from typing import Callable, Optional
 
 import workloads
+from harness import store
 from harness.extract import from_compiled
 from harness.instance import Instance
 from harness.link import jit, link, trace
@@ -85,7 +86,7 @@ def run_suite(
         try:
             instance, row = extract_workload(name, size)
             if out_dir:
-                write_atomic(os.path.join(out_dir, f"{name}.json"), instance.to_json())
+                store.write_bytes(os.path.join(out_dir, f"{name}.json"), instance.to_json().encode())
         except Exception as err:  # a failing workload must not stop the suite
             row = SummaryRow(workload=name, family=workloads.get(name).family, size=size,
                              error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
@@ -93,15 +94,5 @@ def run_suite(
         on_done(row)
     if out_dir:
         summary = [dataclasses.asdict(r) | {"peak_ratio": r.peak_ratio, "flops_ratio": r.flops_ratio} for r in rows]
-        write_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+        store.write_bytes(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1).encode())
     return rows
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import math
-import os
 import time
 import traceback
 from pathlib import Path
@@ -146,14 +145,8 @@ def _error(err: BaseException) -> str:
 
 def _write(path: Path, text: str, root: str) -> str:
     """Write `text` atomically (gzip for .gz); returns the path relative to the store root."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     data = text.encode()
-    with open(tmp, "wb") as f:
-        f.write(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    store.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return str(path.relative_to(root))
 
 
