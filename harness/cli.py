@@ -121,7 +121,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             table.add_row(r.workload, r.family, "[red]failed[/]", r.error.splitlines()[0], "", "", "", "", "")
         else:
             table.add_row(r.workload, r.family, str(r.ops), str(r.buffers), f"{r.flops_ratio:.3f}",
-                          f"{r.peak_ratio:.3f}", f"{r.linked_share:.1%}", f"{r.compile_seconds:.2f}",
+                          f"{r.peak_ratio:.3f}", f"{r.linked_share:.1%} ({r.unlinked} unlinked)", f"{r.compile_seconds:.2f}",
                           f"{r.extract_seconds:.2f}")
     console.print(table)
     failed = [r for r in rows if r.error]

@@ -30,6 +30,7 @@ class SummaryRow:
     peak_live_bytes: int = 0
     xla_bytes: int = 0
     linked_share: float = 0.0  # buffer bytes linked to a value of the JAX program
+    unlinked: int = 0  # buffers with no value of the JAX program
     compile_seconds: float = 0.0
     extract_seconds: float = 0.0
     error: str = ""
@@ -60,11 +61,12 @@ def extract_workload(name: str, size: str = "ci") -> tuple[Instance, SummaryRow]
     t1 = time.perf_counter()
     instance = from_compiled(compiled, f"{name}/{size}")
     t2 = time.perf_counter()
+    linked = link(program, instance)
     return instance, SummaryRow(
         workload=name, family=workload.family, size=size, ops=len(instance.ops),
         buffers=len(instance.buffers), flops=instance.flops, xla_flops=instance.compiler.flops,
         peak_live_bytes=instance.peak_live_bytes, xla_bytes=instance.compiler.total_bytes,
-        linked_share=link(program, instance).linked_share, compile_seconds=t1 - t0, extract_seconds=t2 - t1)
+        linked_share=linked.linked_share, unlinked=len(linked.unlinked), compile_seconds=t1 - t0, extract_seconds=t2 - t1)
 
 
 def run_suite(

@@ -25,7 +25,7 @@ import workloads
 from agent.policies import solve
 from harness import store
 from harness.instance import Instance
-from harness.mapping import Mapping, capacity
+from harness.mapping import Mapping, capacity, validate
 from harness.measure import environment
 from harness.profiles import Profile
 from harness.realize import NATIVE, extract_linked
@@ -127,11 +127,13 @@ def _program_rows(spec: SweepSpec, name: str, size: str, run_id: str, root: str)
 
 
 def _mapping(instance: Instance, spec: SweepSpec, policy: str, budget: Optional[float]) -> Mapping:
-    """The mapping of `policy`; `xla-native` is simulated as everything in fast memory."""
+    """The validated mapping of `policy`; `xla-native` is simulated as everything in fast memory."""
     if policy == NATIVE:
         fast = solve(instance, spec.profile, None, "all-fast")
         return dataclasses.replace(fast, policy=NATIVE)
-    return solve(instance, spec.profile, budget, policy, seed=spec.seed, time_limit=spec.solve_time_limit)
+    mapping = solve(instance, spec.profile, budget, policy, seed=spec.seed, time_limit=spec.solve_time_limit)
+    validate(instance, mapping, spec.profile, budget)
+    return mapping
 
 
 def _failed(base: dict, policy: str, budget: Optional[float], error: str) -> dict:
