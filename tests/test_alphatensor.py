@@ -331,6 +331,36 @@ def test_full_sizes_are_near_8192_and_divisible():
     assert at._dims((3, 4, 5), "full") == (8064, 8192, 8320)
 
 
+def test_every_size_is_aligned_near_its_target_and_grows():
+    assert tuple(at._TARGET) == registry.SIZES
+    for shape, _ in SUITE_NAMES.values():
+        by_size = []
+        for size in registry.SIZES:
+            target, align = at._TARGET[size]
+            dims = at._dims(shape, size)
+            assert all(d % (s * align) == 0 and abs(d - target) <= s * align / 2 for d, s in zip(dims, shape)), size
+            by_size.append(dims)
+        for smaller, larger in zip(by_size, by_size[1:]):
+            assert all(a < b for a, b in zip(smaller, larger)), (shape, by_size)
+
+
+@pytest.mark.parametrize("name", sorted(SUITE_NAMES))
+def test_suite_workload_builds_from_shapes_at_every_size_and_flops_grow(name):
+    w = registry.get(name)
+    shape, _ = SUITE_NAMES[name]
+    flops = []
+    for size in registry.SIZES:
+        fn, args = w.builder(size, abstract=True)
+        m, k, n = at._dims(shape, size)
+        assert all(isinstance(x, jax.ShapeDtypeStruct) and x.dtype == jnp.float32 for x in args)
+        assert [x.shape for x in args] == [(m, k), (k, n)]
+        cost = jax.jit(fn).lower(*args).cost_analysis()
+        flops.append((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+    assert all(a < b for a, b in zip(flops, flops[1:])), dict(zip(registry.SIZES, flops))
+    _, ci_args = w.build("ci")
+    assert [x.shape for x in ci_args] == [x.shape for x in w.builder("ci", abstract=True)[1]]
+
+
 @pytest.mark.parametrize("name", sorted(SUITE_NAMES))
 def test_suite_workload_ci_compiles_and_equals_dot(name):
     fn, args = registry.get(name).build("ci")

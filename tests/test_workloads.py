@@ -1,7 +1,8 @@
 """Tests for the model workloads: mlp, transformer, cnn, attention, rnn, matmul.
 
-"ci" sizes are compiled and run; "full" sizes are only traced, from shapes
-(`builder(size, abstract=True)` and `jax.eval_shape`), so nothing large is allocated.
+"ci" sizes are compiled and run; the other sizes ("small", "medium", "full") are only
+traced and lowered from shapes (`builder(size, abstract=True)`, `jax.eval_shape`,
+`jax.jit(fn).lower`), so nothing large is allocated or compiled.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ EXPECTED = {
 }
 TRAINING = {"mlp-train", "gpt-block-train", "resnet-block-train", "alexnet-train", "lstm-scan"}
 FULL_ARGS_LIMIT = 16 * 2**30  # bytes; "full" must fit an accelerator with room to run
+CPU_ARGS_LIMIT = 64 * 2**20  # bytes; "small" and "medium" run on a CPU for calibration
 NAMES = sorted(EXPECTED)
 
 
@@ -60,9 +62,26 @@ def test_unknown_workload_lists_valid_names():
         assert name in message
 
 
-def test_unknown_size_raises():
-    with pytest.raises(ValueError, match="valid sizes"):
-        registry.get("matmul-chain").build("huge")
+def arg_bytes(args):
+    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves(args))
+
+
+def test_sizes_increase_and_suites_are_ci_and_full():
+    assert registry.SIZES == ("ci", "small", "medium", "full")
+    assert registry.SUITES == ("ci", "full")
+    for suite in registry.SUITES:
+        assert set(EXPECTED) <= set(registry.names(suite))
+    with pytest.raises(ValueError, match="unknown suite 'medium'; valid suites: ci, full"):
+        registry.names("medium")
+
+
+@pytest.mark.parametrize("name", ["matmul-chain", "alphatensor-strassen"])
+def test_unknown_size_names_the_valid_sizes(name):
+    with pytest.raises(ValueError, match="valid sizes") as info:
+        registry.get(name).build("huge")
+    message = str(info.value)
+    assert "'huge'" in message and repr(name) in message
+    assert message.endswith("valid sizes: ci, small, medium, full")
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -84,14 +103,20 @@ def test_dims_grow_from_size_to_size(module):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_flops_grow_from_size_to_size(name):
-    flops = []
+def test_every_size_builds_from_shapes_and_flops_grow(name):
+    """Each size builds abstract and lowers; args and XLA's flops strictly grow ci < small < medium < full."""
+    flops, sizes_bytes = [], []
     for size in registry.SIZES:
         fn, args = registry.get(name).builder(size, abstract=True)
+        assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves(args)), size
+        sizes_bytes.append(arg_bytes(args))
+        if size in ("small", "medium"):
+            assert sizes_bytes[-1] < CPU_ARGS_LIMIT, (size, sizes_bytes[-1])
         cost = jax.jit(fn).lower(*args).cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops.append(cost["flops"])
     assert all(a < b for a, b in zip(flops, flops[1:])), dict(zip(registry.SIZES, flops))
+    assert all(a < b for a, b in zip(sizes_bytes, sizes_bytes[1:])), dict(zip(registry.SIZES, sizes_bytes))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -129,11 +154,10 @@ def test_ci_build_is_deterministic_and_matches_abstract(name):
 def test_full_traces_from_shapes(name):
     fn, args = registry.get(name).builder("full", abstract=True)
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves(args))
-    arg_bytes = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves(args))
-    assert 0 < arg_bytes < FULL_ARGS_LIMIT
+    full_bytes = arg_bytes(args)
+    assert 0 < full_bytes < FULL_ARGS_LIMIT
     _, ci_args = registry.get(name).builder("ci", abstract=True)
-    ci_bytes = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves(ci_args))
-    assert arg_bytes > 10 * ci_bytes
+    assert full_bytes > 10 * arg_bytes(ci_args)
     out = jax.eval_shape(fn, *args)
     if name in TRAINING:
         assert signature(out[0]) == signature(args[0])

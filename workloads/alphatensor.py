@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from workloads.registry import register
+from workloads.registry import SIZES, register
 
 __all__ = [
     "Factorization",
@@ -434,7 +434,9 @@ def to_program(f: Factorization, precision: Any = jax.lax.Precision.HIGHEST) -> 
 
 # --- the suite -----------------------------------------------------------------------------
 
-_TARGET = {"ci": (256, 8), "small": (512, 8), "medium": (1024, 16), "full": (8192, 128)}  # size -> (target side, block alignment)
+# Size (workloads.SIZES) -> (target side, block alignment). small and medium take about 3x and 10x
+# the time of ci per call on a 2-core CPU (for calibration); full is the accelerator size.
+_TARGET = {"ci": (256, 8), "small": (384, 8), "medium": (640, 16), "full": (8192, 128)}
 
 
 def _dims(shape: tuple[int, int, int], size: str) -> tuple[int, int, int]:
@@ -443,10 +445,13 @@ def _dims(shape: tuple[int, int, int], size: str) -> tuple[int, int, int]:
     return tuple(max(1, round(target / (d * align))) * d * align for d in shape)  # type: ignore[return-value]
 
 
-def _builder(make: Callable[[], Factorization]) -> Callable[[str], tuple[Callable[..., Any], tuple[Any, ...]]]:
-    def build(size: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+def _builder(make: Callable[[], Factorization]) -> Callable[..., tuple[Callable[..., Any], tuple[Any, ...]]]:
+    def build(size: str, abstract: bool = False) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """`(program, (A, B))` at `size`: A (M, K), B (K, N) float32 (shapes only if `abstract`)."""
         f = make()
         m, k, n = _dims(f.shape, size)
+        if abstract:
+            return to_program(f), (jax.ShapeDtypeStruct((m, k), jnp.float32), jax.ShapeDtypeStruct((k, n), jnp.float32))
         ka, kb = jax.random.split(jax.random.key(0))
         args = (jax.random.normal(ka, (m, k), jnp.float32), jax.random.normal(kb, (k, n), jnp.float32))
         return to_program(f), args
@@ -454,8 +459,8 @@ def _builder(make: Callable[[], Factorization]) -> Callable[[str], tuple[Callabl
 
 
 def _describe(what: str, shape: tuple[int, int, int], rank: int) -> str:
-    ci, full = ("x".join(map(str, _dims(shape, s))) for s in ("ci", "full"))
-    return f"{what}: <{shape[0]},{shape[1]},{shape[2]}> block matmul in {rank} products (M x K x N ci {ci}, full {full})"
+    dims = ", ".join(f"{s} {'x'.join(map(str, _dims(shape, s)))}" for s in SIZES)
+    return f"{what}: <{shape[0]},{shape[1]},{shape[2]}> block matmul in {rank} products (M x K x N {dims})"
 
 
 register("alphatensor-strassen", FAMILY, _describe("Strassen", (2, 2, 2), 7))(_builder(strassen))

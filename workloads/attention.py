@@ -22,8 +22,8 @@ FAMILY = "attention"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "mha-fwd-bwd": {
         "ci": {"batch": 4, "seq": 64, "d_model": 64, "num_heads": 4},
-        "small": {"batch": 4, "seq": 128, "d_model": 128, "num_heads": 4},
-        "medium": {"batch": 8, "seq": 256, "d_model": 128, "num_heads": 4},
+        "small": {"batch": 4, "seq": 128, "d_model": 80, "num_heads": 4},
+        "medium": {"batch": 8, "seq": 128, "d_model": 128, "num_heads": 4},
         "full": {"batch": 16, "seq": 2048, "d_model": 1024, "num_heads": 16},
     },
 }

@@ -18,24 +18,24 @@ FAMILY = "cnn"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "resnet-block-train": {
         "ci": {"batch": 8, "image": 32, "channels": 3, "widths": (16, 32), "classes": 10},
-        "small": {"batch": 16, "image": 32, "channels": 3, "widths": (32, 64), "classes": 10},
-        "medium": {"batch": 16, "image": 64, "channels": 3, "widths": (32, 64), "classes": 10},
+        "small": {"batch": 10, "image": 32, "channels": 3, "widths": (24, 48), "classes": 10},
+        "medium": {"batch": 16, "image": 56, "channels": 3, "widths": (32, 64), "classes": 10},
         "full": {"batch": 64, "image": 224, "channels": 3, "widths": (64, 128), "classes": 1000},
     },
     "alexnet-train": {
         "ci": {"batch": 8, "image": 64, "channels": 3, "conv": (16, 32, 48, 48, 32), "dense": (128, 128),
                "classes": 10},
-        "small": {"batch": 16, "image": 64, "channels": 3, "conv": (32, 64, 96, 96, 64), "dense": (256, 256),
+        "small": {"batch": 8, "image": 64, "channels": 3, "conv": (24, 48, 72, 72, 48), "dense": (192, 192),
                   "classes": 10},
-        "medium": {"batch": 16, "image": 128, "channels": 3, "conv": (32, 64, 96, 96, 64), "dense": (256, 256),
+        "medium": {"batch": 16, "image": 96, "channels": 3, "conv": (32, 64, 96, 96, 64), "dense": (256, 256),
                    "classes": 10},
         "full": {"batch": 128, "image": 224, "channels": 3, "conv": (96, 256, 384, 384, 256),
                  "dense": (4096, 4096), "classes": 1000},
     },
     "unet": {
         "ci": {"batch": 2, "image": 32, "channels": 3, "base": 16, "levels": 3, "classes": 4},
-        "small": {"batch": 4, "image": 64, "channels": 3, "base": 16, "levels": 3, "classes": 4},
-        "medium": {"batch": 4, "image": 128, "channels": 3, "base": 16, "levels": 4, "classes": 4},
+        "small": {"batch": 3, "image": 48, "channels": 3, "base": 16, "levels": 3, "classes": 4},
+        "medium": {"batch": 4, "image": 64, "channels": 3, "base": 16, "levels": 4, "classes": 4},
         "full": {"batch": 16, "image": 256, "channels": 3, "base": 64, "levels": 5, "classes": 4},
     },
 }

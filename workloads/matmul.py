@@ -15,8 +15,8 @@ FAMILY = "matmul"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "matmul-chain": {
         "ci": {"rows": 128, "widths": (128, 256, 64, 512, 128, 256, 64)},
-        "small": {"rows": 256, "widths": (256, 512, 128, 1024, 256, 512, 128)},
-        "medium": {"rows": 512, "widths": (512, 1024, 256, 2048, 512, 1024, 256)},
+        "small": {"rows": 256, "widths": (192, 384, 96, 768, 192, 384, 96)},
+        "medium": {"rows": 512, "widths": (256, 512, 128, 1024, 256, 512, 128)},
         "full": {"rows": 8192, "widths": (4096, 8192, 2048, 16384, 4096, 8192, 1024)},
     },
 }
@@ -32,7 +32,7 @@ def matmul_chain(x: jax.Array, *weights: jax.Array) -> jax.Array:
     return x
 
 
-@register("matmul-chain", FAMILY, "6 chained matmuls of varying shapes with ReLUs between (ci 128 rows, full 8192)")
+@register("matmul-chain", FAMILY, "6 chained matmuls of varying shapes with ReLUs between (128 rows at ci up to 8192 at full)")
 def build_matmul_chain(size: str, abstract: bool = False) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """`(matmul_chain, (x, w0, ..., w5))` at `size` (shapes only if `abstract`)."""
     d = DIMS["matmul-chain"][size]

@@ -16,8 +16,8 @@ FAMILY = "mlp"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "mlp-train": {
         "ci": {"batch": 32, "in_features": 64, "hidden": (128, 128, 128), "classes": 10},
-        "small": {"batch": 64, "in_features": 128, "hidden": (256, 256, 256), "classes": 10},
-        "medium": {"batch": 128, "in_features": 256, "hidden": (512, 512, 512), "classes": 10},
+        "small": {"batch": 64, "in_features": 128, "hidden": (224, 224, 224), "classes": 10},
+        "medium": {"batch": 128, "in_features": 192, "hidden": (384, 384, 384), "classes": 10},
         "full": {"batch": 4096, "in_features": 1024, "hidden": (4096, 4096, 4096), "classes": 1000},
     },
 }

@@ -20,8 +20,8 @@ FAMILY = "rnn"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "lstm-scan": {
         "ci": {"batch": 8, "seq": 32, "in_features": 32, "hidden": 64, "layers": 2, "out_features": 16},
-        "small": {"batch": 8, "seq": 64, "in_features": 32, "hidden": 96, "layers": 2, "out_features": 16},
-        "medium": {"batch": 16, "seq": 64, "in_features": 64, "hidden": 160, "layers": 2, "out_features": 32},
+        "small": {"batch": 8, "seq": 64, "in_features": 32, "hidden": 80, "layers": 2, "out_features": 16},
+        "medium": {"batch": 16, "seq": 96, "in_features": 64, "hidden": 96, "layers": 2, "out_features": 32},
         "full": {"batch": 64, "seq": 512, "in_features": 512, "hidden": 1024, "layers": 2, "out_features": 512},
     },
 }

@@ -18,17 +18,17 @@ FAMILY = "transformer"
 DIMS: dict[str, dict[str, dict[str, Any]]] = {
     "gpt-block-train": {
         "ci": {"batch": 4, "seq": 32, "d_model": 64, "num_heads": 4, "mlp_dim": 256},
-        "small": {"batch": 4, "seq": 64, "d_model": 128, "num_heads": 4, "mlp_dim": 512},
-        "medium": {"batch": 8, "seq": 128, "d_model": 128, "num_heads": 4, "mlp_dim": 512},
+        "small": {"batch": 4, "seq": 64, "d_model": 96, "num_heads": 4, "mlp_dim": 384},
+        "medium": {"batch": 8, "seq": 80, "d_model": 128, "num_heads": 4, "mlp_dim": 512},
         "full": {"batch": 8, "seq": 2048, "d_model": 1024, "num_heads": 16, "mlp_dim": 4096},
     },
     "vit-encoder": {
         "ci": {"batch": 4, "image": 32, "channels": 3, "patch": 8, "d_model": 64, "num_heads": 4,
                "mlp_dim": 128, "depth": 2, "classes": 10},
-        "small": {"batch": 8, "image": 64, "channels": 3, "patch": 8, "d_model": 64, "num_heads": 4,
+        "small": {"batch": 6, "image": 48, "channels": 3, "patch": 8, "d_model": 64, "num_heads": 4,
                   "mlp_dim": 128, "depth": 2, "classes": 10},
-        "medium": {"batch": 8, "image": 96, "channels": 3, "patch": 8, "d_model": 128, "num_heads": 4,
-                   "mlp_dim": 256, "depth": 2, "classes": 10},
+        "medium": {"batch": 8, "image": 64, "channels": 3, "patch": 8, "d_model": 96, "num_heads": 4,
+                   "mlp_dim": 192, "depth": 2, "classes": 10},
         "full": {"batch": 64, "image": 224, "channels": 3, "patch": 16, "d_model": 768, "num_heads": 12,
                  "mlp_dim": 3072, "depth": 2, "classes": 1000},
     },
