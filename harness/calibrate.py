@@ -51,9 +51,9 @@ class Point:
 
     @property
     def group(self) -> str:
-        """The decision a simulator ranks mappings for: one program at one budget."""
+        """The decision a simulator ranks mappings for: one program at one budget, in one run."""
         budget = "none" if self.budget is None else f"{self.budget:g}"
-        return f"{self.workload}/{self.size}/{budget}"
+        return f"{self.workload}/{self.size}/{budget}@{self.run_id}"
 
 
 @dataclasses.dataclass(frozen=True)

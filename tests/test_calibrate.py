@@ -96,7 +96,7 @@ def test_top1_slowdown_is_the_measured_time_of_the_predicted_best(points):
     pair = [dataclasses.replace(a, policy="p", budget=0.5, measured_s=2.0),
             dataclasses.replace(a, policy="q", budget=0.5, measured_s=1.0)]
     wrong = evaluate(pair, np.array([1.0, 3.0]))  # ranks p first, but q is faster
-    assert wrong["top1_slowdown"]["per_group"] == {f"{a.workload}/{a.size}/0.5": 2.0}
+    assert wrong["top1_slowdown"]["per_group"] == {f"{a.workload}/{a.size}/0.5@{a.run_id}": 2.0}
     right = evaluate(pair, np.array([3.0, 1.0]))
     assert right["top1_slowdown"]["max"] == 1.0
 
