@@ -17,6 +17,13 @@ of `harness.costmodel`, the same code `harness.simulate` runs), so an episode's
 rewards sum to simulate(all-slow) - simulate(final mapping).
 
 Everything is jit-able and vmaps over a batch of games (`jax.vmap(step, (None, 0, 0))`).
+
+`pad(game)` gives the same game in a fixed action space (`MAX_SLOTS` slots, slots
+beyond the real ones taken forever) and a bucketed number of decisions (dummy
+candidates at the end, for which only "slow" is legal), so that one network and one
+compiled program serve many instances. The functions here read the number of
+decisions from the arrays (`n_candidates`), so they work on a `Game` rebuilt inside
+`jit` from its `spec` and its static sizes alone (`candidates=None`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from harness.simulate import problem
 MAX_SLOTS = 128
 LOOKAHEAD = 8  # candidates described in the observation: the current one and the next ones
 PICTURE = (16, 16)  # coarse occupancy picture: future time bins x address bins
-N_FEATURES = 7
+N_FEATURES = 9
+NEVER_FREE = np.iinfo(np.int32).max  # busy_until of a padding slot
 
 
 class GameSpec(NamedTuple):
@@ -49,6 +57,7 @@ class GameSpec(NamedTuple):
     slots: jax.Array  # [C] size in slots
     features: jax.Array  # [C, N_FEATURES] by decision step
     n_steps: jax.Array  # scalar: schedule length (for the picture)
+    busy0: jax.Array  # [S] busy_until at the start: -1, or NEVER_FREE for padding slots
 
 
 class GameState(NamedTuple):
@@ -90,29 +99,80 @@ def make_game(instance: Instance, profile: Profile, budget: float, max_slots: in
     if cap // slot_bytes == 0:  # less than one slot of fast memory: nothing fits
         size_slots[:] = 2
     order = np.array(sorted(range(cands.n), key=lambda c: (cands.start[c], -cands.bytes[c], c)), dtype=np.int32)
-    features = _features(instance, cands, tables, order, size_slots, n_slots)
+    offload = profile.memory_model == "offload"
+    features = _features(instance, cands, tables, order, size_slots, n_slots, offload)
     spec = GameSpec(
         tables=tables, order=jnp.asarray(order), start=jnp.asarray(cands.start, jnp.int32),
         end=jnp.asarray(cands.end, jnp.int32), slots=jnp.asarray(size_slots), features=jnp.asarray(features),
-        n_steps=jnp.int32(len(instance.ops) + 1))
-    return Game(spec, int(n_slots), int(slot_bytes), profile.memory_model == "offload", cands, int(cap or 0))
+        n_steps=jnp.int32(len(instance.ops) + 1), busy0=jnp.full(int(n_slots), -1, jnp.int32))
+    return Game(spec, int(n_slots), int(slot_bytes), offload, cands, int(cap or 0))
 
 
-def _features(instance, cands, tables, order, size_slots, n_slots) -> np.ndarray:
+def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> np.ndarray:
     """Per decision step: log2 bytes, size in slots / slots, start, end, duration (over schedule
-    length), accesses, and the share of bytes it moves."""
+    length), accesses, the share of bytes it moves, the share of the all-slow time it saves
+    alone (`_saving_alone`), and that saving per share of fast memory."""
     n = max(len(instance.ops), 1)
     acc_cand = np.asarray(tables.acc_cand)
     counts = np.bincount(acc_cand, minlength=cands.n)
     moved = np.bincount(acc_cand, weights=np.asarray(tables.acc_bytes), minlength=cands.n)
+    saving = _saving_alone(tables, cands.n, offload)
+    share = np.minimum(size_slots / n_slots, 2.0)
     f = np.stack([
         np.log2(np.maximum(cands.bytes, 1)) / 32.0,
-        np.minimum(size_slots / n_slots, 2.0),
+        share,
         cands.start / n, cands.end / n, (cands.end - cands.start) / n,
         np.log1p(counts) / 8.0,
         moved / max(moved.sum(), 1.0),
+        saving,
+        np.minimum(saving / share, 4.0),
     ], axis=1).astype(np.float32)
     return f[order]
+
+
+def _saving_alone(tables: Tables, n: int, offload: bool) -> np.ndarray:
+    """[candidates] share of the all-slow time that making one candidate fast saves, by the cost
+    model's op times (direct) or the copy time it avoids (offload; overlap with compute ignored)."""
+    t = {k: np.asarray(v, np.float64) for k, v in tables._asdict().items()}
+    acc_op, acc_cand = t["acc_op"].astype(int), t["acc_cand"].astype(int)
+    slow_elapsed = np.maximum(t["compute"], t["op_bytes"] / t["op_slow_bw"] + t["overhead"])
+    total = float(np.sum(slow_elapsed * t["weight"]))
+    if offload:
+        copies = np.bincount(t["pf_cand"].astype(int), t["pf_bytes"], n) + np.bincount(
+            t["ev_cand"].astype(int), t["ev_bytes"], n)
+        saved = copies / t["copy_bw"]
+        total += float(copies.sum() / t["copy_bw"])
+    else:
+        fast_mem = t["op_bytes"][acc_op] - t["acc_bytes"] * (1.0 - t["op_slow_bw"] / t["fast_bw"])
+        with_fast = np.maximum(t["compute"][acc_op], fast_mem / t["op_slow_bw"] + t["overhead"])
+        saved = np.bincount(acc_cand, (slow_elapsed[acc_op] - with_fast) * t["weight"][acc_op], n)
+    return np.clip(saved / max(total, 1e-30), 0.0, 1.0)
+
+
+def pad(game: Game, n_slots: int = MAX_SLOTS, n_candidates_to: Optional[int] = None) -> Game:
+    """`game` with `n_slots` slots (the extra ones never free) and `n_candidates_to` decisions
+    (default: the next multiple of 32; the extra ones decide dummy candidates that only fit "slow").
+
+    The simulated time of every mapping is unchanged: dummy candidates are never accessed.
+    """
+    c = n_candidates(game)
+    target = n_candidates_to or -(-c // 32) * 32
+    if n_slots < game.n_slots or target < c:
+        raise ValueError(f"cannot pad a game of {game.n_slots} slots and {c} candidates to {n_slots} and {target}")
+    extra, s = target - c, game.spec
+    after = jnp.full(extra, s.n_steps, jnp.int32)
+    spec = s._replace(
+        order=jnp.concatenate([s.order, jnp.arange(c, target, dtype=jnp.int32)]),
+        start=jnp.concatenate([s.start, after]), end=jnp.concatenate([s.end, after]),
+        slots=jnp.concatenate([s.slots, jnp.full(extra, n_slots + 1, jnp.int32)]),
+        features=jnp.concatenate([s.features, jnp.zeros((extra, N_FEATURES), jnp.float32)]),
+        busy0=jnp.concatenate([s.busy0, jnp.full(n_slots - game.n_slots, NEVER_FREE, jnp.int32)]))
+    return game._replace(spec=spec, n_slots=n_slots)
+
+
+def n_candidates(game: Game) -> int:
+    """Number of decisions of an episode (dummy candidates of a padded game included)."""
+    return game.spec.order.shape[0]
 
 
 def _time(game: Game, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -122,16 +182,16 @@ def _time(game: Game, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def reset(game: Game) -> GameState:
     """The initial state: nothing decided, everything slow."""
-    c = game.candidates.n
+    c = n_candidates(game)
     fast = jnp.zeros(c, jnp.float32)
     fb, time = _time(game, fast)
-    return GameState(busy_until=jnp.full(game.n_slots, -1, jnp.int32), k=jnp.int32(0), fast=fast,
+    return GameState(busy_until=game.spec.busy0, k=jnp.int32(0), fast=fast,
                      offset=jnp.full(c, -1, jnp.int32), fast_op_bytes=fb, time=time)
 
 
 def current(game: Game, state: GameState) -> jax.Array:
     """Candidate id decided now (the last one once the game is over)."""
-    return game.spec.order[jnp.minimum(state.k, game.candidates.n - 1)]
+    return game.spec.order[jnp.minimum(state.k, n_candidates(game) - 1)]
 
 
 def legal_actions(game: Game, state: GameState) -> jax.Array:
@@ -143,29 +203,30 @@ def legal_actions(game: Game, state: GameState) -> jax.Array:
     first = jnp.arange(game.n_slots)
     last = first + width
     fits = (last <= game.n_slots) & (runs[jnp.minimum(last, game.n_slots)] - runs[first] == width)
-    fits = fits & (state.k < game.candidates.n)
+    fits = fits & (state.k < n_candidates(game))
     return jnp.concatenate([fits, jnp.ones(1, bool)])
 
 
 def step(game: Game, state: GameState, action: jax.Array) -> tuple[GameState, jax.Array, jax.Array]:
     """Apply `action` (a legal slot, or n_slots for slow); returns (state, reward, done)."""
     c = current(game, state)
-    place = (action < game.n_slots) & legal_actions(game, state)[action] & (state.k < game.candidates.n)
+    place = (action < game.n_slots) & legal_actions(game, state)[action] & (state.k < n_candidates(game))
     slots = jnp.arange(game.n_slots)
     covered = place & (slots >= action) & (slots < action + game.spec.slots[c])
     busy = jnp.where(covered, jnp.maximum(state.busy_until, game.spec.end[c]), state.busy_until)
     fast = state.fast.at[c].set(jnp.where(place, 1.0, state.fast[c]))
     offset = state.offset.at[c].set(jnp.where(place, action, state.offset[c]))
     fb, time = jax.lax.cond(place, lambda: _time(game, fast), lambda: (state.fast_op_bytes, state.time))
-    k = jnp.minimum(state.k + 1, game.candidates.n)
+    k = jnp.minimum(state.k + 1, n_candidates(game))
     new = GameState(busy, k, fast, offset, fb, time)
-    return new, state.time - time, k >= game.candidates.n
+    return new, state.time - time, k >= n_candidates(game)
 
 
 def observe(game: Game, state: GameState) -> dict[str, jax.Array]:
     """Agent inputs: features of the current and next LOOKAHEAD-1 candidates, a coarse picture
-    of the occupied plane ahead of the current step, and the progress and fast-memory use."""
-    n = game.candidates.n
+    of the occupied plane ahead of the current step, per slot whether the current candidate
+    may start there and how long ago the slot was freed, and the progress and fast-memory use."""
+    n = n_candidates(game)
     idx = state.k + jnp.arange(LOOKAHEAD)
     valid = idx < n
     feats = jnp.where(valid[:, None], game.spec.features[jnp.minimum(idx, n - 1)], 0.0)
@@ -180,6 +241,8 @@ def observe(game: Game, state: GameState) -> dict[str, jax.Array]:
         "candidates": jnp.concatenate([feats, valid[:, None].astype(jnp.float32)], axis=1),
         "occupancy": picture,
         "progress": jnp.stack([state.k / n, jnp.mean(state.busy_until >= now)]),
+        "slots": jnp.stack([legal_actions(game, state)[:-1].astype(jnp.float32),
+                            jnp.clip((now - state.busy_until) / game.spec.n_steps, 0.0, 1.0)], axis=1),
     }
 
 
@@ -207,5 +270,5 @@ def play(game: Game, choose, key: jax.Array, state: Optional[GameState] = None):
         s, reward, _ = step(game, s, action)
         return s, reward
 
-    keys = jax.random.split(key, game.candidates.n)
+    keys = jax.random.split(key, n_candidates(game))
     return jax.lax.scan(body, state, keys)

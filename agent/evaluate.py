@@ -1,0 +1,75 @@
+"""`mallocbench eval`: a checkpoint against xla-msa and cpsat on the instances of its split.
+
+One row per instance and policy (instance, split, policy, simulated_seconds, optimal)
+and a summary over the held-out instances: the geometric-mean speedup of
+mallocmuzero over xla-msa, the share of instances where it is no worse, and the mean
+gap to the optimum over the instances where cpsat proves optimality.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from agent.dataset import load
+from agent.mallocmuzero import EPISODES, load_agent
+from agent.policies import solve
+from harness.profiles import Profile
+from harness.simulate import simulate
+
+COLUMNS = ("instance", "split", "policy", "simulated_seconds", "optimal")
+SPLITS = ("held-out", "train", "all")
+TOLERANCE = 1e-6  # relative: "no worse than" forgives float32 rounding of the game's times
+
+
+def evaluate_checkpoint(checkpoint: Optional[str], profile: Profile, budget: float, split: str = "held-out",
+                        simulations: Optional[int] = None, episodes: int = EPISODES,
+                        cpsat_time_limit: float = 10.0,
+                        on_instance: Optional[Callable[[str], None]] = None) -> tuple[list[dict], dict]:
+    """Rows of the eval table and its summary (over the held-out instances, or the training ones
+    for `split="train"`)."""
+    from agent.cpsat import solve_cpsat
+
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    agent = load_agent(checkpoint)
+    names = [(n, "held-out") for n in agent.split.held_out] if split != "train" else []
+    names += [(n, "train") for n in agent.split.train] if split != "held-out" else []
+    rows = []
+    for name, part in names:
+        if on_instance:
+            on_instance(name)
+        instance = load(name)
+        mz = solve(instance, profile, budget, policy="mallocmuzero", simulations=simulations, episodes=episodes,
+                   checkpoint=checkpoint)
+        xla = solve(instance, profile, budget, policy="xla-msa")
+        exact = solve_cpsat(instance, profile, budget, time_limit=cpsat_time_limit, hint=xla)
+        for policy, mapping, optimal in (("mallocmuzero", mz, None), ("xla-msa", xla, None),
+                                         ("cpsat", exact.mapping, exact.optimal)):
+            rows.append({"instance": name, "split": part, "policy": policy,
+                         "simulated_seconds": simulate(instance, mapping, profile), "optimal": optimal})
+    return rows, summarize(rows, "train" if split == "train" else "held-out")
+
+
+def summarize(rows: list[dict], split: str = "held-out") -> dict:
+    """The summary figures of eval rows, over the instances of `split`."""
+    by = {}
+    for r in rows:
+        if r["split"] == split:
+            by.setdefault(r["instance"], {})[r["policy"]] = r
+    ratios, gaps = [], []
+    for policies in by.values():
+        mz = policies["mallocmuzero"]["simulated_seconds"]
+        ratios.append(policies["xla-msa"]["simulated_seconds"] / mz)
+        if policies["cpsat"]["optimal"]:
+            gaps.append(mz / policies["cpsat"]["simulated_seconds"] - 1.0)
+    ratios = np.asarray(ratios)
+    return {
+        "n_instances": len(by),
+        "geomean_speedup_vs_xla_msa": float(np.exp(np.mean(np.log(ratios)))) if len(ratios) else math.nan,
+        "share_no_worse_than_xla_msa": float(np.mean(ratios >= 1.0 - TOLERANCE)) if len(ratios) else math.nan,
+        "mean_gap_to_optimum": float(np.mean(gaps)) if gaps else None,
+        "n_optimal": len(gaps),
+    }

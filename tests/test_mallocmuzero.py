@@ -1,0 +1,217 @@
+"""mallocMuZero: search on a known optimum, training, exact resume, checkpoints, the policy and the CLI."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from agent import checkpoint, synthetic, trainer
+from agent.cpsat import solve_cpsat
+from agent.dataset import Split
+from agent.mallocmuzero import candidates
+from agent.policies import solve
+from agent.replay import Replay, n_step_values
+from agent.train import TrainConfig, best_of, init_state, padded_game
+from harness import load_profile, simulate
+from harness.cli import main
+from harness.mapping import validate
+
+SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
+TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
+                   iterations=3, eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint after 3 iterations of the tiny config."""
+    return trainer.run(TINY, SPLIT, tmp_path_factory.mktemp("ckpt") / "run")
+
+
+def test_search_finds_the_known_optimum():
+    """A 12-buffer instance where cpsat proves the optimum and first-fit misses it: the exact-model
+    search (alphazero mode) of untrained networks finds it in the best of 8 episodes."""
+    profile, budget = load_profile("tpu-v4i-cmem"), 0.5
+    instance = synthetic(3, 12)
+    exact = solve_cpsat(instance, profile, budget, time_limit=30)
+    assert exact.optimal
+    first_fit = simulate(instance, solve(instance, profile, budget, policy="first-fit"), profile)
+    assert first_fit > exact.objective_seconds * (1 + 1e-4)
+    config = TrainConfig(mode="alphazero", simulations=32, considered=16, games=8)
+    _, times = best_of(init_state(config).params, config, padded_game(instance, profile, budget),
+                       jax.random.PRNGKey(0), 8)
+    assert times.min() == pytest.approx(exact.objective_seconds, rel=1e-5)
+
+
+def test_n_step_values():
+    reward = np.array([[1.0], [2.0], [3.0]], np.float32)
+    value = np.array([[10.0], [20.0], [30.0]], np.float32)
+    z = np.asarray(n_step_values(reward, value, td_steps=2, discount=0.5))
+    # z0 = 1 + 0.5 * 2 + 0.25 * 30; z1 = 2 + 0.5 * 3 + 0 (past the end); z2 = 3
+    np.testing.assert_allclose(z[:, 0], [9.5, 3.5, 3.0])
+
+
+def test_replay_ring_and_state_round_trip(trained):
+    ckpt = checkpoint.load(trained)
+    replay = ckpt.replay
+    assert replay.size > 0 and replay.added >= replay.size
+    again = Replay.from_state(dict(replay.state()))
+    key = jax.random.PRNGKey(3)
+    a, b = replay.sample(key, 8), again.sample(key, 8)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="empty"):
+        Replay(capacity=5).sample(key, 2)
+
+
+def test_resume_gives_identical_next_steps(trained, tmp_path):
+    """Stopping at 3 iterations and resuming to 5 equals training 5 iterations straight."""
+    stopped = tmp_path / "stopped"
+    shutil.copytree(trained, stopped)
+    trainer.resume(stopped, iterations=5)
+    straight = trainer.run(dataclasses.replace(TINY, iterations=5), SPLIT, tmp_path / "straight")
+    a, b = checkpoint.load(stopped), checkpoint.load(straight)
+    assert int(a.state.iteration) == int(b.state.iteration) == 5
+    for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    rows = trainer.read_curve(stopped)
+    assert [r["iteration"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in trainer.read_curve(straight)]
+
+
+def test_training_writes_curve_and_refuses_to_overwrite(trained):
+    assert (trained / "curve.csv").exists() and (trained / "curve.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        trainer.run(TINY, SPLIT, trained)
+
+
+def _copy(trained, tmp_path):
+    dest = tmp_path / "copy"
+    shutil.copytree(trained, dest)
+    return dest
+
+
+def _state_file(path):
+    return path / json.loads((path / checkpoint.CONFIG).read_text())["files"]["state"]["file"]
+
+
+def test_corrupt_state_is_named(trained, tmp_path):
+    path = _copy(trained, tmp_path)
+    state = _state_file(path)
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{state.name}: corrupt"):
+        checkpoint.load(path)
+
+
+def test_missing_and_garbled_config(trained, tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
+        checkpoint.load(tmp_path / "nowhere")
+    path = _copy(trained, tmp_path)
+    (path / checkpoint.CONFIG).write_text('{"format": 1, "config": ')
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt JSON"):
+        checkpoint.load(path)
+    (path / checkpoint.CONFIG).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="config.json is missing"):
+        checkpoint.load(path)
+
+
+def test_missing_state_file(trained, tmp_path):
+    path = _copy(trained, tmp_path)
+    _state_file(path).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):
+        checkpoint.load(path)
+
+
+def test_mismatched_checkpoint(trained, tmp_path):
+    """A config that names other networks than the state holds fails with a clear message."""
+    path = _copy(trained, tmp_path)
+    meta = json.loads((path / checkpoint.CONFIG).read_text())
+    meta["config"]["preset"] = "full"
+    (path / checkpoint.CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="does not match the networks of its config"):
+        checkpoint.load(path)
+    meta["config"]["preset"], meta["config"]["mode"] = "ci", "chess"
+    (path / checkpoint.CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="bad config.*chess"):
+        checkpoint.load(path)
+
+
+def test_saves_keep_one_state_file(trained, tmp_path):
+    path = _copy(trained, tmp_path)
+    ckpt = checkpoint.load(path)
+    checkpoint.save(path, ckpt.config, ckpt.split, ckpt.state._replace(step=ckpt.state.step + 1), None, {})
+    assert len(list(path.glob("state-*.msgpack"))) == 1 and not list(path.glob("replay-*.npz"))
+    assert int(checkpoint.load(path).state.step) == int(ckpt.state.step) + 1
+
+
+def test_mallocmuzero_policy_and_candidates(trained):
+    instance, profile = synthetic(5, 40), load_profile("tpu-v4i-cmem")
+    mapping = solve(instance, profile, 0.5, policy="mallocmuzero", checkpoint=str(trained), simulations=4,
+                    episodes=4)
+    assert mapping.policy == "mallocmuzero"
+    validate(instance, mapping, profile, 0.5)
+    found = candidates(instance, profile, 0.5, k=4, episodes=8, checkpoint_path=str(trained))
+    assert 1 <= len(found) <= 4 and len({tuple(sorted(m.offsets.items())) for m in found}) == len(found)
+    times = [simulate(instance, m, profile) for m in found]
+    assert times == sorted(times)
+    assert simulate(instance, mapping, profile) <= simulate(instance, solve(instance, profile, 0.5, "all-slow"),
+                                                            profile)
+
+
+def test_policy_options_are_checked(trained):
+    instance, profile = synthetic(5, 20), load_profile("tpu-v4i-cmem")
+    with pytest.raises(ValueError, match="policy 'xla-msa' has no option simulations"):
+        solve(instance, profile, 0.5, policy="xla-msa", simulations=8)
+    with pytest.raises(ValueError, match="simulations: must be at least 1"):
+        solve(instance, profile, 0.5, policy="mallocmuzero", checkpoint=str(trained), simulations=0)
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
+        solve(instance, profile, 0.5, policy="mallocmuzero", checkpoint="/nonexistent/ckpt")
+
+
+def _error(argv, capsys) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_cli_train_resume_and_eval(tmp_path, capsys):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(SPLIT.to_json()))
+    out = tmp_path / "run"
+    assert main(["train", "--split", str(split), "--out", str(out), "--iterations", "2"]) == 0
+    assert "2 iterations" in capsys.readouterr().out
+    assert main(["train", "--out", str(out), "--resume", "--iterations", "3"]) == 0
+    assert int(checkpoint.load(out).state.iteration) == 3
+    assert "--mode muzero, not" in _error(["train", "--out", str(out), "--resume", "--mode", "alphazero"], capsys)
+    assert "already holds a checkpoint" in _error(["train", "--split", str(split), "--out", str(out)], capsys)
+    results = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(out), "--profile", "tpu-v4i-cmem", "--budget", "0.5",
+                 "--cpsat-time-limit", "2", "--episodes", "2", "--out", str(results)]) == 0
+    table = (results / "run-tpu-v4i-cmem-0.5.csv").read_text().splitlines()
+    assert table[0] == "instance,split,policy,simulated_seconds,optimal"
+    assert len(table) == 1 + 3 * len(SPLIT.held_out)
+    summary = json.loads((results / "run-tpu-v4i-cmem-0.5.json").read_text())
+    assert summary["n_instances"] == len(SPLIT.held_out)
+    for key in ("geomean_speedup_vs_xla_msa", "share_no_worse_than_xla_msa", "mean_gap_to_optimum"):
+        assert key in summary
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--profile", "tpu-v4i-cmem", "--budget", "1.5"], "--budget must be in (0, 1]"),
+    (["eval", "--checkpoint", "/nonexistent", "--profile", "tpu-v4i-cmem"], "no such checkpoint directory"),
+    (["train", "--resume", "--out", "/nonexistent/run"], "no such checkpoint directory"),
+    (["train", "--minutes", "0"], "--minutes must be positive"),
+])
+def test_cli_bad_input(argv, message, capsys):
+    assert message in _error(argv, capsys)
+
+
+def test_bad_split_file(tmp_path, capsys):
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"train": ["synthetic-training-0-30"], "held_out": ["no-such-workload@ci"]}))
+    assert "no-such-workload@ci" in _error(["train", "--split", str(bad), "--out", str(tmp_path / "r")], capsys)
+    bad.write_text(json.dumps({"train": [], "held_out": []}))
+    assert "'train' is empty" in _error(["train", "--split", str(bad), "--out", str(tmp_path / "r")], capsys)
