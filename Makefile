@@ -20,7 +20,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	mkdir -p .benchmarks
-	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py \
+	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py \
 		--benchmark-enable --benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
 
 clean:

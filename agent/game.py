@@ -43,7 +43,7 @@ from harness.simulate import problem
 MAX_SLOTS = 128
 LOOKAHEAD = 8  # candidates described in the observation: the current one and the next ones
 PICTURE = (16, 16)  # coarse occupancy picture: future time bins x address bins
-N_FEATURES = 9
+N_FEATURES = 12
 NEVER_FREE = np.iinfo(np.int32).max  # busy_until of a padding slot
 
 
@@ -111,13 +111,22 @@ def make_game(instance: Instance, profile: Profile, budget: float, max_slots: in
 def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> np.ndarray:
     """Per decision step: log2 bytes, size in slots / slots, start, end, duration (over schedule
     length), accesses, the share of bytes it moves, the share of the all-slow time it saves
-    alone (`_saving_alone`), and that saving per share of fast memory."""
+    alone (`_saving_alone`), that saving per share of fast memory, and three views of the
+    saving per share of the fast time x address plane that the candidate would take (its
+    density): the density, its percentile among the candidates, and the plane a greedy
+    packer that takes candidates by density would have filled (over the whole plane) when
+    it reaches this one: below 1, a greedy-by-density mapping could still hold it."""
     n = max(len(instance.ops), 1)
     acc_cand = np.asarray(tables.acc_cand)
     counts = np.bincount(acc_cand, minlength=cands.n)
     moved = np.bincount(acc_cand, weights=np.asarray(tables.acc_bytes), minlength=cands.n)
     saving = _saving_alone(tables, cands.n, offload)
     share = np.minimum(size_slots / n_slots, 2.0)
+    duration = (cands.end - cands.start + 1) / (n + 1)
+    density = saving / np.maximum(share * duration, 1e-9)
+    rank = np.argsort(np.argsort(-density, kind="stable"), kind="stable")
+    percentile = 1.0 - rank / max(cands.n - 1, 1)
+    filled = np.cumsum((share * duration)[np.argsort(-density, kind="stable")])[rank]
     f = np.stack([
         np.log2(np.maximum(cands.bytes, 1)) / 32.0,
         share,
@@ -126,6 +135,9 @@ def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> n
         moved / max(moved.sum(), 1.0),
         saving,
         np.minimum(saving / share, 4.0),
+        np.minimum(density, 16.0) / 4.0,
+        percentile,
+        np.minimum(filled, 4.0),
     ], axis=1).astype(np.float32)
     return f[order]
 

@@ -11,8 +11,10 @@
 
 Values and rewards are categorical over the integer support [-n, n] (`support_size` =
 2n + 1) of MuZero's scaling transform h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x, the
-target of a scalar the two-hot of h(x). The policy, value and reward heads start at zero
-(uniform prior, value and reward 0) and the legality head predicts every action legal.
+target of a scalar the two-hot of h(x). The value and reward heads start at zero, the
+legality head predicts every action legal, and the policy gives "slow" half the prior
+(the slots share the other half): with a uniform prior over 129 actions the search would
+rarely consider "slow" at all, and self-play would only ever learn to fill memory.
 
 Reward scale. The game's rewards are seconds of simulated time saved (microseconds on
 small programs). Networks and search see them in percent of the all-slow program's
@@ -158,6 +160,12 @@ class Prediction(NamedTuple):
     legal_logits: jax.Array  # [..., n_actions]: sigmoid > 0.5 where the model predicts legal
 
 
+def _slow_prior(key, shape, dtype=jnp.float32):
+    """Policy bias at initialization: "slow" (the last action) as likely as all slots together."""
+    del key
+    return jnp.zeros(shape, dtype).at[-1].set(jnp.log(shape[-1] - 1.0))
+
+
 class PredictionNet(nn.Module):
     """Latent -> policy, value and legality logits."""
 
@@ -169,7 +177,7 @@ class PredictionNet(nn.Module):
         x = MLP(self.config.prediction)(latent)
         zeros = nn.initializers.zeros
         return Prediction(
-            policy_logits=nn.Dense(self.n_actions, kernel_init=zeros, name="policy")(x),
+            policy_logits=nn.Dense(self.n_actions, kernel_init=zeros, bias_init=_slow_prior, name="policy")(x),
             value_logits=nn.Dense(self.config.support_size, kernel_init=zeros, name="value")(x),
             legal_logits=nn.Dense(self.n_actions, kernel_init=zeros, name="legal")(x))
 

@@ -87,7 +87,8 @@ class Replay:
         """Add the positions of a self-play batch that offered a choice; returns how many."""
         sample, choice = unroll_targets(trajectory, unroll, td_steps, discount)
         keep = np.asarray(choice).reshape(-1)
-        flat = {k: np.asarray(v).reshape((-1,) + v.shape[2:])[keep] for k, v in _leaves(sample).items()}
+        n_positions = keep.shape[0]
+        flat = {k: np.asarray(v).reshape((n_positions,) + v.shape[2:])[keep] for k, v in _leaves(sample).items()}
         n = int(keep.sum())
         if n == 0:
             return 0

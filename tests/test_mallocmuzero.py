@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from agent import checkpoint, synthetic, trainer
+from agent import checkpoint, mallocmuzero, synthetic, trainer
 from agent.cpsat import solve_cpsat
 from agent.dataset import Split
 from agent.mallocmuzero import candidates
@@ -215,3 +215,17 @@ def test_bad_split_file(tmp_path, capsys):
     assert "no-such-workload@ci" in _error(["train", "--split", str(bad), "--out", str(tmp_path / "r")], capsys)
     bad.write_text(json.dumps({"train": [], "held_out": []}))
     assert "'train' is empty" in _error(["train", "--split", str(bad), "--out", str(tmp_path / "r")], capsys)
+
+
+def test_shipped_checkpoint_solves_from_the_cli(tmp_path, capsys):
+    """`mallocbench solve --policy mallocmuzero` works on a fresh clone with the shipped checkpoint."""
+    instance = tmp_path / "inst.json"
+    instance.write_text(synthetic(7, 30).to_json())
+    out = tmp_path / "mz.map.json"
+    assert main(["solve", str(instance), "--policy", "mallocmuzero", "--profile", "tpu-v4i-cmem", "--budget", "0.5",
+                 "--simulations", "8", "-o", str(out)]) == 0
+    assert "mallocmuzero" in capsys.readouterr().out
+    shipped = checkpoint.load(mallocmuzero.SHIPPED)
+    assert shipped.replay is None and "agent/checkpoints" not in str(shipped.split.train)
+    assert not set(shipped.split.held_out) & set(shipped.split.train)
+    assert any(n.startswith("alphatensor-") for n in shipped.split.held_out)

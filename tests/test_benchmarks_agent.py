@@ -1,0 +1,52 @@
+"""Benchmarks of mallocMuZero at the CI preset (`make bench`; once each, as smoke tests, under `make test`).
+
+- search simulations per second: one Gumbel MuZero search over a batch of 8 states;
+- self-play game steps per second: a batch of 8 searched episodes under jit.
+"""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from agent import game as G
+from agent import synthetic
+from agent.search import run_search
+from agent.selfplay import self_play
+from agent.train import TrainConfig, init_state, padded_game
+
+BATCH = 8
+
+
+@pytest.mark.parametrize("mode", ["muzero", "alphazero"])
+def test_search_simulations_per_second(benchmark, mode):
+    config = TrainConfig(mode=mode)
+    game = padded_game(synthetic(0, 100), "tpu-v4i-cmem", 0.5)
+    params, net = init_state(config).params, config.network()
+    states = jax.vmap(lambda _: G.reset(game))(np.arange(BATCH))
+    search = jax.jit(functools.partial(run_search, net=net, game=game, config=config.search()))
+    key = jax.random.PRNGKey(0)
+    jax.block_until_ready(search(params, states=states, key=key))  # compile outside the timing
+    benchmark.group = "mallocmuzero search"
+    out = benchmark.pedantic(lambda: jax.block_until_ready(search(params, states=states, key=key)), rounds=5)
+    if benchmark.stats:
+        benchmark.extra_info["simulations_per_second"] = BATCH * config.simulations / benchmark.stats.stats.median
+    assert np.all(np.asarray(G.legal_actions(game, G.reset(game)))[np.asarray(out.action)])
+
+
+@pytest.mark.parametrize("mode", ["muzero", "alphazero"])
+def test_self_play_steps_per_second(benchmark, mode):
+    config = TrainConfig(mode=mode)
+    game = padded_game(synthetic(0, 100), "tpu-v4i-cmem", 0.5)
+    params, net = init_state(config).params, config.network()
+    key = jax.random.PRNGKey(0)
+    play = lambda: jax.block_until_ready(self_play(params, net, game, key, config.search(), BATCH))  # noqa: E731
+    play()  # compile outside the timing
+    benchmark.group = "mallocmuzero self-play"
+    trajectory, final = benchmark.pedantic(play, rounds=3)
+    steps = BATCH * G.n_candidates(game)
+    if benchmark.stats:
+        benchmark.extra_info["game_steps_per_second"] = steps / benchmark.stats.stats.median
+    assert trajectory.action.shape == (G.n_candidates(game), BATCH)
+    assert np.all(np.asarray(final.k) == G.n_candidates(game))
