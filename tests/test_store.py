@@ -61,6 +61,15 @@ def ready(proc: subprocess.Popen) -> subprocess.Popen:
     return proc
 
 
+def output(proc: subprocess.Popen) -> str:
+    """The rest of a writer's stdout once it has ended. Not `communicate()`: with stdin piped too it reads the
+    raw pipe and would lose lines that `ready`'s readline already buffered (a writer that runs ahead of a
+    slow test process)."""
+    out = proc.stdout.read()
+    proc.wait()
+    return out
+
+
 # Round trips and manifests.
 
 def test_new_run_id_is_sortable_and_safe():
@@ -290,7 +299,7 @@ def test_sigkilled_writers_leave_every_committed_row(root):
             proc.send_signal(signal.SIGKILL)
         got = store.read(root=root)
         for name, proc in zip(names, procs):
-            out, _ = proc.communicate()
+            out = output(proc)
             assert proc.returncode == -signal.SIGKILL
             committed = max(map(int, out.split()), default=0)
             files = got[got.writer == name].groupby("seq")["row"].apply(sorted)
@@ -317,7 +326,7 @@ def test_two_concurrent_writers_lose_nothing(root, run):
         assert now >= seen and now % rows_per_file == 0
         seen = now
     for proc in procs:
-        out, _ = proc.communicate()
+        out = output(proc)
         assert proc.returncode == 0 and out.split()[-1] == str(appends)
     got = store.read(root=root)
     assert len(got) == 2 * appends * rows_per_file
