@@ -16,7 +16,6 @@ import dataclasses
 import gzip
 import re
 from pathlib import Path
-from typing import Optional
 
 from agent.synthetic import PATTERNS, synthetic
 from harness.instance import Instance
@@ -104,8 +103,3 @@ def load(name: str) -> Instance:
                          f"and not a synthetic-<pattern>-<seed>-<buffers> name")
     with gzip.open(path, "rt") as f:
         return Instance.from_json(f.read())
-
-
-def load_all(names, only: Optional[str] = None) -> list[tuple[str, Instance]]:
-    """(name, instance) for each name (those starting with `only`, when given)."""
-    return [(n, load(n)) for n in names if only is None or n.startswith(only)]

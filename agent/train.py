@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -100,14 +99,13 @@ class TrainState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class TrainGame:
-    """A training or evaluation game with its baselines (simulated seconds)."""
+    """A training or evaluation game with xla-msa's simulated seconds (the baseline)."""
 
     name: str
     profile: str
     budget: float
     game: G.Game
     xla_msa: float
-    all_slow: float
 
 
 def padded_game(instance, profile, budget: float) -> G.Game:
@@ -127,7 +125,7 @@ def reference_game() -> G.Game:
 
 
 def make_games(names, profiles, budgets) -> list[TrainGame]:
-    """Every (instance, profile, budget) game of `names`, with xla-msa's and all-slow's times."""
+    """Every (instance, profile, budget) game of `names`, with xla-msa's time."""
     from agent.policies import solve
     from harness.simulate import simulate
 
@@ -138,8 +136,7 @@ def make_games(names, profiles, budgets) -> list[TrainGame]:
             profile = load_profile(p)
             for b in budgets:
                 xla = simulate(instance, solve(instance, profile, b, policy="xla-msa"), profile)
-                slow = simulate(instance, solve(instance, profile, b, policy="all-slow"), profile)
-                out.append(TrainGame(name, p, b, padded_game(instance, p, b), xla, slow))
+                out.append(TrainGame(name, p, b, padded_game(instance, p, b), xla))
     return out
 
 
@@ -249,8 +246,3 @@ def eval_names(split: Split) -> list[str]:
     """The held-out instances evaluated during training: the `ci` workloads and four synthetic."""
     workloads = [n for n in split.held_out if n.endswith("@ci")]
     return workloads + [n for n in split.held_out if n.startswith("synthetic-")][:4]
-
-
-def elapsed_minutes(seconds: float) -> str:
-    """`seconds` as minutes and seconds."""
-    return f"{int(seconds // 60)}m{int(math.fmod(seconds, 60)):02d}s"

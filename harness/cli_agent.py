@@ -6,7 +6,6 @@ import argparse
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -102,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console.print(f"{summary['n_instances']} held-out instances on {profile.name} at budget {args.budget:g}: "
                   f"geomean speedup over xla-msa {100 * (summary['geomean_speedup_vs_xla_msa'] - 1):+.2f}%, "
                   f"no worse than xla-msa on {summary['share_no_worse_than_xla_msa']:.0%}, mean gap to the "
-                  f"optimum {'n/a (none proven)' if gap is None or math.isnan(gap) else f'{100 * gap:.2f}%'} "
+                  f"optimum {'n/a (none proven)' if gap is None else f'{100 * gap:.2f}%'} "
                   f"({summary['n_optimal']} proven) -> {stem}.csv, {stem}.json", soft_wrap=True)
     return 0
 
