@@ -4,6 +4,7 @@ Layout under the store root::
 
     runs/<run_id>/manifest.json                       the run's manifest (and artifacts others write there)
     <table>/<run_id>/part-<time>-<pid>-<uuid>.parquet one file per append()
+    <table>/<run_id>/part-<key>.parquet               one file per append(key=...): written at most once
     corrupt/<table>/<run_id>/part-...parquet          part files read() could not read, set aside
 
 Every file is written to a temporary file in its directory, flushed, fsynced, renamed into place and the
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
-TABLES = ("measurements", "predictions")
+TABLES = ("measurements", "predictions", "cells")
 DEFAULT_ROOT = "results"
 
 
@@ -42,16 +43,21 @@ class StoreError(ValueError):
     """Bad input or a bad file; the message names the field, file or run."""
 
 
-_STR, _FLOAT, _OPT_FLOAT, _FLOATS = "str", "float", "float or None", "list of float"
+_STR, _FLOAT, _OPT_FLOAT, _FLOATS, _INT = "str", "float", "float or None", "list of float", "int"
 _REQUIRED = {
     "measurements": {"workload": _STR, "size": _STR, "policy": _STR, "budget": _OPT_FLOAT, "status": _STR,
                      "error": _STR, "median_s": _OPT_FLOAT, "samples": _FLOATS},
     "predictions": {"workload": _STR, "size": _STR, "policy": _STR, "budget": _OPT_FLOAT, "profile": _STR,
                     "predicted_s": _FLOAT},
+    # one row per cell of a nightly grid; median_s is NaN where the cell has no measurement (the reason is in
+    # the extra column measure_note) and simulated_s NaN where it has no mapping
+    "cells": {"cell": _INT, "workload": _STR, "size": _STR, "policy": _STR, "budget": _OPT_FLOAT, "status": _STR,
+              "error": _STR, "simulated_s": _OPT_FLOAT, "median_s": _OPT_FLOAT, "samples": _FLOATS},
 }
 _STORE_COLUMNS = ("run_id", "schema_version")
 _ARROW_TYPES = {_STR: pa.string(), _FLOAT: pa.float64(), _OPT_FLOAT: pa.float64(), _FLOATS: pa.list_(pa.float64()),
-                "int": pa.int64(), "bool": pa.bool_()}
+                _INT: pa.int64(), "bool": pa.bool_()}
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LABEL = re.compile(r"[A-Za-z0-9._-]*")
 _MANIFEST_KEYS = ("schema_version", "run_id", "started", "status", "finished")
@@ -227,6 +233,8 @@ def _convert(v: Any, kind: str) -> Any:
         return math.nan
     if kind == _FLOATS:
         return _floats(v)
+    if kind == _INT and isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
+        return int(v)
     raise _Bad(kind)
 
 
@@ -237,7 +245,7 @@ def _extra_kind(v: Any) -> tuple[str | None, Any]:
     if isinstance(v, (bool, np.bool_)):
         return "bool", bool(v)
     if isinstance(v, numbers.Integral):
-        return "int", int(v)
+        return _INT, int(v)
     if _is_number(v):
         return _FLOAT, float(v)
     if isinstance(v, str):
@@ -288,6 +296,8 @@ def _arrow_table(table: str, rows: Any, run_id: str) -> pa.Table:
             except _Bad as bad:
                 raise StoreError(f"{where}: column {name!r} must be {bad}, got {_short(row[name])} "
                                  f"({type(row[name]).__name__})") from None
+        if table == "cells" and row["status"] not in ("ok", "failed"):
+            raise StoreError(f"{where}: column 'status' must be 'ok' or 'failed', got {row['status']!r}")
         if table == "measurements":
             status, median = row["status"], columns["median_s"][-1]
             if status not in ("ok", "failed"):
@@ -304,7 +314,7 @@ def _arrow_table(table: str, rows: Any, run_id: str) -> pa.Table:
                                  f"({type(row[name]).__name__})") from None
             seen = kinds[name]
             if kind is not None and seen is not None and kind != seen:
-                if {kind, seen} != {"int", _FLOAT}:
+                if {kind, seen} != {_INT, _FLOAT}:
                     raise StoreError(f"{where}: column {name!r} holds a {kind} value {_short(value)} where "
                                      f"earlier rows hold {seen}")
                 kind = _FLOAT
@@ -318,21 +328,38 @@ def _arrow_table(table: str, rows: Any, run_id: str) -> pa.Table:
     return pa.table(arrays).replace_schema_metadata({_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
 
-def append(table: str, rows: Any, run_id: str, root: str | os.PathLike = DEFAULT_ROOT) -> pathlib.Path:
+def append(table: str, rows: Any, run_id: str, root: str | os.PathLike = DEFAULT_ROOT,
+           key: str | None = None) -> pathlib.Path | None:
     """Validate `rows` (dicts or a DataFrame) and write them, with run_id and schema_version, as one new part file.
+
+    With a `key` the file is part-<key>.parquet and is written at most once: if a part of that key is already
+    committed (an earlier attempt of the same work, say a retried task), nothing is written and None is
+    returned, so retries never double rows.
 
     The run must have been started with start_run(). Required columns: workload, size, policy (str), budget
     (float or None) and, for measurements, status ("ok" or "failed"), error (str), median_s (float, NaN when
-    failed), samples (list of float); for predictions, profile (str), predicted_s (float). Extra columns of
+    failed), samples (list of float); for predictions, profile (str), predicted_s (float); for cells, cell
+    (int), status, error, simulated_s and median_s (float, NaN when missing), samples. Extra columns of
     str, int, float, bool or list of float are kept. Returns the path of the new file.
     """
     _check_table(table)
+    if key is not None and (not isinstance(key, str) or not _KEY.fullmatch(key)):
+        raise StoreError(f"key {key!r}: expected 1 to 64 characters of [A-Za-z0-9._-], starting with a letter or digit")
     read_manifest(run_id, root)
     data = _arrow_table(table, rows, run_id)
-    name = f"part-{_now().strftime('%Y%m%dT%H%M%S%fZ')}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-    path = pathlib.Path(root) / table / run_id / name
-    _write_atomic(path, lambda f: pq.write_table(data, f, write_page_checksum=True))
+    name = key or f"{_now().strftime('%Y%m%dT%H%M%S%fZ')}-{os.getpid()}-{uuid.uuid4().hex}"
+    path = pathlib.Path(root) / table / run_id / f"part-{name}.parquet"
+    try:
+        _write_atomic(path, lambda f: pq.write_table(data, f, write_page_checksum=True), exclusive=key is not None)
+    except FileExistsError:
+        return None
     return path
+
+
+def keys(table: str, run_id: str, root: str | os.PathLike = DEFAULT_ROOT) -> set[str]:
+    """The keys of the committed keyed part files of a run's table (see append(key=...))."""
+    _check_table(table)
+    return {p.name[len("part-"):-len(".parquet")] for p in _part_files(pathlib.Path(root), table, [_check_run_id(run_id)])}
 
 
 def _part_files(root: pathlib.Path, table: str, run_ids: list[str] | None) -> list[pathlib.Path]:
