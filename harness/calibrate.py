@@ -253,12 +253,14 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None) -> tuple[list[Point], list[str]]:
-    """The successful measurements of the runs as points, and the run ids they come from."""
+def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
+                      table: str = "measurements") -> tuple[list[Point], list[str]]:
+    """The successful measurements of the runs (in `table`: a sweep's "measurements" or a nightly's "cells")
+    as points, and the run ids they come from."""
     from harness.sweep import read_text
 
-    frame = store.read("measurements", root, run_ids=list(run_ids) if run_ids else None)
-    frame = frame[frame.status == "ok"]
+    frame = store.read(table, root, run_ids=list(run_ids) if run_ids else None)
+    frame = frame[(frame.status == "ok") & frame.median_s.notna()]
     instances: dict[str, Instance] = {}
     points = []
     for row in frame.to_dict("records"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import sys
@@ -105,30 +104,6 @@ def cmd_instance(args: argparse.Namespace) -> int:
         hist.add_row(label, str(buckets[k]), "#" * max(1, round(40 * buckets[k] / most)))
     console.print(hist)
     return 0
-
-
-def cmd_nightly(args: argparse.Namespace) -> int:
-    """The main job: extract every workload of the suite and print the summary table."""
-    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = os.path.join(args.results, "extractions", run_id)
-    rows = _run_suite_with_progress(args.suite, args.suite, out_dir)
-    table = Table(title=f"mallocbench nightly: suite {args.suite}, extraction")
-    for col in ("workload", "family", "ops", "buffers", "flops / XLA", "peak live / XLA", "linked bytes",
-                "compile s", "extract s"):
-        table.add_column(col, justify="left" if col in ("workload", "family") else "right")
-    for r in rows:
-        if r.error:
-            table.add_row(r.workload, r.family, "[red]failed[/]", r.error.splitlines()[0], "", "", "", "", "")
-        else:
-            table.add_row(r.workload, r.family, str(r.ops), str(r.buffers), f"{r.flops_ratio:.3f}",
-                          f"{r.peak_ratio:.3f}", f"{r.linked_share:.1%} ({r.unlinked} unlinked)", f"{r.compile_seconds:.2f}",
-                          f"{r.extract_seconds:.2f}")
-    console.print(table)
-    failed = [r for r in rows if r.error]
-    console.print(f"{len(rows) - len(failed)} of {len(rows)} workloads extracted; instances in {out_dir}")
-    for r in failed:
-        err_console.print(f"[red]{r.workload} failed:[/] {r.error}")
-    return 1 if failed else 0
 
 
 def _read_text(path: str, what: str, error: type) -> str:
@@ -335,10 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_instance)
 
-    p = sub.add_parser("nightly", help="the main job: run a suite (for now: extract every workload)")
-    p.add_argument("--suite", default="ci", choices=workloads.SUITES)
-    p.add_argument("--results", default="results", help="results directory (default: results)")
-    p.set_defaults(func=cmd_nightly)
+    from harness import cli_nightly
+
+    cli_nightly.add_commands(sub)
 
     from agent.policies import policies
 

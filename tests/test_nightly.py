@@ -1,0 +1,178 @@
+"""The nightly grid: numbering, bad input, exactly-once cells, resume after a kill, the extraction cache, Ray."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import nightly, store
+from harness.cli import main
+
+SMALL = dict(workload_names=["matmul-chain", "alphatensor-strassen"], policies=["xla-native", "all-slow", "xla-msa",
+             "first-fit", "all-fast"], budgets=[0.25, 0.75], profile="tpu-v4i-cmem")
+
+
+def _cells(root, run_id):
+    return store.read("cells", root, run_ids=[run_id])
+
+
+def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload():
+    spec = nightly.make_spec("ci", **SMALL)
+    cells = spec.cells()
+    assert [c.index for c in cells] == list(range(len(cells)))
+    assert len(cells) == 2 * (2 + 3 * 2)
+    keys = {(c.workload, c.policy, c.budget) for c in cells}
+    assert len(keys) == len(cells)
+    assert {c.budget for c in cells if c.policy in ("xla-native", "all-fast")} == {None}
+    assert spec.cells() == nightly.NightlySpec.from_manifest(spec.meta() | {"kind": "nightly"}).cells()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"suite": "nightly-xl"}, "valid suites: ci, full"),
+    ({"policies": ["xla-msa", "best"]}, "unknown policy 'best'"),
+    ({"workload_names": ["gpt-9"]}, "unknown workload 'gpt-9'"),
+    ({"profile": "a100"}, "unknown profile 'a100'; valid: "),
+    ({"budgets": [0.5, 1.5]}, "budget 1.5: must be in (0, 1]"),
+])
+def test_bad_grid_input_is_named_with_the_valid_choices(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        nightly.make_spec(**kwargs)
+    assert message in str(err.value)
+    if "unknown" in message and "workload" not in message:
+        assert "xla-msa" in str(err.value) or "tpu-v4i-cmem" in str(err.value)
+
+
+def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
+    root = str(tmp_path)
+    spec = nightly.make_spec("ci", **SMALL)
+    run_id = nightly.plan(spec, root)
+    rows = []
+    nightly.run_local(spec, run_id, root, on_cell=rows.append)
+    frame = _cells(root, run_id)
+    assert sorted(frame.cell) == list(range(len(spec.cells())))
+    assert (frame.status == "ok").all(), frame.error.tolist()
+    assert frame.simulated_s.gt(0).all() and frame.valid.all()
+    by = {(r.workload, r.policy, None if math.isnan(r.budget) else r.budget): r for r in frame.itertuples()}
+    for w in SMALL["workload_names"]:   # the game's order: all-fast <= xla-msa <= all-slow
+        for b in SMALL["budgets"]:
+            assert by[w, "all-fast", None].simulated_s <= by[w, "xla-msa", b].simulated_s <= by[w, "all-slow", b].simulated_s
+    native = frame[frame.policy == "xla-native"]
+    assert native.median_s.gt(0).all() and native.samples.map(len).gt(0).all()
+    others = frame[frame.policy != "xla-native"]          # the CPU has one memory tier
+    assert others.median_s.isna().all() and others.measure_note.str.contains("one memory tier").all()
+    assert nightly.pending(spec, run_id, root) == []
+    nightly.run_local(spec, run_id, root, on_cell=rows.append)
+    assert len(rows) == len(spec.cells()) and len(_cells(root, run_id)) == len(spec.cells())
+    again = nightly.run_cell(spec, spec.cells()[3], run_id, root)
+    assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
+    summary = nightly.finish(run_id, root)
+    assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
+    assert store.read_manifest(run_id, root)["status"] == "finished"
+
+
+def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    spec = nightly.make_spec("ci", workload_names=["matmul-chain"], policies=["xla-msa", "first-fit"], budgets=[0.5],
+                             profile="tpu-v4i-cmem")
+    run_id = nightly.plan(spec, root)
+    real = nightly._mapping
+
+    def broken(instance, spec_, profile, cell):
+        if cell.policy == "first-fit":
+            raise RuntimeError("solver exploded")
+        return real(instance, spec_, profile, cell)
+
+    monkeypatch.setattr(nightly, "_mapping", broken)
+    nightly.run_local(spec, run_id, root)
+    frame = _cells(root, run_id).set_index("policy")
+    assert frame.loc["first-fit", "status"] == "failed" and frame.loc["first-fit", "stage"] == "solve"
+    assert "solver exploded" in frame.loc["first-fit", "error"]
+    assert frame.loc["xla-msa", "status"] == "ok"
+    assert nightly.finish(run_id, root)["cells_failed"] == 1
+
+
+def test_extraction_is_cached_by_the_hash_of_the_compiled_program(tmp_path):
+    nightly.load_program.cache_clear()
+    first = nightly.load_program("matmul-chain", "ci", str(tmp_path))
+    nightly.load_program.cache_clear()
+    second = nightly.load_program("matmul-chain", "ci", str(tmp_path))
+    assert not first.cached and second.cached
+    assert first.program_hash == second.program_hash
+    assert second.instance.to_json() == first.instance.to_json()
+    path = tmp_path / "cache" / "extractions" / f"{first.program_hash}.json.gz"
+    path.write_bytes(b"garbage")                         # an unreadable cache entry is extracted again
+    nightly.load_program.cache_clear()
+    third = nightly.load_program("matmul-chain", "ci", str(tmp_path))
+    assert not third.cached and third.instance.to_json() == first.instance.to_json()
+    nightly.load_program.cache_clear()
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
+    root = str(tmp_path)
+    grid = ["--workloads", "matmul-chain,mlp-train", "--policies", "xla-native,all-slow,xla-msa,first-fit,all-fast",
+            "--budgets", "0.25,0.5,0.75", "--profile", "h100-offload", "--results", root, "--no-report"]
+    proc = subprocess.Popen(_cli("nightly", *grid), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cells_dir, deadline = None, time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        parts = list(Path(root, "cells").glob("*/part-*.parquet"))
+        if len(parts) >= 4:
+            cells_dir = parts[0].parent
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the nightly ended before it was killed: {proc.stdout.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = cells_dir.name
+    spec, manifest = nightly.load_run(run_id, root)
+    assert manifest["status"] == "running"
+    left = nightly.pending(spec, run_id, root)
+    assert 0 < len(left) < len(spec.cells())
+    done = subprocess.run(_cli("nightly", "--resume", run_id, "--results", root, "--no-report"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    frame = _cells(root, run_id)
+    assert sorted(frame.cell) == list(range(len(spec.cells())))          # every cell exactly once
+    assert (frame.status == "ok").all()
+    assert store.read_manifest(run_id, root)["status"] == "finished"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nightly", "--resume", "20200101T000000Z-nightly-ci-000000"], "no manifest"),
+    (["nightly", "--cell", "3"], "--cell needs --resume"),
+    (["nightly", "--suite", "huge"], "valid suites: ci, full"),
+    (["nightly", "--policies", "xla-msa,oracle"], "unknown policy 'oracle'"),
+    (["nightly", "--profile", "a100"], "unknown profile 'a100'"),
+    (["nightly", "--budgets", "0.5,half"], "budget 'half': not a number"),
+])
+def test_cli_bad_input_names_what_is_wrong_and_stores_nothing(tmp_path, capsys, argv, message):
+    root = tmp_path / "results"
+    assert main([*argv, "--results", str(root)]) == 2
+    assert message in capsys.readouterr().err.replace("\n", "")
+    assert not (root / "cells").exists()
+
+
+def test_cli_plan_then_one_cell_then_gather(tmp_path, capsys):
+    root = str(tmp_path)
+    grid = ["--workloads", "matmul-chain", "--policies", "xla-msa,all-fast", "--budgets", "0.5", "--profile",
+            "tpu-v4i-cmem", "--results", root]
+    assert main(["nightly", *grid, "--plan-only"]) == 0
+    run_id = store.list_runs(root).run_id[0]
+    assert main(["nightly", "--resume", run_id, "--cell", "1", "--results", root]) == 0
+    assert list(_cells(root, run_id).cell) == [1]
+    assert main(["nightly", "--resume", run_id, "--cell", "7", "--results", root]) == 2
+    assert "has cells 0 to 1" in capsys.readouterr().err
+    assert main(["nightly", "--resume", run_id, "--profile", "h100-offload", "--results", root]) == 2
+    assert "keeps the grid of its manifest" in capsys.readouterr().err
+    assert main(["nightly", "--resume", run_id, "--results", root, "--no-report"]) == 0
+    assert sorted(_cells(root, run_id).cell) == [0, 1]

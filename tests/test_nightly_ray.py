@@ -1,0 +1,78 @@
+"""The nightly on a local Ray cluster: the same cells and figures as the local executor; dead workers lose and
+double nothing."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import nightly, store
+
+ray = pytest.importorskip("ray")
+
+GRID = dict(workload_names=["matmul-chain", "mlp-train"], policies=["xla-native", "all-slow", "xla-msa", "first-fit",
+            "all-fast"], budgets=[0.25, 0.5], profile="h100-offload")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.shutdown()
+
+
+def _figures(root: str, run_id: str) -> dict:
+    frame = store.read("cells", root, run_ids=[run_id])
+    return {(r.cell, r.workload, r.policy, None if math.isnan(r.budget) else r.budget): (r.status, r.simulated_s)
+            for r in frame.itertuples()}
+
+
+def test_ray_and_local_executors_give_the_same_cells_and_simulated_figures(cluster, tmp_path):
+    spec = nightly.make_spec("ci", **GRID)
+    local = nightly.plan(spec, str(tmp_path))
+    nightly.run_local(spec, local, str(tmp_path))
+    on_ray = nightly.plan(spec, str(tmp_path), executor="ray")
+    rows = []
+    nightly.run_ray(spec, on_ray, str(tmp_path), on_cell=rows.append)
+    assert len(rows) == len(spec.cells())
+    assert _figures(str(tmp_path), on_ray) == _figures(str(tmp_path), local)
+    assert len(_figures(str(tmp_path), on_ray)) == len(spec.cells())
+
+
+def _dies_once(spec, cell, solved, run_id, root):
+    """A cell task whose worker dies once, before storing cell 1's row and after storing cell 4's."""
+    marker = Path(root) / f"died-{cell.index}"
+    if cell.index == 1 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    row = nightly.store_cell(nightly.measure_cell(spec, cell, solved, root), cell, run_id, root)
+    if cell.index == 4 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return row
+
+
+def test_a_worker_killed_mid_task_loses_and_doubles_nothing(cluster, tmp_path):
+    root = str(tmp_path)
+    spec = nightly.make_spec("ci", **GRID)
+    run_id = nightly.plan(spec, root, executor="ray")
+    nightly.run_ray(spec, run_id, root, task=_dies_once)
+    assert (tmp_path / "died-1").exists() and (tmp_path / "died-4").exists()   # both workers did die
+    frame = store.read("cells", root, run_ids=[run_id])
+    assert sorted(frame.cell) == list(range(len(spec.cells())))                  # each cell exactly once
+    assert (frame.status == "ok").all()
+
+
+def test_measuring_cells_ask_for_the_device_and_solving_cells_for_a_cpu():
+    spec = nightly.make_spec("ci", **GRID)
+    native = next(c for c in spec.cells() if c.policy == "xla-native")
+    solving = next(c for c in spec.cells() if c.policy == "xla-msa")
+    assert nightly.ray_resources(spec, native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
+    assert nightly.ray_resources(spec, solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
+    assert nightly.ray_resources(spec, solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
+    assert nightly.ray_resources(spec, solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU
