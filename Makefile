@@ -16,11 +16,12 @@ nightly: $(INSTALLED)
 	$(VENV)/bin/mallocbench nightly --suite ci
 
 test: $(INSTALLED)
+	bash scripts/ensure_chromium.sh
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(INSTALLED)
 	mkdir -p .benchmarks
-	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py \
+	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py tests/test_benchmarks_nightly.py \
 		--benchmark-enable --benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
 
 clean:
