@@ -117,12 +117,18 @@ def _print_calibration(calibration) -> None:
                   f"{calibration['kendall_tau']:.3f} ({calibration['lowo_kendall_tau']:.3f})")
 
 
-def _report(run_id: str, root: str) -> None:
-    from harness import history, report, store
+def _write_report(run_id: str, root: str, out_dir=None) -> dict:
+    """The report of a run with its history and regressions."""
+    from harness import regressions, report, store
 
-    past = history.nightly_history(root, store.read_manifest(run_id, root))
-    regressions = history.regressions(past)
-    paths = report.build_report(run_id, root, history=past, regressions=regressions)
+    past = regressions.nightly_history(root, store.read_manifest(run_id, root))
+    return report.build_report(run_id, root, out_dir, history=past, regressions=regressions.regressions(past))
+
+
+def _report(run_id: str, root: str) -> None:
+    from harness import report
+
+    paths = _write_report(run_id, root)
     report.write_index(root)
     headline = report.headline(run_id, root)
     table = Table(title=f"headline: run {run_id}")
@@ -131,13 +137,51 @@ def _report(run_id: str, root: str) -> None:
     for rec in headline.itertuples(index=False):
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in rec])
     console.print(table)
-    if regressions is not None and len(regressions):
-        console.print(f"[red]{len(regressions)} regressions flagged[/] (see the report)")
+    if paths.get("regressions_found"):
+        console.print(f"[red]{paths['regressions_found']} regressions flagged[/] (see the report)")
     console.print(f"report: {paths['html']}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the differences between two runs' cells: medians, their ratio and p-value, simulated times."""
+    from harness.regressions import compare
+
+    diff = compare(args.results, args.run_a, args.run_b)
+    shown = diff if args.all else diff[diff.flag != ""]
+    table = Table(title=f"{args.run_b} against {args.run_a} ({len(shown)} of {len(diff)} cells"
+                  f"{'' if args.all else ' differ'})")
+    for col in ("workload", "size", "policy", "budget", "simulated A", "simulated B", "median A", "median B",
+                "B / A", "p", "flag"):
+        table.add_column(col, justify="left" if col in ("workload", "size", "policy", "flag") else "right")
+    for r in shown.itertuples(index=False):
+        table.add_row(r.workload, r.size, r.policy, "-" if math.isnan(r.budget) else f"{r.budget:.2f}",
+                      _ms(r.simulated_a), _ms(r.simulated_b), _ms(r.median_a), _ms(r.median_b),
+                      "-" if math.isnan(r.ratio) else f"{r.ratio:.3f}", "-" if math.isnan(r.p_value) else f"{r.p_value:.1e}",
+                      r.flag)
+    console.print(table)
+    counts = diff.flag.value_counts()
+    console.print(", ".join(f"{int(counts.get(f, 0))} {f}" for f in ("slower", "faster", "simulated worse",
+                                                                    "simulated better", "only in A", "only in B")))
+    return 0
+
+
+def _ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1e3:.4f} ms"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a run's report (tables, plots, HTML page) and the index over runs; print their paths."""
+    from harness import report
+
+    paths = _write_report(args.run, args.results, args.output)
+    for what, path in paths.items():
+        console.print(f"{what}: {path}")
+    console.print(f"index of runs: {report.write_index(args.results)}")
+    return 0
+
+
 def add_commands(sub) -> None:
-    """Register `nightly` on the `mallocbench` parser."""
+    """Register `nightly`, `compare` and `report` on the `mallocbench` parser."""
     import workloads
     from harness import nightly
 
@@ -170,3 +214,21 @@ def add_commands(sub) -> None:
     p.add_argument("--no-report", action="store_true", help="store and calibrate only; write no report")
     p.add_argument("--results", default="results", help="results store directory (default: results)")
     p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("compare", help="differences between two runs, cell by cell",
+                       description="Per cell: simulated and measured medians in both runs, their ratio, a "
+                       "Mann-Whitney p-value on the raw samples, and a flag where B is slower or faster (by at "
+                       "least 2%% and significantly) or its simulated time changed.")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--all", action="store_true", help="show every cell, not only those that differ")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="write a run's paper-style report and the index of runs",
+                       description="Tables (Markdown, LaTeX, CSV), plots (PNG, SVG) and an HTML page for the run, "
+                       "with its regressions against earlier nights; and results/reports/index.html over runs.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-o", "--output", metavar="DIR", help="report directory (default: RESULTS/reports/RUN)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_report)
