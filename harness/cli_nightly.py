@@ -133,9 +133,9 @@ def _report(run_id: str, root: str) -> None:
     headline = report.headline(run_id, root)
     table = Table(title=f"headline: run {run_id}")
     for col in headline.columns:
-        table.add_column(str(col), justify="left" if headline[col].dtype == object else "right")
+        table.add_column(str(col), justify="left" if col == "policy" else "right")
     for rec in headline.itertuples(index=False):
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in rec])
+        table.add_row(*[("-" if math.isnan(v) else f"{v:.3f}") if isinstance(v, float) else escape(str(v)) for v in rec])
     console.print(table)
     if paths.get("regressions_found"):
         console.print(f"[red]{paths['regressions_found']} regressions flagged[/] (see the report)")

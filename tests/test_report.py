@@ -1,0 +1,195 @@
+"""The report of a real small nightly run: tables and their figures, plots, the HTML page in a real browser,
+a corrupt run, bad run ids, the index over runs and the notebook."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import nightly, regressions, report, store
+from harness.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = dict(workload_names=["matmul-chain", "alphatensor-strassen"],
+            policies=["xla-native", "all-slow", "xla-msa", "cpsat", "first-fit", "all-fast"], budgets=[0.25, 0.5],
+            profile="tpu-v4i-cmem")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Two nightly runs of a small grid in one store; first-fit fails on matmul-chain in the second."""
+    root = str(tmp_path_factory.mktemp("results"))
+    spec = nightly.make_spec("ci", **GRID)
+    first = nightly.plan(spec, root)
+    nightly.run_local(spec, first, root)
+    nightly.finish(first, root)
+    real = nightly._mapping
+
+    def broken(instance, spec_, profile, cell):
+        if cell.policy == "first-fit" and cell.workload == "matmul-chain":
+            raise RuntimeError("first-fit exploded")
+        return real(instance, spec_, profile, cell)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nightly, "_mapping", broken)
+        second = nightly.plan(spec, root)
+        nightly.run_local(spec, second, root)
+    nightly.finish(second, root)
+    return root, first, second
+
+
+def _report(root, run_id, out=None):
+    past = regressions.nightly_history(root, store.read_manifest(run_id, root))
+    return report.build_report(run_id, root, out, history=past, regressions=regressions.regressions(past))
+
+
+def test_tables_hold_the_figures_of_the_cells(run):
+    root, _, run_id = run
+    paths = _report(root, run_id)
+    out = paths["dir"]
+    cells = store.read("cells", root, run_ids=[run_id])
+    sim = {(r.workload, r.policy, None if math.isnan(r.budget) else r.budget): r.simulated_s for r in cells.itertuples()}
+    table = pd.read_csv(out / "simulated-budget-0.5.csv", index_col="workload")
+    for w in GRID["workload_names"]:
+        xla, floor, cp = sim[w, "xla-msa", 0.5], sim[w, "all-fast", None], sim[w, "cpsat", 0.5]
+        assert table.loc[w, "xla-msa (s)"] == pytest.approx(xla)
+        assert float(table.loc[w, "cpsat speedup"]) == pytest.approx(xla / cp)
+        assert float(table.loc[w, "all-slow captured"]) == pytest.approx((xla - sim[w, "all-slow", 0.5]) / (xla - floor))
+    speedups = [xla / sim[w, "all-slow", 0.5] for w in GRID["workload_names"] for xla in [sim[w, "xla-msa", 0.5]]]
+    assert float(table.loc["geometric mean", "all-slow speedup"]) == pytest.approx(np.exp(np.mean(np.log(speedups))))
+    assert table.loc["matmul-chain", "first-fit (s)"] == "failed"                       # a failed cell says so
+    assert set(table.index) == {*GRID["workload_names"], "geometric mean"}
+    alphatensor = pd.read_csv(out / "alphatensor-simulated-budget-0.5.csv", index_col="workload")
+    assert set(alphatensor.index) == {"alphatensor-strassen", "geometric mean"}
+    measured = pd.read_csv(out / "measured-budget-0.5.csv", index_col="workload")
+    native = {r.workload: r.median_s for r in cells[cells.policy == "xla-native"].itertuples()}
+    assert measured.loc["matmul-chain", "xla-native (s)"] == pytest.approx(native["matmul-chain"])
+    tex = (out / "simulated-budget-0.5.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "failed" in tex
+    md = (out / "simulated-budget-0.5.md").read_text()
+    assert "| matmul-chain |" in md and "failed" in md
+    names = {p.name for p in paths["plots"]}
+    for stem in ("speedup", "predicted_vs_measured", "history"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert any(n.startswith("memory_map-") for n in names)
+    assert all(p.stat().st_size > 1000 for p in paths["plots"])
+    html = paths["html"].read_text()
+    assert "first-fit exploded" in html and run_id in html
+
+
+def test_headline_is_the_geometric_mean_speedup_per_policy_and_budget(run):
+    root, _, run_id = run
+    head = report.headline(run_id, root).set_index("policy")
+    table = report.simulated_table(store.read("cells", root, run_ids=[run_id]), 0.25)
+    assert head.loc["cpsat", "speedup @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat speedup"])
+    assert head.loc["cpsat", "speedup @ 0.25"] >= 1 - 1e-9          # warm-started with xla-msa: never worse
+    assert head.loc["first-fit", "failed"] == 2 and head.loc["xla-msa", "ok"] == 4
+
+
+def test_a_regression_in_the_history_is_on_the_page(run, tmp_path):
+    root, first, second = run
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    meta = {k: v for k, v in store.read_manifest(second, root).items()
+            if k not in ("run_id", "started", "status", "finished", "schema_version")}
+    third = store.start_run(meta, str(copy))
+    rows = store.read("cells", str(copy), run_ids=[second]).drop(columns=["run_id", "schema_version"])
+    rows.loc[rows.policy == "xla-msa", "simulated_s"] *= 1.5                  # the simulator got worse
+    for row in rows.to_dict("records"):
+        store.append("cells", [row], third, str(copy), key=f"cell-{row['cell']:05d}")
+    paths = _report(str(copy), third)
+    assert paths["regressions_found"] == 4
+    assert "simulated" in paths["html"].read_text().split('id="regressions"')[1][:3000]
+
+
+def test_a_corrupt_part_file_is_named_and_the_report_still_written(run, tmp_path):
+    root, first, _ = run
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    victim = sorted((copy / "cells" / first).glob("part-*.parquet"))[0]
+    victim.write_bytes(b"PAR1 garbage")
+    with pytest.warns(UserWarning):
+        paths = _report(str(copy), first)
+    html = paths["html"].read_text()
+    assert victim.name in html and "Problems reading this run" in html
+    assert (copy / "corrupt" / "cells" / first / victim.name).exists()
+
+
+def test_an_unknown_run_is_named(run, capsys):
+    root, _, _ = run
+    with pytest.raises(store.StoreError, match="no-such-run"):
+        report.build_report("no-such-run", root)
+    assert main(["report", "no-such-run", "--results", root]) == 2
+    assert "no-such-run" in capsys.readouterr().err
+
+
+def test_the_index_links_every_reported_run_and_names_a_bad_manifest(run, tmp_path):
+    root, first, second = run
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    assert main(["report", first, "--results", str(copy)]) == 0
+    assert main(["report", second, "--results", str(copy)]) == 0
+    (copy / "runs" / first / "manifest.json").write_text("{ not json")
+    index = report.write_index(str(copy)).read_text()
+    assert f"{second}/index.html" in index and f"{first}/index.html" not in index
+    assert "not a readable JSON manifest" in index
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_the_html_report_renders_in_headless_chromium_with_every_image_and_table(run, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing on CI: scripts/ensure_chromium.sh should have installed it")
+        pytest.skip("chromium is not installed (make test installs it where it can)")
+    root, _, run_id = run
+    paths = _report(root, run_id, str(tmp_path / "report"))
+    url = paths["html"].resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r'<body[^>]*data-images-loaded="(\d+)"[^>]*data-images-total="(\d+)"', dom)
+    assert body, dom[:2000]
+    loaded, total = map(int, body.groups())
+    assert total == len([p for p in paths["plots"] if p.suffix == ".png"]) and loaded == total > 0
+    sections = re.findall(r'<section class="table" id="([^"]+)">', dom)
+    assert sorted(sections) == sorted(p.stem for p in paths["tables"] if p.suffix == ".csv")
+    for table_id in ("manifest", "failures"):
+        assert f'id="{table_id}"' in dom
+    assert dom.count("<table") >= len(sections) + 3
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
+    artifacts = REPO / ".artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copy(shot, artifacts / "report.png")
+
+
+def test_the_notebook_rebuilds_the_figures_from_the_store(run):
+    import nbclient
+    import nbformat
+
+    root, _, run_id = run
+    notebook = nbformat.read(REPO / "notebooks" / "paper_figures.ipynb", as_version=4)
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    parameters.source = f"RESULTS = {root!r}\nRUN_ID = {run_id!r}"
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"run {run_id}" in text and "figure files in" in text
