@@ -176,3 +176,25 @@ def test_cli_plan_then_one_cell_then_gather(tmp_path, capsys):
     assert "keeps the grid of its manifest" in capsys.readouterr().err
     assert main(["nightly", "--resume", run_id, "--results", root, "--no-report"]) == 0
     assert sorted(_cells(root, run_id).cell) == [0, 1]
+
+
+def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys):
+    root = str(tmp_path)
+    grid = ["--workloads", "matmul-chain", "--policies", "xla-native,xla-msa,all-fast", "--budgets", "0.5",
+            "--profile", "tpu-v4i-cmem", "--results", root]
+    assert main(["nightly", *grid]) == 0
+    first = store.list_runs(root).run_id[0]
+    next(Path(root, "cells", first).glob("part-*.parquet")).write_bytes(b"garbage")      # a corrupt part file
+    store.start_run({"kind": "nightly"}, root, run_id="broken-run")
+    Path(root, "runs", "broken-run", "manifest.json").write_text("{ not json")             # a corrupt manifest
+    Path(root, "reports", "broken-run").mkdir(parents=True)
+    Path(root, "reports", "broken-run", "index.html").write_text("<html></html>")
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="unreadable part file"):
+        assert main(["nightly", *grid]) == 0
+    out = capsys.readouterr().out
+    second = [r for r in store.list_runs(root).run_id if r not in (first, "broken-run")][0]
+    assert "headline" in out and f"reports/{second}/index.html" in out.replace("\n", "")
+    index = Path(root, "reports", "index.html").read_text()
+    assert f"{second}/index.html" in index and "broken-run" in index and "not a readable JSON manifest" in index
+    assert Path(root, "reports", second, "simulated-budget-0.5.csv").is_file()
