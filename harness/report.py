@@ -14,7 +14,9 @@ beside the XLA default's, and history lines over nights. Everything lands in
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -114,9 +116,10 @@ def _captured(t_xla: float, t_policy: float, t_floor: float) -> float:
 
 def measured_table(cells: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Per workload at `budget`: measured median seconds of xla-native (the XLA default on hardware) and of
-    each measured policy, with its speedup over xla-native; a geometric-mean row."""
+    each policy with a measured time (its failed cells shown as such), with its speedup over xla-native; a
+    geometric-mean row."""
     times = _times(cells, budget, "median_s")
-    measured = [p for p in times.columns if times[p].map(lambda v: v == "failed" or not pd.isna(v)).any()]
+    measured = [p for p in times.columns if times[p].map(lambda v: math.isfinite(_num(v))).any()]
     out = pd.DataFrame(index=times.index)
     for policy in measured:
         out[f"{policy} (s)"] = times[policy]
@@ -145,16 +148,19 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
 def headline(run_id: str, root: str = store.DEFAULT_ROOT) -> pd.DataFrame:
     """Per policy: the geometric-mean simulated speedup over xla-msa at each budget, and its cells ok and
     failed: the table the nightly prints."""
-    _, cells, _ = read_run(run_id, root)
+    return headline_table(read_run(run_id, root)[1])
+
+
+def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """The headline of a run's cells (see `headline`)."""
+    means = {b: simulated_table(cells, b).loc["geometric mean"] for b in _budgets(cells)}
     rows = []
     for policy in _policy_order(cells):
         mine = cells[cells.policy == policy]
         row = {"policy": policy}
-        for b in _budgets(cells):
+        for b, mean in means.items():
             col = f"{policy} speedup"
-            table = simulated_table(cells, b)
-            row[f"speedup @ {b:g}"] = table.loc["geometric mean", col] if col in table else \
-                (1.0 if policy == XLA_SIM else math.nan)
+            row[f"speedup @ {b:g}"] = mean[col] if col in mean else (1.0 if policy == XLA_SIM else math.nan)
         row |= {"ok": int((mine.status == "ok").sum()), "failed": int((mine.status == "failed").sum())}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -242,9 +248,35 @@ def plot_speedups(cells: pd.DataFrame, budget: float, out: Path) -> list[Path]:
     return _save(fig, out, "speedup")
 
 
+def _measured_points(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells that were both simulated and measured."""
+    return cells[(cells.status == "ok") & (cells.median_s > 0) & (cells.simulated_s > 0)]
+
+
+def prediction_accuracy(cells: pd.DataFrame) -> dict:
+    """How well the run's simulated times predict its measured ones, on the cells that have both:
+    n_points, mape (mean of |simulated - measured| / measured) and kendall_tau (NaN below two points)."""
+    import scipy.stats
+
+    points = _measured_points(cells)
+    measured, predicted = points.median_s.to_numpy(float), points.simulated_s.to_numpy(float)
+    return {"n_points": len(points),
+            "mape": float(np.mean(np.abs(predicted - measured) / measured)) if len(points) else math.nan,
+            "kendall_tau": float(scipy.stats.kendalltau(measured, predicted).statistic) if len(points) > 1 else
+            math.nan}
+
+
+def read_calibration(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]:
+    """The run's calibration report (runs/<run>/calibration.json, written by the nightly), or None."""
+    path = store.run_dir(run_id, root) / "calibration.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path) -> list[Path]:
-    """Simulated (and, where the run was calibrated, fitted) seconds against measured ones, with y = x."""
-    measured = cells[(cells.status == "ok") & cells.median_s.notna() & cells.simulated_s.notna()]
+    """Simulated (and, where the run was calibrated, fitted) seconds against measured ones, with y = x; the
+    title gives the calibration's figures, else the simulator's accuracy on the run's own cells. Without
+    measured cells the figure says so."""
+    measured = _measured_points(cells)
     fig = _figure(5.5, 5.0)
     ax = fig.add_subplot()
     if not len(measured):
@@ -261,6 +293,10 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
         title += (f"\ncalibrated on {calibration['n_points']} cells: MAPE {calibration['mape']:.1%} (LOWO "
                   f"{calibration['lowo_mape']:.1%}), tau {calibration['kendall_tau']:.2f} (LOWO "
                   f"{calibration['lowo_kendall_tau']:.2f})")
+    else:
+        accuracy = prediction_accuracy(cells)
+        title += (f"\nprofile's prediction on {accuracy['n_points']} cells: MAPE {accuracy['mape']:.1%}, "
+                  f"tau {accuracy['kendall_tau']:.2f}")
     lo, hi = min(values) / 2, max(values) * 2
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds")
@@ -332,12 +368,9 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     """Write the run's tables, plots and HTML page to `out_dir` (default `<root>/reports/<run>/`); returns
     the paths ("html", "dir", "tables", "plots") and "regressions_found" (the number of this run's
     regressions). A run whose cells are partly unreadable is still reported, the problem named on the page."""
-    import json
-
     manifest, cells, problems = read_run(run_id, root)
     out = Path(out_dir) if out_dir else reports_dir(root) / run_id
-    calibration_path = store.run_dir(run_id, root) / "calibration.json"
-    calibration = json.loads(calibration_path.read_text()) if calibration_path.is_file() else None
+    calibration = read_calibration(run_id, root)
     tables, sections, plots = [], [], []
     groups = [("all workloads", cells), ("AlphaTensor workloads", cells[cells.family == "alphatensor"])] \
         if "family" in cells else [("all workloads", cells)]
@@ -348,7 +381,9 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
             tag = "alphatensor-" if label.startswith("AlphaTensor") else ""
             for kind, table in (("simulated", simulated_table(subset, b)), ("measured", measured_table(subset, b))):
                 name = f"{tag}{kind}-budget-{b:g}"
-                caption = f"{kind.capitalize()} time per workload, budget {b:g} of peak live bytes ({label})"
+                caption = (f"{kind.capitalize()} time per workload, budget {b:g} of peak live bytes ({label}); "
+                           "last row: geometric mean of the speedups" +
+                           (", mean of the shares captured" if kind == "simulated" else ""))
                 tables += _write_table(table, out, name, caption)
                 sections.append({"caption": caption, "name": name,
                                  "html": _display(table).to_html(classes="numbers", border=0)})
@@ -361,7 +396,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     mine = regressions[regressions.run_id == run_id] if regressions is not None and len(regressions) else \
         pd.DataFrame()
     failures = cells[cells.status == "failed"]
-    head = headline(run_id, root) if len(cells) else pd.DataFrame()
+    head = headline_table(cells) if len(cells) else pd.DataFrame()
     html = _TEMPLATES.get_template("report.html.j2").render(
         run_id=run_id, manifest=manifest, n_cells=len(cells), problems=problems, calibration=calibration,
         headline=head.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-", classes="numbers"),
@@ -383,10 +418,11 @@ def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> lis
     return [out / f for f in files]
 
 
-def write_index(root: str = store.DEFAULT_ROOT) -> Path:
-    """Write `<root>/reports/index.html`, linking the page of every run that has a report (newest first);
-    runs whose manifest cannot be read are named and skipped."""
+def write_index(root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None) -> Path:
+    """Write `index.html` in `out_dir` (default `<root>/reports/`), linking the page of every run that has a
+    report under `<root>/reports/` (newest first); runs whose manifest cannot be read are named and skipped."""
     base = reports_dir(root)
+    out = Path(out_dir) if out_dir else base
     runs, problems = [], []
     for page in sorted(base.glob("*/index.html"), reverse=True):
         run_id = page.parent.name
@@ -395,10 +431,23 @@ def write_index(root: str = store.DEFAULT_ROOT) -> Path:
         except store.StoreError as err:
             problems.append(str(err))
             continue
-        runs.append({"run_id": run_id, "href": f"{run_id}/index.html", "started": manifest.get("started", ""),
-                     "suite": manifest.get("suite", ""), "profile": manifest.get("profile", ""),
-                     "device": manifest.get("device_kind", ""), "status": manifest.get("status", ""),
-                     "ok": manifest.get("cells_ok", ""), "failed": manifest.get("cells_failed", "")})
+        runs.append({"run_id": run_id, "href": Path(os.path.relpath(page, out)).as_posix(),
+                     "started": manifest.get("started", ""), "suite": manifest.get("suite", ""),
+                     "profile": manifest.get("profile", ""), "device": manifest.get("device_kind", ""),
+                     "status": manifest.get("status", ""), "ok": manifest.get("cells_ok", ""),
+                     "failed": manifest.get("cells_failed", "")})
     html = _TEMPLATES.get_template("runs.html.j2").render(runs=runs, problems=problems)
-    store.write_bytes(base / "index.html", html.encode())
-    return base / "index.html"
+    store.write_bytes(out / "index.html", html.encode())
+    return out / "index.html"
+
+
+def newest_nightly(root: str = store.DEFAULT_ROOT) -> str:
+    """The id of the newest nightly run in the store (by start time); runs with bad manifests are passed
+    over; StoreError when there is none."""
+    for run_id in reversed(store.list_runs(root).run_id):
+        try:
+            if store.read_manifest(run_id, root).get("kind") == "nightly":
+                return run_id
+        except store.StoreError:
+            continue
+    raise store.StoreError(f"{root}: no nightly run in the store; run `mallocbench nightly` first")

@@ -1,5 +1,5 @@
 """The report of a real small nightly run: tables and their figures, plots, the HTML page in a real browser,
-a corrupt run, bad run ids, the index over runs and the notebook."""
+measured speedups, a corrupt run, bad run ids and the index over runs."""
 
 from __future__ import annotations
 
@@ -13,37 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import GRID, nightly_runs
 
-from harness import nightly, regressions, report, store
+from harness import regressions, report, store
 from harness.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = dict(workload_names=["matmul-chain", "alphatensor-strassen"],
-            policies=["xla-native", "all-slow", "xla-msa", "cpsat", "first-fit", "all-fast"], budgets=[0.25, 0.5],
-            profile="tpu-v4i-cmem")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Two nightly runs of a small grid in one store; first-fit fails on matmul-chain in the second."""
-    root = str(tmp_path_factory.mktemp("results"))
-    spec = nightly.make_spec("ci", **GRID)
-    first = nightly.plan(spec, root)
-    nightly.run_local(spec, first, root)
-    nightly.finish(first, root)
-    real = nightly._mapping
-
-    def broken(instance, spec_, profile, cell):
-        if cell.policy == "first-fit" and cell.workload == "matmul-chain":
-            raise RuntimeError("first-fit exploded")
-        return real(instance, spec_, profile, cell)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nightly, "_mapping", broken)
-        second = nightly.plan(spec, root)
-        nightly.run_local(spec, second, root)
-    nightly.finish(second, root)
-    return root, first, second
+    return nightly_runs(tmp_path_factory)
 
 
 def _report(root, run_id, out=None):
@@ -96,18 +76,58 @@ def test_headline_is_the_geometric_mean_speedup_per_policy_and_budget(run):
 
 def test_a_regression_in_the_history_is_on_the_page(run, tmp_path):
     root, first, second = run
+
+    def worse(rows):
+        rows.loc[rows.policy == "xla-msa", "simulated_s"] *= 1.5                  # the simulator got worse
+
     copy = tmp_path / "results"
-    shutil.copytree(root, copy)
-    meta = {k: v for k, v in store.read_manifest(second, root).items()
-            if k not in ("run_id", "started", "status", "finished", "schema_version")}
-    third = store.start_run(meta, str(copy))
-    rows = store.read("cells", str(copy), run_ids=[second]).drop(columns=["run_id", "schema_version"])
-    rows.loc[rows.policy == "xla-msa", "simulated_s"] *= 1.5                  # the simulator got worse
-    for row in rows.to_dict("records"):
-        store.append("cells", [row], third, str(copy), key=f"cell-{row['cell']:05d}")
+    third = _copy_run(root, second, copy, worse)
     paths = _report(str(copy), third)
     assert paths["regressions_found"] == 4
     assert "simulated" in paths["html"].read_text().split('id="regressions"')[1][:3000]
+
+
+def _copy_run(root: str, run_id: str, copy: Path, change) -> str:
+    """A new run in a copy of the store: the cells of `run_id` after `change(rows)`; returns its id."""
+    shutil.copytree(root, copy)
+    meta = {k: v for k, v in store.read_manifest(run_id, root).items()
+            if k not in ("run_id", "started", "status", "finished", "schema_version")}
+    new = store.start_run(meta, str(copy))
+    rows = store.read("cells", str(copy), run_ids=[run_id]).drop(columns=["run_id", "schema_version"])
+    change(rows)
+    for row in rows.to_dict("records"):
+        store.append("cells", [row], new, str(copy), key=f"cell-{row['cell']:05d}")
+    return new
+
+
+def test_measured_speedups_and_the_simulators_accuracy_on_the_runs_own_cells(run, tmp_path):
+    root, _, second = run
+    faked = {"all-slow": 2.0, "cpsat": 1.25}              # measured time relative to xla-native's
+
+    def measure(rows):
+        native = rows[rows.policy == "xla-native"].set_index("workload").median_s
+        for policy, factor in faked.items():
+            mine = (rows.policy == policy) & (rows.status == "ok")
+            rows.loc[mine, "median_s"] = rows.loc[mine, "workload"].map(native).to_numpy() * factor
+
+    copy = tmp_path / "results"
+    third = _copy_run(root, second, copy, measure)
+    paths = report.build_report(third, str(copy))
+    cells = store.read("cells", str(copy), run_ids=[third])
+    table = pd.read_csv(paths["dir"] / "measured-budget-0.5.csv", index_col="workload")
+    for policy, factor in faked.items():
+        for w in GRID["workload_names"]:
+            assert float(table.loc[w, f"{policy} speedup"]) == pytest.approx(1 / factor)
+        assert float(table.loc["geometric mean", f"{policy} speedup"]) == pytest.approx(1 / factor)
+    assert "first-fit (s)" not in table                    # never measured, so not a column
+    points = cells[cells.median_s.notna() & (cells.status == "ok")]
+    assert len(points) == 2 + 4 * len(faked)                # xla-native, and each faked policy at 2 budgets
+    accuracy = report.prediction_accuracy(cells)
+    error = np.abs(points.simulated_s - points.median_s) / points.median_s
+    assert accuracy["n_points"] == len(points) and accuracy["mape"] == pytest.approx(error.mean())
+    assert -1 <= accuracy["kendall_tau"] <= 1
+    assert report.read_calibration(third, str(copy)) is None
+    assert (paths["dir"] / "predicted_vs_measured.svg").stat().st_size > 1000
 
 
 def test_a_corrupt_part_file_is_named_and_the_report_still_written(run, tmp_path):
@@ -141,6 +161,9 @@ def test_the_index_links_every_reported_run_and_names_a_bad_manifest(run, tmp_pa
     index = report.write_index(str(copy)).read_text()
     assert f"{second}/index.html" in index and f"{first}/index.html" not in index
     assert "not a readable JSON manifest" in index
+    elsewhere = report.write_index(str(copy), str(tmp_path / "site"))
+    href = re.search(rf'href="([^"]*{second}/index.html)"', elsewhere.read_text()).group(1)
+    assert (elsewhere.parent / href).resolve() == (copy / "reports" / second / "index.html").resolve()
 
 
 def _chromium() -> str | None:
@@ -169,27 +192,9 @@ def test_the_html_report_renders_in_headless_chromium_with_every_image_and_table
         assert f'id="{table_id}"' in dom
     assert dom.count("<table") >= len(sections) + 3
     shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", url],
+    subprocess.run([browser, *flags, "--window-size=1280,2000", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
     artifacts = REPO / ".artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(shot, artifacts / "report.png")
-
-
-def test_the_notebook_rebuilds_the_figures_from_the_store(run):
-    import nbclient
-    import nbformat
-
-    root, _, run_id = run
-    notebook = nbformat.read(REPO / "notebooks" / "paper_figures.ipynb", as_version=4)
-    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    parameters.source = f"RESULTS = {root!r}\nRUN_ID = {run_id!r}"
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3
-    text = "".join(o.get("text", "") for o in outputs)
-    assert f"run {run_id}" in text and "figure files in" in text
