@@ -66,10 +66,6 @@ class Calibration:
     report: dict
 
 
-def _one_tier(prior: Profile) -> bool:
-    return prior.slow_bandwidth == prior.fast_bandwidth == prior.copy_bandwidth
-
-
 def free_figures(prior: Profile, points: Sequence[Point]) -> tuple[str, ...]:
     """The figures the points can identify.
 
@@ -85,14 +81,14 @@ def free_figures(prior: Profile, points: Sequence[Point]) -> tuple[str, ...]:
         free.append("transcendental_rate")
     free += ["fast_bandwidth", "op_overhead_seconds"]
     any_slow = any(len(p.mapping.offsets) < len(p.instance.buffers) for p in points)
-    if any_slow and not _one_tier(prior):
+    if any_slow and not prior.one_tier:
         free.append("copy_bandwidth" if prior.memory_model == "offload" else "slow_bandwidth")
     return tuple(free)
 
 
 def _with(prior: Profile, free: Sequence[str], log_values: np.ndarray) -> Profile:
     values = {name: float(np.exp(v)) for name, v in zip(free, log_values)}
-    if _one_tier(prior) and "fast_bandwidth" in values:
+    if prior.one_tier and "fast_bandwidth" in values:
         values["slow_bandwidth"] = values["copy_bandwidth"] = values["fast_bandwidth"]
     return dataclasses.replace(prior, **values)
 
@@ -202,7 +198,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str]) -
 def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Sequence[str]) -> Profile:
     source = f"measurement: fitted by mallocbench calibrate on runs {', '.join(runs)}"
     sources = dict(prior.sources) | {f: source for f in free}
-    if _one_tier(prior) and "fast_bandwidth" in free:
+    if prior.one_tier and "fast_bandwidth" in free:
         sources |= {"slow_bandwidth": source + " (tied to fast_bandwidth: one tier)",
                     "copy_bandwidth": source + " (tied to fast_bandwidth: one tier)"}
     profile = dataclasses.replace(

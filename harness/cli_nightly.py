@@ -126,7 +126,8 @@ def _write_report(run_id: str, root: str, out_dir=None) -> dict:
 
 
 def _report(run_id: str, root: str) -> None:
-    from harness import report
+    from harness import report, store
+    from harness.profiles import load_profile
 
     paths = _write_report(run_id, root)
     report.write_index(root)
@@ -137,6 +138,9 @@ def _report(run_id: str, root: str) -> None:
     for rec in headline.itertuples(index=False):
         table.add_row(*[("-" if math.isnan(v) else f"{v:.3f}") if isinstance(v, float) else escape(str(v)) for v in rec])
     console.print(table)
+    if load_profile(store.read_manifest(run_id, root)["profile"]).one_tier:
+        console.print("The profile has one memory tier: every mapping simulates alike. For the policies' simulated "
+                      "speedups, pass a two-tier profile (--profile tpu-v4i-cmem or h100-offload).")
     if paths.get("regressions_found"):
         console.print(f"[red]{paths['regressions_found']} regressions flagged[/] (see the report)")
     console.print(f"report: {paths['html']}")

@@ -49,6 +49,11 @@ class Profile:
     realizable: bool  # whether public JAX can realize a mapping on this backend
     sources: dict[str, str]  # figure -> where it comes from
 
+    @property
+    def one_tier(self) -> bool:
+        """Whether slow, fast and copy bandwidths are one (a one-tier device: every mapping costs the same)."""
+        return self.slow_bandwidth == self.fast_bandwidth == self.copy_bandwidth
+
     def to_dict(self) -> dict[str, Any]:
         """The profile as a JSON-ready dict (the file format)."""
         data = dataclasses.asdict(self)
