@@ -393,18 +393,24 @@ EXECUTORS = ("local", "ray")
 
 
 def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]:
-    """Fit the run's profile to its measured cells and write runs/<run>/calibration.json; the report, or
-    None (with the reason in the returned dict's "skipped") when there are too few measured points."""
+    """Fit the run's profile to its measured cells and write runs/<run>/calibration.json; the report, or a
+    dict whose "skipped" says why not: too few measured points, or a profile of another kind of device than
+    the one measured (a TPU profile is not fitted to CPU timings)."""
     import json
 
     from harness.calibrate import CalibrationError, calibrate, points_from_store
 
-    spec, _ = load_run(run_id, root)
+    spec, manifest = load_run(run_id, root)
+    profile = load_profile(spec.profile)
+    measured_on = {"cuda": "gpu", "rocm": "gpu"}.get(manifest.get("backend"), manifest.get("backend"))
+    if profile.backend != measured_on:
+        return {"skipped": f"profile {profile.name} describes a {profile.backend}, the cells were measured on a "
+                           f"{measured_on}: nothing to fit it to"}
     points, run_ids = points_from_store(root, [run_id], table="cells")
     if len({p.workload for p in points}) < 2:
         return {"skipped": f"{len(points)} measured cells: calibration needs measurements of two workloads"}
     try:
-        report = calibrate(points, load_profile(spec.profile), run_ids).report
+        report = calibrate(points, profile, run_ids).report
     except CalibrationError as err:
         return {"skipped": str(err)}
     text = json.dumps(report, indent=1, default=lambda v: v.item()) + "\n"

@@ -74,6 +74,7 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
+    assert "describes a tpu" in summary["calibration"]["skipped"]       # a TPU profile is not fitted to CPU times
     assert store.read_manifest(run_id, root)["status"] == "finished"
 
 
