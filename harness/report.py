@@ -315,6 +315,7 @@ def plot_memory_maps(cells: pd.DataFrame, root: str, budget: float, out: Path, n
     xla = ok[ok.policy == XLA_SIM].set_index("workload")
     best = ok[ok.policy != XLA_SIM].sort_values("simulated_s").groupby("workload").head(1).set_index("workload")
     gain = (xla.simulated_s / best.simulated_s.reindex(xla.index)).dropna().sort_values(ascending=False)
+    gain = gain[gain > 1 + 1e-9]  # where some policy beats the XLA default: a one-tier profile has none
     paths = []
     for workload in gain.index[:n]:
         instance = Instance.from_json(read_text(root, xla.loc[workload, "instance_file"]))
