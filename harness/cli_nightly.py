@@ -164,8 +164,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       r.flag)
     console.print(table)
     counts = diff.flag.value_counts()
-    console.print(", ".join(f"{int(counts.get(f, 0))} {f}" for f in ("slower", "faster", "simulated worse",
-                                                                    "simulated better", "only in A", "only in B")))
+    console.print(", ".join(f"{int(counts.get(f, 0))} {f}" for f in (
+        "slower", "faster", "simulated worse", "simulated better", "failed in A", "failed in B", "failed in both",
+        "only in A", "only in B")))
     return 0
 
 

@@ -4,7 +4,8 @@ A cell of a nightly grid is followed across the nightly runs of the same suite,
 device and profile. Its measured medians form a series over runs; as airspeed
 velocity does, the series is fitted with a piecewise-constant level and the run
 where the level changes is found (the best single change point by the L1 cost of
-log medians around each side's median, recursing into both sides). A step up is a
+log medians around each side's median, kept when it lowers the cost by more than
+4 sigma of the series' noise, recursing into both sides). A step up is a
 regression when it is both large, the level after over the level before at least
 1 + `MIN_EFFECT`, and significant: a one-sided Mann-Whitney U test of the raw
 samples of the runs after against those before gives p < `ALPHA`. The simulator is
@@ -70,12 +71,13 @@ def _l1(x: np.ndarray) -> float:
 
 def change_points(log_medians: Sequence[float], min_size: int = 1) -> list[int]:
     """Indices where a piecewise-constant fit of the series changes level (each the first index of a new
-    level), by recursive binary segmentation on the L1 cost; a split must lower the cost by more than the
-    series' own spread would by chance (a penalty of 2 x the median absolute deviation of successive
-    differences per split)."""
+    level), by recursive binary segmentation on the L1 cost; a split must lower the cost by more than
+    4 sigma, sigma the robust noise of one point (1.4826 x the median absolute deviation of successive
+    differences, over sqrt 2), so that one drifted run is not cut off as a level of its own."""
     x = np.asarray(log_medians, dtype=float)
-    diffs = np.abs(np.diff(x))
-    penalty = 2.0 * (float(np.median(diffs)) if len(diffs) else 0.0) + 1e-12
+    diffs = np.diff(x)
+    mad = float(np.median(np.abs(diffs - np.median(diffs)))) if len(diffs) else 0.0
+    penalty = 4.0 * 1.4826 * mad / math.sqrt(2.0) + 1e-12
 
     def split(lo: int, hi: int) -> list[int]:
         if hi - lo < 2 * min_size:
@@ -138,6 +140,12 @@ def regressions(history: pd.DataFrame, min_effect: float = MIN_EFFECT, alpha: fl
     return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
 
 
+def _failed(row: dict) -> str:
+    """"failed in A", "failed in B", "failed in both" or ""."""
+    failed = [t.upper() for t in "ab" if row[f"status_{t}"] == "failed"]
+    return "failed in both" if len(failed) == 2 else (f"failed in {failed[0]}" if failed else "")
+
+
 def _flag(sim_a: float, sim_b: float, med_a: float, med_b: float, p: float, min_effect: float, alpha: float) -> str:
     if math.isnan(sim_a) and math.isnan(med_a):
         return "only in B"
@@ -156,15 +164,16 @@ def _flag(sim_a: float, sim_b: float, med_a: float, med_b: float, p: float, min_
 
 def compare(root: str, run_a: str, run_b: str, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> pd.DataFrame:
     """Per cell of either run: simulated and measured times in A and B, the ratio B/A of the medians, a
-    two-sided Mann-Whitney p-value on the raw samples and a flag ("slower", "faster", "simulated worse",
-    "simulated better", "only in A", "only in B" or ""). StoreError names a run that does not exist."""
+    two-sided Mann-Whitney p-value on the raw samples and a flag ("failed in A", "failed in B", "failed in
+    both", "slower", "faster", "simulated worse", "simulated better", "only in A", "only in B" or "").
+    StoreError names a run that does not exist."""
     frames = []
     for tag, run_id in (("a", run_a), ("b", run_b)):
         store.read_manifest(run_id, root)
         frame = _cell_key(store.read("cells", root, run_ids=[run_id]))
-        frame = frame[frame.status == "ok"]
-        frames.append(frame[CELL + ["simulated_s", "median_s", "samples"]].rename(
-            columns={"simulated_s": f"simulated_{tag}", "median_s": f"median_{tag}", "samples": f"samples_{tag}"}))
+        frames.append(frame[CELL + ["status", "simulated_s", "median_s", "samples"]].rename(
+            columns={"status": f"status_{tag}", "simulated_s": f"simulated_{tag}", "median_s": f"median_{tag}",
+                     "samples": f"samples_{tag}"}))
     both = frames[0].merge(frames[1], on=CELL, how="outer").sort_values(CELL, ignore_index=True)
     out = []
     for r in both.to_dict("records"):
@@ -174,7 +183,7 @@ def compare(root: str, run_a: str, run_b: str, min_effect: float = MIN_EFFECT, a
         out.append({**{c: r[c] for c in CELL}, "budget": math.nan if r["budget"] == _NO_BUDGET else r["budget"],
                     "simulated_a": values[0], "simulated_b": values[1], "median_a": values[2],
                     "median_b": values[3], "ratio": values[3] / values[2] if values[2] else math.nan,
-                    "p_value": p, "flag": _flag(*values, p, min_effect, alpha)})
+                    "p_value": p, "flag": _failed(r) or _flag(*values, p, min_effect, alpha)})
     return pd.DataFrame(out, columns=[*CELL, "simulated_a", "simulated_b", "median_a", "median_b", "ratio",
                                       "p_value", "flag"])
 
