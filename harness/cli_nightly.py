@@ -179,8 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness import report
 
     paths = _write_report(args.run, args.results, args.output)
-    for what, path in paths.items():
-        console.print(f"{what}: {path}")
+    console.print(f"report: {paths['html']} ({len(paths['tables'])} table files, {len(paths['plots'])} plot files "
+                  f"beside it; {paths['regressions_found']} regressions in this run)")
     console.print(f"index of runs: {report.write_index(args.results)}")
     return 0
 
