@@ -32,6 +32,8 @@ from harness.realize import NATIVE
 from harness.sweep import read_text
 
 XLA_SIM, FLOOR = "xla-msa", "all-fast"
+SUMMARY = "geometric mean"  # the label of a table's summary row
+ROOM = 1e-3  # the least room, t_xla - t_all-fast relative to t_xla, for a share captured to mean something
 FORMATS = ("png", "svg")
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True,
                                 undefined=jinja2.StrictUndefined)
@@ -91,7 +93,8 @@ def _geomean(values) -> float:
 def simulated_table(cells: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Per workload at `budget`: simulated seconds of xla-msa, each policy, the optimum (cpsat where proven)
     and all-fast; each policy's speedup over xla-msa and share of the possible improvement captured; a
-    geometric-mean row (speedups) and mean row (shares) at the bottom."""
+    summary row: the geometric mean of the speedups and the total share captured, sum(t_xla - t_policy) /
+    sum(t_xla - t_all-fast) over the workloads with room to improve."""
     times = _times(cells, budget, "simulated_s").drop(columns=[NATIVE], errors="ignore")
     optimal = cells[(cells.policy == "cpsat") & (cells.budget == budget) & (cells.optimal == True)]  # noqa: E712
     out = pd.DataFrame(index=times.index)
@@ -105,13 +108,20 @@ def simulated_table(cells: pd.DataFrame, budget: float) -> pd.DataFrame:
         if floor is not None and policy != FLOOR:
             out[f"{policy} captured"] = [_captured(_num(x), _num(t), _num(f)) for x, t, f in
                                          zip(xla, times[policy], floor)]
-    return _with_summary(out)
+    table = _with_summary(out)
+    for policy in [p for p in times.columns if f"{p} captured" in out]:
+        rows = [(_num(x), _num(t), _num(f)) for x, t, f in zip(xla, times[policy], floor)]
+        rows = [r for r in rows if all(map(math.isfinite, r)) and r[0] - r[2] > ROOM * r[0]]
+        table.loc[SUMMARY, f"{policy} captured"] = (sum(x - t for x, t, _ in rows) / sum(x - f for x, _, f in rows)
+                                                    if rows else math.nan)
+    return table
 
 
 def _captured(t_xla: float, t_policy: float, t_floor: float) -> float:
-    """(t_xla - t_policy) / (t_xla - t_all-fast); NaN where there is nothing to capture."""
+    """(t_xla - t_policy) / (t_xla - t_all-fast); NaN where all-fast is within ROOM of t_xla (nothing to
+    capture, and a share of it would be noise)."""
     room = t_xla - t_floor
-    return (t_xla - t_policy) / room if room > 1e-12 * t_xla else math.nan
+    return (t_xla - t_policy) / room if room > ROOM * t_xla else math.nan
 
 
 def measured_table(cells: pd.DataFrame, budget: float) -> pd.DataFrame:
@@ -134,14 +144,11 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
     for col in table.columns:
         if col.endswith("speedup"):
             summary[col] = _geomean(table[col])
-        elif col.endswith("captured"):
-            values = [v for v in map(_num, table[col]) if math.isfinite(v)]
-            summary[col] = float(np.mean(values)) if values else math.nan
         else:
             summary[col] = math.nan
     table = table.copy()
     table.index.name = "workload"
-    table.loc["geometric mean"] = pd.Series(summary, dtype=object)
+    table.loc[SUMMARY] = pd.Series(summary, dtype=object)
     return table
 
 
@@ -153,7 +160,7 @@ def headline(run_id: str, root: str = store.DEFAULT_ROOT) -> pd.DataFrame:
 
 def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
     """The headline of a run's cells (see `headline`)."""
-    means = {b: simulated_table(cells, b).loc["geometric mean"] for b in _budgets(cells)}
+    means = {b: simulated_table(cells, b).loc[SUMMARY] for b in _budgets(cells)}
     rows = []
     for policy in _policy_order(cells):
         mine = cells[cells.policy == policy]
@@ -232,7 +239,7 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 def plot_speedups(cells: pd.DataFrame, budget: float, out: Path) -> list[Path]:
     """Grouped bars: each policy's simulated speedup over xla-msa per workload at `budget`."""
-    table = simulated_table(cells, budget).drop(index="geometric mean")
+    table = simulated_table(cells, budget).drop(index=SUMMARY)
     cols = [c for c in table.columns if c.endswith("speedup")]
     fig = _figure(max(7.0, 0.55 * len(table) + 2), 4.2)
     ax = fig.add_subplot()
@@ -384,7 +391,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                 name = f"{tag}{kind}-budget-{b:g}"
                 caption = (f"{kind.capitalize()} time per workload, budget {b:g} of peak live bytes ({label}); "
                            "last row: geometric mean of the speedups" +
-                           (", mean of the shares captured" if kind == "simulated" else ""))
+                           (", total share captured" if kind == "simulated" else ""))
                 tables += _write_table(table, out, name, caption)
                 sections.append({"caption": caption, "name": name,
                                  "html": _display(table).to_html(classes="numbers", border=0)})
