@@ -1,9 +1,12 @@
 """`mallocbench eval`: a checkpoint against xla-msa and cpsat on the instances of its split.
 
-One row per instance and policy (instance, split, policy, simulated_seconds, optimal)
-and a summary over the held-out instances: the geometric-mean speedup of
-mallocmuzero over xla-msa, the share of instances where it is no worse, and the mean
-gap to the optimum over the instances where cpsat proves optimality.
+One row per instance and policy (instance, split, policy, simulated_seconds, optimal),
+plus a row "cpsat-bound" whose time is CP-SAT's proven lower bound on any mapping's
+simulated time, and a summary over the held-out instances: the geometric-mean speedup
+of mallocmuzero over xla-msa, the share of instances where it is no worse, the mean
+gap to the optimum over the instances where cpsat proves optimality, and the ceiling
+no policy playing the game can pass: the geometric mean of xla-msa's time over the
+bound.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from harness.simulate import simulate
 
 COLUMNS = ("instance", "split", "policy", "simulated_seconds", "optimal")
 SPLITS = ("held-out", "train", "all")
+BOUND = "cpsat-bound"  # CP-SAT's proven lower bound of the simulated time over every mapping of the game
 TOLERANCE = 1e-6  # relative: "no worse than" forgives float32 rounding of the game's times
 
 
@@ -50,6 +54,8 @@ def evaluate_checkpoint(checkpoint: Optional[str], profile: Profile, budget: flo
                                          ("cpsat", exact.mapping, exact.optimal)):
             rows.append({"instance": name, "split": part, "policy": policy,
                          "simulated_seconds": simulate(instance, mapping, profile), "optimal": optimal})
+        rows.append({"instance": name, "split": part, "policy": BOUND, "simulated_seconds": exact.bound_seconds,
+                     "optimal": None})
     return rows, summarize(rows, "train" if split == "train" else "held-out")
 
 
@@ -59,10 +65,12 @@ def summarize(rows: list[dict], split: str = "held-out") -> dict:
     for r in rows:
         if r["split"] == split:
             by.setdefault(r["instance"], {})[r["policy"]] = r
-    ratios, gaps = [], []
+    ratios, gaps, ceilings = [], [], []
     for policies in by.values():
         mz = policies["mallocmuzero"]["simulated_seconds"]
         ratios.append(policies["xla-msa"]["simulated_seconds"] / mz)
+        if BOUND in policies:
+            ceilings.append(policies["xla-msa"]["simulated_seconds"] / policies[BOUND]["simulated_seconds"])
         if policies["cpsat"]["optimal"]:
             gaps.append(mz / policies["cpsat"]["simulated_seconds"] - 1.0)
     ratios = np.asarray(ratios)
@@ -72,4 +80,5 @@ def summarize(rows: list[dict], split: str = "held-out") -> dict:
         "share_no_worse_than_xla_msa": float(np.mean(ratios >= 1.0 - TOLERANCE)) if len(ratios) else math.nan,
         "mean_gap_to_optimum": float(np.mean(gaps)) if gaps else None,
         "n_optimal": len(gaps),
+        "geomean_speedup_bound_vs_xla_msa": float(np.exp(np.mean(np.log(ceilings)))) if ceilings else None,
     }

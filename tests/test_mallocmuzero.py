@@ -192,9 +192,13 @@ def test_cli_train_resume_and_eval(tmp_path, capsys):
                  "--cpsat-time-limit", "2", "--episodes", "2", "--out", str(results)]) == 0
     table = (results / "run-tpu-v4i-cmem-0.5.csv").read_text().splitlines()
     assert table[0] == "instance,split,policy,simulated_seconds,optimal"
-    assert len(table) == 1 + 3 * len(SPLIT.held_out)
+    assert len(table) == 1 + 4 * len(SPLIT.held_out)
     summary = json.loads((results / "run-tpu-v4i-cmem-0.5.json").read_text())
     assert summary["n_instances"] == len(SPLIT.held_out)
+    times = {(r.split(",")[0], r.split(",")[2]): float(r.split(",")[3]) for r in table[1:]}
+    for name in SPLIT.held_out:    # the proven bound is below every policy's time
+        assert times[name, "cpsat-bound"] <= min(times[name, p] for p in ("cpsat", "xla-msa", "mallocmuzero")) * (1 + 1e-6)
+    assert summary["geomean_speedup_bound_vs_xla_msa"] >= 1.0
     for key in ("geomean_speedup_vs_xla_msa", "share_no_worse_than_xla_msa", "mean_gap_to_optimum"):
         assert key in summary
 
