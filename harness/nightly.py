@@ -26,6 +26,7 @@ import os
 import re
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -355,7 +356,9 @@ def run_ray(spec: NightlySpec, run_id: str, root: str = store.DEFAULT_ROOT, addr
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with warnings.catch_warnings():  # Ray starts its processes by fork + exec: safe beside JAX's threads
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     backend = backend or jax.default_backend()
     root = os.path.abspath(root)
     solver = ray.remote(max_retries=3, num_cpus=1)(_ray_solve)
