@@ -273,7 +273,7 @@ def measure_cell(spec: NightlySpec, cell: Cell, solved: tuple[dict, Optional[Map
     if mapping is None:
         return row
     try:
-        prog = load_program(cell.workload, spec.size, os.path.abspath(root))
+        prog = _step("extract", lambda: load_program(cell.workload, spec.size, os.path.abspath(root)))
         realized = _step("realize", lambda: realize(prog.fn, prog.args, prog.instance, mapping, program=prog.program))
     except _Failed as failure:
         return row | {"status": "failed", "stage": failure.stage, "error": failure.detail}
