@@ -28,10 +28,10 @@ import optax
 
 from agent import game as G
 from agent.dataset import Split, load
-from agent.networks import MuZeroNet, NetworkConfig, Params, scalar_to_support
+from agent.networks import MuZeroNet, NetworkConfig, Params, reward_scale, scalar_to_support
 from agent.replay import Replay, Sample
 from agent.search import MODES, SearchConfig
-from agent.selfplay import self_play
+from agent.selfplay import GameShape, Trajectory, self_play
 from harness.profiles import load_profile
 
 
@@ -56,6 +56,7 @@ class TrainConfig:
     iterations: int = 3000
     eval_every: int = 100  # iterations between held-out evaluations (0: none)
     seed: int = 0
+    demonstrations: bool = False  # add an xla-msa episode of the game to the replay buffer every iteration
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -106,6 +107,7 @@ class TrainGame:
     budget: float
     game: G.Game
     xla_msa: float
+    demo: Optional[Trajectory] = None  # xla-msa's episode, where the run learns from demonstrations
 
 
 def padded_game(instance, profile, budget: float) -> G.Game:
@@ -124,8 +126,8 @@ def reference_game() -> G.Game:
     return padded_game(synthetic(0, 10), "tpu-v4i-cmem", 0.5)
 
 
-def make_games(names, profiles, budgets) -> list[TrainGame]:
-    """Every (instance, profile, budget) game of `names`, with xla-msa's time."""
+def make_games(names, profiles, budgets, demonstrations: bool = False) -> list[TrainGame]:
+    """Every (instance, profile, budget) game of `names`, with xla-msa's time (and its episode)."""
     from agent.policies import solve
     from harness.simulate import simulate
 
@@ -135,9 +137,38 @@ def make_games(names, profiles, budgets) -> list[TrainGame]:
         for p in profiles:
             profile = load_profile(p)
             for b in budgets:
-                xla = simulate(instance, solve(instance, profile, b, policy="xla-msa"), profile)
-                out.append(TrainGame(name, p, b, padded_game(instance, p, b), xla))
+                mapping = solve(instance, profile, b, policy="xla-msa")
+                game = padded_game(instance, p, b)
+                out.append(TrainGame(name, p, b, game, simulate(instance, mapping, profile),
+                                     demonstration(game, mapping) if demonstrations else None))
     return out
+
+
+def demonstration(game: G.Game, mapping) -> Trajectory:
+    """A one-episode trajectory of `game` that places each candidate where `mapping` puts it (a teacher's
+    moves): its policy targets are the teacher's actions and its values the returns to go, so that replaying
+    it pulls the networks toward the teacher. An action the game refuses is recorded as "slow"."""
+    slot = np.full(G.n_candidates(game), game.n_slots, np.int32)
+    for c, members in enumerate(game.candidates.members):
+        offset = mapping.offsets.get(members[0])
+        if offset is not None:
+            slot[c] = offset // game.slot_bytes
+    return _demonstration(game.spec, jnp.asarray(slot)[game.spec.order], shape=GameShape.of(game))
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _demonstration(spec, actions, *, shape: GameShape) -> Trajectory:
+    game = shape.game(spec)
+
+    def body(state, action):
+        obs, legal = G.observe(game, state), G.legal_actions(game, state)
+        action = jnp.where(legal[action], action, game.n_slots)
+        state, reward, _ = G.step(game, state, action)
+        return state, (obs, action, jax.nn.one_hot(action, game.n_actions), reward * reward_scale(game), legal)
+
+    _, (obs, action, policy, reward, legal) = jax.lax.scan(body, G.reset(game), actions)
+    value = jnp.cumsum(reward[::-1])[::-1]
+    return jax.tree_util.tree_map(lambda x: x[:, None], Trajectory(obs, action, policy, reward, value, legal))
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -206,6 +237,8 @@ def iterate(state: TrainState, replay: Replay, games: list[TrainGame], config: T
     key, play_key, *sample_keys = jax.random.split(state.key, 2 + config.updates)
     trajectory, final = self_play(state.params, config.network(), g.game, play_key, config.search(), config.games)
     replay.add(trajectory, config.unroll_steps, config.td_steps, config.discount)
+    if g.demo is not None:
+        replay.add(g.demo, config.unroll_steps, config.td_steps, config.discount)
     params, opt_state, losses = state.params, state.opt_state, []
     for k in sample_keys:
         params, opt_state, value, _ = update(params, opt_state, replay.sample(k, config.batch_size))

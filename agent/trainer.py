@@ -59,7 +59,7 @@ def resume(out, minutes: Optional[float] = None, iterations: Optional[int] = Non
 def _games(config: TrainConfig, split: Split, on_setup):
     if on_setup:
         on_setup(f"building {len(split.train)} training instances x {len(config.profiles)} profiles")
-    games = make_games(split.train, config.profiles, config.budgets)
+    games = make_games(split.train, config.profiles, config.budgets, config.demonstrations)
     held = make_games(eval_names(split), config.profiles, (0.5,)) if config.eval_every else []
     return games, held
 

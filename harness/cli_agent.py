@@ -37,7 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         total = args.iterations or config.iterations
     else:
         overrides = {"iterations": args.iterations} if args.iterations else {}
-        config = TrainConfig(preset=args.preset, mode=args.mode, seed=args.seed, **overrides)
+        config = TrainConfig(preset=args.preset, mode=args.mode, seed=args.seed,
+                             demonstrations=args.demonstrations, **overrides)
         total = config.iterations
     with _train_bar() as bar:
         task = bar.add_task(f"training {config.preset}/{config.mode}", total=total, stats="")
@@ -125,6 +126,9 @@ def add_commands(sub) -> None:
     p.add_argument("--iterations", type=int, help="self-play iterations in all (default: the preset's)")
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much training time")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--demonstrations", action="store_true",
+                   help="also replay xla-msa's episode of each game as a demonstration (its moves as policy "
+                   "targets, its returns as values)")
     p.add_argument("--split", metavar="FILE", help="JSON {\"train\": [...], \"held_out\": [...]} of instance names "
                    "(default: AlphaTensor, vit-encoder, lstm-scan and synthetic seeds >= 1000 held out)")
     p.add_argument("--export", metavar="DIR", help="also copy the final checkpoint, without replay, to DIR")

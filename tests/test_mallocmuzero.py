@@ -45,6 +45,24 @@ def test_search_finds_the_known_optimum():
     assert times.min() == pytest.approx(exact.objective_seconds, rel=1e-5)
 
 
+@pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
+def test_a_demonstration_replays_the_teachers_mapping_with_its_return(profile):
+    from agent.networks import reward_scale
+    from agent.train import demonstration
+
+    instance = synthetic(3, 40)
+    prof = load_profile(profile)
+    teacher, all_slow = (solve(instance, prof, 0.5, policy=p) for p in ("xla-msa", "all-slow"))
+    game = padded_game(instance, profile, 0.5)
+    demo = demonstration(game, teacher)
+    fast = np.asarray(demo.action)[:, 0] < game.n_slots
+    assert fast.sum() == sum(members[0] in teacher.offsets for members in game.candidates.members) > 0
+    gain = (simulate(instance, all_slow, prof) - simulate(instance, teacher, prof)) * float(reward_scale(game))
+    assert float(demo.value[0, 0]) == pytest.approx(gain, rel=1e-4)          # the return to go of the teacher
+    assert np.allclose(np.asarray(demo.policy).sum(-1), 1.0)
+    assert np.asarray(demo.legal)[np.arange(len(demo.action)), 0, np.asarray(demo.action)[:, 0]].all()
+
+
 def test_n_step_values():
     reward = np.array([[1.0], [2.0], [3.0]], np.float32)
     value = np.array([[10.0], [20.0], [30.0]], np.float32)
