@@ -116,14 +116,14 @@ def make_spec(suite: str = "ci", workload_names: Optional[Iterable[str]] = None,
     naming the valid ones. Defaults: every workload of the suite, `default_policies()`, 0.25/0.5/0.75 and
     the profile of the local backend."""
     suite_names = workloads.names(suite)  # ValueError listing the suites
-    names = tuple(workload_names) if workload_names else tuple(suite_names)
+    names = tuple(dict.fromkeys(workload_names)) if workload_names else tuple(suite_names)  # each once
     valid_policies = [NATIVE] + known_policies()
-    chosen = tuple(policies) if policies else default_policies()
+    chosen = tuple(dict.fromkeys(policies)) if policies else default_policies()
     for what, items, valid in (("workload", names, suite_names), ("policy", chosen, valid_policies)):
         bad = [x for x in items if x not in valid]
         if bad:
-            raise ValueError(f"unknown {what} {bad[0]!r} for suite {suite!r}; valid: {', '.join(valid)}")
-    budgets = tuple(float(b) for b in budgets) if budgets else DEFAULT_BUDGETS
+            raise ValueError(f"unknown {what} {bad[0]!r}; valid: {', '.join(valid)}")
+    budgets = tuple(dict.fromkeys(float(b) for b in budgets)) if budgets else DEFAULT_BUDGETS
     for b in budgets:
         if not 0 < b <= 1:
             raise ValueError(f"budget {b}: must be in (0, 1], a fraction of peak live bytes")

@@ -25,6 +25,9 @@ def _cells(root, run_id):
 
 def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload():
     spec = nightly.make_spec("ci", **SMALL)
+    twice = nightly.make_spec("ci", workload_names=SMALL["workload_names"] * 2, policies=SMALL["policies"] * 2,
+                              budgets=SMALL["budgets"] * 2, profile=SMALL["profile"])
+    assert twice.cells() == spec.cells()                       # a name given twice is one cell
     cells = spec.cells()
     assert [c.index for c in cells] == list(range(len(cells)))
     assert len(cells) == 2 * (2 + 3 * 2)
