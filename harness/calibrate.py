@@ -221,7 +221,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
              "profile": profiles / f"{calibration.fitted.name}.json"}
     report = calibration.report
-    store.write_bytes(paths["report"], (json.dumps(report, indent=1, default=_json_default) + "\n").encode())
+    store.write_bytes(paths["report"], report_json(report))
     store.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
 
     measured = np.array([p["measured_s"] for p in report["points"]])
@@ -241,6 +241,11 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     plt.close(fig)
     store.write_bytes(paths["plot"], buffer.getvalue())
     return paths
+
+
+def report_json(report: dict) -> bytes:
+    """A calibration report as the JSON file `write` and the nightly store (numpy scalars as numbers)."""
+    return (json.dumps(report, indent=1, default=_json_default) + "\n").encode()
 
 
 def _json_default(value):

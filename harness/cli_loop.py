@@ -22,7 +22,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     names = parse_list(args.workloads, "workload", workloads.names(args.suite)) if args.workloads \
         else tuple(workloads.names(args.suite))
-    budgets = tuple(_budget(b) for b in parse_list(args.budgets, "budget"))
+    budgets = tuple(parse_budget(b) for b in parse_list(args.budgets, "budget"))
     spec = SweepSpec(
         workloads=names, sizes=parse_list(args.sizes, "size", workloads.SIZES),
         policies=parse_list(args.policies, "policy", [NATIVE] + policies()), budgets=budgets,
@@ -45,7 +45,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _budget(text: str) -> float:
+def parse_budget(text: str) -> float:
+    """A budget option's value: a number in (0, 1]; ValueError naming what is wrong."""
     try:
         value = float(text)
     except ValueError:

@@ -24,6 +24,7 @@ def _bar() -> Progress:
 def cmd_nightly(args: argparse.Namespace) -> int:
     """Run (or resume, or run one cell of) a nightly grid; then calibrate, report and print the headline."""
     from harness import nightly
+    from harness.cli_loop import parse_budget
     from harness.sweep import parse_list
 
     root = args.results
@@ -39,7 +40,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         spec = nightly.make_spec(
             args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
             parse_list(args.policies, "policy") if args.policies else None,
-            [_budget(b) for b in parse_list(args.budgets, "budget")] if args.budgets else None, args.profile,
+            [parse_budget(b) for b in parse_list(args.budgets, "budget")] if args.budgets else None, args.profile,
             solve_time_limit=args.solve_time_limit, measure_time_limit=args.time_limit)
         run_id = nightly.plan(spec, root, args.executor)
     cells = spec.cells()
@@ -89,13 +90,6 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return 1 if summary["cells_failed"] or summary["cells_missing"] else 0
 
 
-def _budget(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"budget {text!r}: not a number") from None
-
-
 def _describe(row: dict) -> str:
     if row.get("skipped"):
         return "already stored, not run again"
@@ -131,7 +125,7 @@ def _report(run_id: str, root: str) -> None:
 
     paths = _write_report(run_id, root)
     report.write_index(root)
-    headline = report.headline(run_id, root)
+    headline = paths["headline"]
     table = Table(title=f"headline: run {run_id}")
     for col in headline.columns:
         table.add_column(str(col), justify="left" if col == "policy" else "right")

@@ -44,8 +44,8 @@ from harness.profiles import Profile, default_profile, load_profile, profile_nam
 from harness.realize import NATIVE, realize
 from harness.extract import from_compiled
 from harness.simulate import simulate
+from harness.sweep import UNBUDGETED, write_text
 
-UNBUDGETED = (NATIVE, "all-fast")  # measured once per program, without a budget
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75)
 KIND = "nightly"
 
@@ -242,11 +242,8 @@ def solve_cell(spec: NightlySpec, cell: Cell, run_id: str, root: str = store.DEF
     """The first half of a cell, on CPUs: extract, solve, validate, simulate. Its row so far and its mapping
     (None when a step failed: the row says which stage and why); never raises for a failing step."""
     profile = load_profile(spec.profile)
-    row = {"cell": cell.index, "workload": cell.workload, "size": spec.size, "policy": cell.policy,
-           "budget": math.nan if cell.budget is None else cell.budget, "status": "ok", "error": "", "stage": "",
-           "suite": spec.suite, "profile": spec.profile, "family": workloads.get(cell.workload).family,
-           "simulated_s": math.nan, "median_s": math.nan, "samples": [], "optimal": False, "valid": False,
-           "measure_note": ""}
+    row = _base_row(spec, cell) | {"status": "ok", "error": "", "stage": "", "optimal": False, "valid": False,
+                                   "measure_note": ""}
     try:
         prog = _step("extract", lambda: load_program(cell.workload, spec.size, os.path.abspath(root)))
         row |= {"program_hash": prog.program_hash, "extraction_cached": prog.cached}
@@ -291,13 +288,18 @@ def cell_row(spec: NightlySpec, cell: Cell, run_id: str, root: str = store.DEFAU
     return measure_cell(spec, cell, solve_cell(spec, cell, run_id, root), root)
 
 
+def _base_row(spec: NightlySpec, cell: Cell) -> dict:
+    """What every row of a cell holds, whatever became of it."""
+    return {"cell": cell.index, "workload": cell.workload, "size": spec.size, "policy": cell.policy,
+            "budget": math.nan if cell.budget is None else cell.budget, "suite": spec.suite, "profile": spec.profile,
+            "family": workloads.get(cell.workload).family, "simulated_s": math.nan, "median_s": math.nan,
+            "samples": []}
+
+
 def _artifact(run_id: str, root: str, relative: str, text: str) -> str:
-    """Write a run artifact (gzip for .gz) once; the path relative to the store root."""
+    """Write a run artifact (gzip for .gz) unless an earlier attempt did; its path relative to the store root."""
     path = store.run_dir(run_id, root) / relative
-    if not path.exists():
-        data = text.encode()
-        store.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    return str(path.relative_to(root))
+    return str(path.relative_to(root)) if path.exists() else write_text(path, text, root)
 
 
 def run_cell(spec: NightlySpec, cell: Cell, run_id: str, root: str = store.DEFAULT_ROOT) -> dict:
@@ -313,9 +315,14 @@ def store_cell(row: dict, cell: Cell, run_id: str, root: str = store.DEFAULT_ROO
     return row
 
 
-def is_measuring(spec: NightlySpec, cell: Cell, backend: str) -> bool:
+def is_measuring(cell: Cell, backend: str) -> bool:
     """Whether the cell measures on the device (every cell on an accelerator; only xla-native on the CPU)."""
     return cell.policy == NATIVE or backend != "cpu"
+
+
+def _device(backend: str) -> str:
+    """A JAX backend as the kind of device a profile names ("cpu", "gpu" or "tpu")."""
+    return "gpu" if backend in ("gpu", "cuda", "rocm") else backend
 
 
 # --------------------------------------------------------------------------- executors
@@ -325,7 +332,7 @@ def run_local(spec: NightlySpec, run_id: str, root: str = store.DEFAULT_ROOT,
               on_cell: Callable[[dict], None] = lambda row: None) -> None:
     """Run the run's pending cells one after another in this process."""
     for cell in pending(spec, run_id, root):
-        on_cell(run_cell(spec, cell, run_id, root))
+        on_cell(store_cell(cell_row(spec, cell, run_id, root), cell, run_id, root))
 
 
 def _ray_solve(spec: NightlySpec, cell: Cell, run_id: str, root: str) -> tuple[dict, Optional[Mapping]]:
@@ -336,12 +343,12 @@ def _ray_measure(spec: NightlySpec, cell: Cell, solved: tuple[dict, Optional[Map
     return store_cell(measure_cell(spec, cell, solved, root), cell, run_id, root)
 
 
-def ray_resources(spec: NightlySpec, cell: Cell, backend: str) -> dict:
+def ray_resources(cell: Cell, backend: str) -> dict:
     """The Ray task options of a cell's measuring half: the device for a cell measured on an accelerator,
     else one CPU (its solving half always asks for one CPU)."""
-    if is_measuring(spec, cell, backend) and backend in ("gpu", "cuda", "rocm"):
+    if is_measuring(cell, backend) and _device(backend) == "gpu":
         return {"num_gpus": 1, "num_cpus": 1}
-    if is_measuring(spec, cell, backend) and backend == "tpu":
+    if is_measuring(cell, backend) and backend == "tpu":
         return {"resources": {"TPU": 1}, "num_cpus": 1}
     return {"num_cpus": 1}
 
@@ -364,7 +371,7 @@ def run_ray(spec: NightlySpec, run_id: str, root: str = store.DEFAULT_ROOT, addr
     solver = ray.remote(max_retries=3, num_cpus=1)(_ray_solve)
     measurer = ray.remote(max_retries=3)(task)
     try:
-        refs = {measurer.options(**ray_resources(spec, c, backend)).remote(
+        refs = {measurer.options(**ray_resources(c, backend)).remote(
                     spec, c, solver.remote(spec, c, run_id, root), run_id, root): c
                 for c in pending(spec, run_id, root)}
         while refs:
@@ -382,11 +389,7 @@ def run_ray(spec: NightlySpec, run_id: str, root: str = store.DEFAULT_ROOT, addr
 
 
 def _executor_failure(spec: NightlySpec, cell: Cell, err: BaseException) -> dict:
-    return {"cell": cell.index, "workload": cell.workload, "size": spec.size, "policy": cell.policy,
-            "budget": math.nan if cell.budget is None else cell.budget, "status": "failed", "stage": "executor",
-            "error": f"{type(err).__name__}: {err}", "suite": spec.suite, "profile": spec.profile,
-            "family": workloads.get(cell.workload).family, "simulated_s": math.nan, "median_s": math.nan,
-            "samples": []}
+    return _base_row(spec, cell) | {"status": "failed", "stage": "executor", "error": f"{type(err).__name__}: {err}"}
 
 
 EXECUTORS = ("local", "ray")
@@ -399,13 +402,11 @@ def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]
     """Fit the run's profile to its measured cells and write runs/<run>/calibration.json; the report, or a
     dict whose "skipped" says why not: too few measured points, or a profile of another kind of device than
     the one measured (a TPU profile is not fitted to CPU timings)."""
-    import json
-
-    from harness.calibrate import CalibrationError, calibrate, points_from_store
+    from harness.calibrate import CalibrationError, calibrate, points_from_store, report_json
 
     spec, manifest = load_run(run_id, root)
     profile = load_profile(spec.profile)
-    measured_on = {"cuda": "gpu", "rocm": "gpu"}.get(manifest.get("backend"), manifest.get("backend"))
+    measured_on = _device(manifest.get("backend"))
     if profile.backend != measured_on:
         return {"skipped": f"profile {profile.name} describes a {profile.backend}, the cells were measured on a "
                            f"{measured_on}: nothing to fit it to"}
@@ -416,8 +417,7 @@ def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]
         report = calibrate(points, profile, run_ids).report
     except CalibrationError as err:
         return {"skipped": str(err)}
-    text = json.dumps(report, indent=1, default=lambda v: v.item()) + "\n"
-    store.write_bytes(store.run_dir(run_id, root) / "calibration.json", text.encode())
+    store.write_bytes(store.run_dir(run_id, root) / "calibration.json", report_json(report))
     return report
 
 

@@ -152,14 +152,9 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def headline(run_id: str, root: str = store.DEFAULT_ROOT) -> pd.DataFrame:
+def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Per policy: the geometric-mean simulated speedup over xla-msa at each budget, and its cells ok and
     failed: the table the nightly prints."""
-    return headline_table(read_run(run_id, root)[1])
-
-
-def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """The headline of a run's cells (see `headline`)."""
     means = {b: simulated_table(cells, b).loc[SUMMARY] for b in _budgets(cells)}
     rows = []
     for policy in _policy_order(cells):
@@ -374,8 +369,8 @@ def headline_budget(cells: pd.DataFrame) -> Optional[float]:
 def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None,
                  history: Optional[pd.DataFrame] = None, regressions: Optional[pd.DataFrame] = None) -> dict:
     """Write the run's tables, plots and HTML page to `out_dir` (default `<root>/reports/<run>/`); returns
-    the paths ("html", "dir", "tables", "plots") and "regressions_found" (the number of this run's
-    regressions). A run whose cells are partly unreadable is still reported, the problem named on the page."""
+    the paths ("html", "dir", "tables", "plots"), "regressions_found" (the number of this run's
+    regressions) and "headline" (`headline_table` of its cells). A run whose cells are partly unreadable is still reported, the problem named on the page."""
     manifest, cells, problems = read_run(run_id, root)
     out = Path(out_dir) if out_dir else reports_dir(root) / run_id
     calibration = read_calibration(run_id, root)
@@ -415,7 +410,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                    "error": r.error} for r in failures.itertuples()])
     store.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
-            "regressions_found": len(mine)}
+            "regressions_found": len(mine), "headline": head}
 
 
 def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:

@@ -296,12 +296,10 @@ def _arrow_table(table: str, rows: Any, run_id: str) -> pa.Table:
             except _Bad as bad:
                 raise StoreError(f"{where}: column {name!r} must be {bad}, got {_short(row[name])} "
                                  f"({type(row[name]).__name__})") from None
-        if table == "cells" and row["status"] not in ("ok", "failed"):
+        if "status" in required and row["status"] not in ("ok", "failed"):
             raise StoreError(f"{where}: column 'status' must be 'ok' or 'failed', got {row['status']!r}")
         if table == "measurements":
             status, median = row["status"], columns["median_s"][-1]
-            if status not in ("ok", "failed"):
-                raise StoreError(f"{where}: column 'status' must be 'ok' or 'failed', got {status!r}")
             if (status == "ok") == math.isnan(median):
                 raise StoreError(f"{where}: column 'median_s' must be " +
                                  ("a number when status is 'ok'" if status == "ok" else

@@ -90,7 +90,7 @@ def _program_rows(spec: SweepSpec, name: str, size: str, run_id: str, root: str)
         for policy in spec.policies:
             yield _failed(base, policy, None, f"extract: {_error(err)}")
         return
-    instance_file = _write(Path(store.run_dir(run_id, root)) / "instances" / f"{name}@{size}.json.gz",
+    instance_file = write_text(Path(store.run_dir(run_id, root)) / "instances" / f"{name}@{size}.json.gz",
                            instance.to_json(), root)
     groups = [(None, [p for p in spec.policies if p in UNBUDGETED])]
     groups += [(b, [p for p in spec.policies if p not in UNBUDGETED]) for b in spec.budgets]
@@ -105,7 +105,7 @@ def _program_rows(spec: SweepSpec, name: str, size: str, run_id: str, root: str)
                 yield _failed(base, policy, budget, f"solve: {_error(err)}")
                 continue
             tag = f"{name}@{size}@{policy}@{budget if budget is not None else 'none'}"
-            mapping_file = _write(Path(store.run_dir(run_id, root)) / "mappings" / f"{tag}.json", mapping.to_json(), root)
+            mapping_file = write_text(Path(store.run_dir(run_id, root)) / "mappings" / f"{tag}.json", mapping.to_json(), root)
             mappings[policy] = mapping
             rows[policy] = base | {
                 "policy": policy, "budget": math.nan if budget is None else float(budget),
@@ -145,8 +145,8 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=2)}"
 
 
-def _write(path: Path, text: str, root: str) -> str:
-    """Write `text` atomically (gzip for .gz); returns the path relative to the store root."""
+def write_text(path: Path, text: str, root: str) -> str:
+    """Write a run artifact atomically (gzip for .gz); returns its path relative to the store root."""
     data = text.encode()
     store.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return str(path.relative_to(root))

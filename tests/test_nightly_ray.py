@@ -75,7 +75,7 @@ def test_measuring_cells_ask_for_the_device_and_solving_cells_for_a_cpu():
     spec = nightly.make_spec("ci", **GRID)
     native = next(c for c in spec.cells() if c.policy == "xla-native")
     solving = next(c for c in spec.cells() if c.policy == "xla-msa")
-    assert nightly.ray_resources(spec, native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
-    assert nightly.ray_resources(spec, solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
-    assert nightly.ray_resources(spec, solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
-    assert nightly.ray_resources(spec, solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU
+    assert nightly.ray_resources(native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
+    assert nightly.ray_resources(solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
+    assert nightly.ray_resources(solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
+    assert nightly.ray_resources(solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU

@@ -71,8 +71,9 @@ def test_tables_hold_the_figures_of_the_cells(run):
 
 def test_headline_is_the_geometric_mean_speedup_per_policy_and_budget(run):
     root, _, run_id = run
-    head = report.headline(run_id, root).set_index("policy")
-    table = report.simulated_table(store.read("cells", root, run_ids=[run_id]), 0.25)
+    cells = store.read("cells", root, run_ids=[run_id])
+    head = report.headline_table(cells).set_index("policy")
+    table = report.simulated_table(cells, 0.25)
     assert head.loc["cpsat", "speedup @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat speedup"])
     assert head.loc["cpsat", "speedup @ 0.25"] >= 1 - 1e-9          # warm-started with xla-msa: never worse
     assert head.loc["first-fit", "failed"] == 2 and head.loc["xla-msa", "ok"] == 4
