@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import nightly
+from harness.runs import nightly
 
 GRID = dict(workload_names=["matmul-chain", "alphatensor-strassen"],
             policies=["xla-native", "all-slow", "xla-msa", "cpsat", "first-fit", "all-fast"], budgets=[0.25, 0.5],

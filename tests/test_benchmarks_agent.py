@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from agent import game as G
+from agent.game import rules as G
 from agent import synthetic
-from agent.search import run_search
-from agent.selfplay import self_play
-from agent.train import TrainConfig, init_state, padded_game
+from agent.muzero.search import run_search
+from agent.muzero.selfplay import self_play
+from agent.muzero.learner import TrainConfig, init_state, padded_game
 
 BATCH = 8
 

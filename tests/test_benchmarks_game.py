@@ -13,13 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agent import game as G
+from agent.game import rules as G
 from agent import synthetic
-from agent.cpsat import solve_cpsat
-from agent.policies import solve
-from harness import load_profile, simulate
-from harness.costmodel import total_time
-from harness.simulate import fast_mask, problem
+from agent.heuristics.cpsat import solve_cpsat
+from agent.registry import solve
+from harness import load_profile
+from harness import simulate
+from harness.model.costmodel import total_time
+from harness.model.simulator import fast_mask, problem
 
 # 400 and 800 buffers are marked slow: `make bench` runs them, `make test` does not.
 SIZES = (100, 200, pytest.param(400, marks=pytest.mark.slow), pytest.param(800, marks=pytest.mark.slow))

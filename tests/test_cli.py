@@ -8,11 +8,11 @@ import sys
 import pytest
 
 import workloads
-from harness.cli import main
+from harness.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "harness.cli.main", *args], capture_output=True, text=True,
                           env=os.environ | {"COLUMNS": "200"})
 
 

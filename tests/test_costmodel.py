@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate, simulate_ops
-from harness.costmodel import total_time
-from harness.simulate import fast_mask, problem
+from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate_ops
+from harness import simulate
+from harness.model.costmodel import total_time
+from harness.model.simulator import fast_mask, problem
 
 
 def _buffer(i, name, nbytes, start, end, uses, parameter=False, output=False):

@@ -5,14 +5,14 @@ import time
 
 import pytest
 
-from agent.cpsat import CpsatResult, solve_cpsat
-from agent.game import make_game
-from agent.policies import solve
-from agent.synthetic import synthetic
-from harness.instance import Buffer, CompilerFigures, Instance, Op
-from harness.mapping import Mapping, MappingError, validate
-from harness.profiles import Profile
-from harness.simulate import simulate
+from agent.heuristics.cpsat import CpsatResult, solve_cpsat
+from agent.game.rules import make_game
+from agent.registry import solve
+from agent.data.synthesize import synthetic
+from harness.xla.instance import Buffer, CompilerFigures, Instance, Op
+from harness.model.mapping import Mapping, MappingError, validate
+from harness.model.profiles import Profile
+from harness.model.simulator import simulate
 
 BUDGET = 0.5
 DIRECT = Profile(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from harness.measure import (
+from harness.device.timing import (
     ENV_KEYS, Measurement, _argument_device_bytes, _ci_met, _peak_and_budget, environment, measure, median_ci,
 )
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import nightly, store
-from harness.cli import main
+from harness.runs import nightly
+from harness.results import store
+from harness.cli.main import main
 
 SMALL = dict(workload_names=["matmul-chain", "alphatensor-strassen"], policies=["xla-native", "all-slow", "xla-msa",
              "first-fit", "all-fast"], budgets=[0.25, 0.75], profile="tpu-v4i-cmem")
@@ -119,7 +120,7 @@ def test_extraction_is_cached_by_the_hash_of_the_compiled_program(tmp_path):
 
 
 def _cli(*args) -> list[str]:
-    return [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+    return [sys.executable, "-c", "import sys; from harness.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import nightly, store
+from harness.runs import nightly
+from harness.results import store
 
 ray = pytest.importorskip("ray")
 

@@ -3,8 +3,12 @@
 import pytest
 
 import workloads
-from agent import policies, solve, synthetic
-from harness import extract, load_profile, profile_names, simulate, validate
+from agent import solve
+from agent import policies
+from agent import synthetic
+from harness import load_profile, profile_names, validate
+from harness import extract
+from harness import simulate
 
 BUDGETS = (0.25, 0.5, 0.75)
 ORDERED = ("all-fast", "cpsat", "xla-msa", "all-slow")
@@ -78,8 +82,8 @@ def test_policy_list_and_bad_names():
 
 
 def test_cpsat_proves_optimality_on_small_ci_workloads(ci_instances):
-    from agent.cpsat import solve_cpsat
-    from harness.simulate import problem
+    from agent.heuristics.cpsat import solve_cpsat
+    from harness.model.simulator import problem
 
     profile = load_profile("tpu-v4i-cmem")
     small = [i for i in ci_instances.values() if problem(i, profile)[0].n <= 40]

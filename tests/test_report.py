@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 from report_fixtures import GRID, nightly_runs
 
-from harness import regressions, report, store
-from harness.cli import main
+from harness.runs import history as regressions
+from harness.report import build as report
+from harness.results import store
+from harness.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 

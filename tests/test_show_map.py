@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from agent.policies import solve
-from agent.synthetic import synthetic
-from harness.mapping import Mapping, MappingError, validate
-from harness.profiles import Profile
-from harness.show_map import fast_bytes, fast_peak_bytes, human_bytes, human_seconds, plot_memory_map
+from agent.registry import solve
+from agent.data.synthesize import synthetic
+from harness.model.mapping import Mapping, MappingError, validate
+from harness.model.profiles import Profile
+from harness.report.memory_map import fast_bytes, fast_peak_bytes, human_bytes, human_seconds, plot_memory_map
 
 PROFILE = Profile(
     name="test-direct", description="a test profile", backend="cpu", memory_model="direct",

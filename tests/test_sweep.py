@@ -6,13 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from harness import Mapping, store
-from harness.cli import main
-from harness.profiles import load_profile
-from harness.realize import extract_linked
-from harness.select import select
-from harness.sweep import SweepSpec, read_text, run_sweep
-from harness.instance import Instance
+from harness import Mapping
+from harness.results import store
+from harness.cli.main import main
+from harness.model.profiles import load_profile
+from harness.device.realization import extract_linked
+from harness.device.selection import select
+from harness.runs.sweep import SweepSpec, read_text, run_sweep
+from harness.xla.instance import Instance
 
 
 def _slow(x):
@@ -78,7 +79,7 @@ def test_sweep_stores_every_cell_with_its_prediction_and_artifacts(swept):
 
 
 def test_sweep_records_a_failing_policy_and_goes_on(tmp_path, monkeypatch):
-    import harness.sweep as sweep
+    import harness.runs.sweep as sweep
 
     real_solve = sweep.solve
 

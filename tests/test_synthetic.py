@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.synthetic import PATTERNS, min_ops, synthetic
+from agent.data.synthesize import PATTERNS, min_ops, synthetic
 from harness import Instance
 
 
