@@ -7,7 +7,7 @@ import json
 import os
 import time
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import workloads
 from harness.results import store
@@ -74,8 +74,10 @@ def run_suite(
     size: Optional[str] = None,
     out_dir: Optional[str] = None,
     on_done: Callable[[SummaryRow], None] = lambda row: None,
+    names: Optional[Sequence[str]] = None,
 ) -> list[SummaryRow]:
-    """Extract every workload of `suite`; a failing workload is recorded and the rest go on.
+    """Extract every workload of `suite` (or the workloads `names`); a failing workload is recorded and the
+    rest go on.
 
     Instances are written to `out_dir/<workload>.json` as each finishes, with
     `summary.json` beside them.
@@ -84,7 +86,7 @@ def run_suite(
     rows = []
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    for name in workloads.names(suite):
+    for name in workloads.names(suite) if names is None else names:
         try:
             instance, row = extract_workload(name, size)
             if out_dir:
