@@ -147,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Print the differences between two runs' cells: medians, their ratio and p-value, simulated times."""
     from harness.runs.history import compare
 
-    diff = compare(args.results, args.run_a, args.run_b)
+    diff = compare(args.results, args.run_a, args.run_b, across_machines=args.across_machines)
     shown = diff if args.all else diff[diff.flag != ""]
     table = Table(title=f"{args.run_b} against {args.run_a} ({len(shown)} of {len(diff)} cells"
                   f"{'' if args.all else ' differ'})")
@@ -224,6 +224,8 @@ def add_commands(sub) -> None:
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--all", action="store_true", help="show every cell, not only those that differ")
+    p.add_argument("--across-machines", action="store_true",
+                   help="compare runs of two different machines (their timings say little about each other)")
     p.add_argument("--results", default="results", help="results store directory (default: results)")
     p.set_defaults(func=cmd_compare)
 

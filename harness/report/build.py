@@ -25,7 +25,9 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from harness.device.machine import machine_label, machine_of
 from harness.results import store
+from harness.runs.history import nights
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.device.realization import NATIVE
@@ -37,6 +39,14 @@ ROOM = 1e-3  # the least room, t_xla - t_all-fast relative to t_xla, for a share
 FORMATS = ("png", "svg")
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True,
                                 undefined=jinja2.StrictUndefined)
+
+
+def budget_text(budget) -> str:
+    """A budget for people: "0.5", or "-" for the unbudgeted cells (NaN or None)."""
+    return "-" if budget is None or pd.isna(budget) else f"{float(budget):g}"
+
+
+_TEMPLATES.filters["budget"] = budget_text
 
 
 def reports_dir(root: str) -> Path:
@@ -222,32 +232,49 @@ def _figure(width: float = 7.0, height: float = 4.0):
     return fig
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def _save(fig, out: Path, name: str, dpi: int = 110) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
         store.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
         paths.append(out / f"{name}.{fmt}")
     return paths
 
 
+_MARKERS = "oD^sv<>pP*Xh"
+
+
 def plot_speedups(cells: pd.DataFrame, budget: float, out: Path) -> list[Path]:
-    """Grouped bars: each policy's simulated speedup over xla-msa per workload at `budget`."""
-    table = simulated_table(cells, budget).drop(index=SUMMARY)
+    """A dot plot, one row per workload (and the geometric mean), one marker per policy: its simulated time's
+    speedup over xla-msa in percent, (speedup - 1) x 100, on an axis around 0% (right of it: faster than the
+    XLA default). Sized for a paper column (3.4 inches wide), at 220 dpi for the page."""
+    table = simulated_table(cells, budget)
     cols = [c for c in table.columns if c.endswith("speedup")]
-    fig = _figure(max(7.0, 0.55 * len(table) + 2), 4.2)
+    rows = [w for w in table.index if w != SUMMARY] + [SUMMARY]
+    fig = _figure(3.4, 0.8 + 0.24 * (len(rows) + 1))
     ax = fig.add_subplot()
-    width = 0.8 / max(len(cols), 1)
-    x = np.arange(len(table))
+    y = np.arange(len(rows))[::-1].astype(float)
+    y[-1] -= 0.6  # the geometric mean apart from the workloads
+    step = 0.6 / max(len(cols), 1)
+    spread = [1.0]  # the axis spans at least -1% to +1%, so that equal policies read as equal
     for i, col in enumerate(cols):
-        ax.bar(x + i * width - 0.4 + width / 2, [_num(v) for v in table[col]], width, label=col.replace(" speedup", ""))
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(x, table.index, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"simulated speedup over {XLA_SIM}")
-    ax.set_title(f"speedup over the XLA default, budget {budget:g}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, out, "speedup")
+        values = np.array([(_num(table.loc[w, col]) - 1.0) * 100.0 for w in rows])
+        ax.scatter(values, y + 0.3 - step / 2 - i * step, s=14, marker=_MARKERS[i % len(_MARKERS)], zorder=3,
+                   label=col.replace(" speedup", ""))
+        spread += list(np.abs(values[np.isfinite(values)]))
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_xlim(-1.08 * max(spread), 1.08 * max(spread))
+    ax.axhline(y[-1] + 0.8, color="0.6", lw=0.5)
+    ax.set_yticks(y, rows, fontsize=6.5)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(y[-1] - 0.6, y[0] + 0.6)
+    ax.grid(axis="x", color="0.9", lw=0.5)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.3g}%" if abs(v) > 1e-9 else "0")
+    ax.set_xlabel(f"simulated speedup over {XLA_SIM}, budget {budget:g}", fontsize=7)
+    ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(cols), 4),
+              frameon=False, handletextpad=0.2, columnspacing=0.8)
+    return _save(fig, out, "speedup", dpi=220)
 
 
 def _measured_points(cells: pd.DataFrame) -> pd.DataFrame:
@@ -274,15 +301,18 @@ def read_calibration(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[di
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path) -> list[Path]:
+def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path,
+                               not_comparable: Optional[str] = None) -> list[Path]:
     """Simulated (and, where the run was calibrated, fitted) seconds against measured ones, with y = x; the
     title gives the calibration's figures, else the simulator's accuracy on the run's own cells. Without
-    measured cells the figure says so."""
+    measured cells, or with `not_comparable` (why the profile's predictions do not describe the measured
+    device), the figure says so instead."""
     measured = _measured_points(cells)
     fig = _figure(5.5, 5.0)
     ax = fig.add_subplot()
-    if not len(measured):
-        ax.text(0.5, 0.5, "no measured cells in this run", ha="center", va="center", transform=ax.transAxes)
+    if not len(measured) or not_comparable:
+        ax.text(0.5, 0.5, not_comparable or "no measured cells in this run", ha="center", va="center",
+                transform=ax.transAxes, wrap=True)
         ax.set_axis_off()
         return _save(fig, out, "predicted_vs_measured")
     ax.scatter(measured.median_s, measured.simulated_s, s=16, label="profile's prediction")
@@ -305,6 +335,22 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, out, "predicted_vs_measured")
+
+
+def _not_comparable(manifest: dict) -> Optional[str]:
+    """Why the run's profile does not predict its measurements (it describes another kind of device), or None."""
+    from harness.model.profiles import ProfileError, load_profile
+
+    try:
+        profile = load_profile(manifest.get("profile", ""))
+    except ProfileError:
+        return None
+    backend = manifest.get("backend", "")
+    device = "gpu" if backend in ("cuda", "rocm") else backend
+    if not device or profile.backend == device:
+        return None
+    return (f"profile {profile.name} describes a {profile.backend};\nthe cells were measured on a {device}:\n"
+            "its predictions are not compared with them")
 
 
 def plot_memory_maps(cells: pd.DataFrame, root: str, budget: float, out: Path, n: int = 2) -> list[Path]:
@@ -394,7 +440,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     if budget is not None and (cells.status == "ok").any():
         plots += plot_speedups(cells, budget, out)
         plots += plot_memory_maps(cells, root, budget, out)
-    plots += plot_predicted_vs_measured(cells, calibration, out)
+    plots += plot_predicted_vs_measured(cells, calibration, out, _not_comparable(manifest))
     plots += plot_history(history, out)
     mine = regressions[regressions.run_id == run_id] if regressions is not None and len(regressions) else \
         pd.DataFrame()
@@ -402,11 +448,12 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     head = headline_table(cells) if len(cells) else pd.DataFrame()
     html = _TEMPLATES.get_template("report.html.j2").render(
         run_id=run_id, manifest=manifest, n_cells=len(cells), problems=problems, calibration=calibration,
+        machine=machine_label(manifest), nights=nights(history) if history is not None else 0,
         headline=head.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-", classes="numbers"),
         sections=sections, images=[p.name for p in plots if p.suffix == ".png"],
         regressions=mine.to_dict("records"),
         failures=[{"cell": int(r.cell), "workload": r.workload, "policy": r.policy,
-                   "budget": "-" if pd.isna(r.budget) else f"{r.budget:g}", "stage": getattr(r, "stage", ""),
+                   "budget": budget_text(r.budget), "stage": getattr(r, "stage", ""),
                    "error": r.error} for r in failures.itertuples()])
     store.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
@@ -437,6 +484,7 @@ def write_index(root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None) -
         runs.append({"run_id": run_id, "href": Path(os.path.relpath(page, out)).as_posix(),
                      "started": manifest.get("started", ""), "suite": manifest.get("suite", ""),
                      "profile": manifest.get("profile", ""), "device": manifest.get("device_kind", ""),
+                     "machine_id": machine_of(manifest), "machine": machine_label(manifest),
                      "status": manifest.get("status", ""), "ok": manifest.get("cells_ok", ""),
                      "failed": manifest.get("cells_failed", "")})
     html = _TEMPLATES.get_template("runs.html.j2").render(runs=runs, problems=problems)

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 
+from harness.device.machine import machine_of
 from harness.results import store
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
@@ -257,11 +258,17 @@ def _json_default(value):
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
                       table: str = "measurements") -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs (in `table`: a sweep's "measurements" or a nightly's "cells")
-    as points, and the run ids they come from."""
+    as points, and the run ids they come from; CalibrationError when the runs were measured on more than one
+    machine (a profile describes one machine's timings)."""
     from harness.runs.sweep import read_text
 
     frame = store.read(table, root, run_ids=list(run_ids) if run_ids else None)
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
+    machines = {run_id: machine_of(store.read_manifest(run_id, root)) for run_id in frame.run_id.unique()}
+    if len(set(machines.values())) > 1:
+        found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
+        raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
+                               "one machine")
     instances: dict[str, Instance] = {}
     points = []
     for row in frame.to_dict("records"):

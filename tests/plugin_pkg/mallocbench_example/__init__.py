@@ -44,7 +44,3 @@ def densest_first(instance, profile, budget, seed, time_limit):
         offsets.update({b.id: low for b in members})
     return Mapping(offsets, len(instance.buffers), instance.name, "densest-first", budget)
 
-
-def wrong_signature(instance, profile):
-    """A policy with too few parameters: mallocbench leaves it out and names it."""
-    return Mapping({}, len(instance.buffers))

@@ -1,0 +1,86 @@
+"""Plugins: the example package in tests/plugin_pkg, installed with pip into a directory of its own, adds the
+workload gated-mlp and the policy densest-first through entry points; its two broken entry points (an import
+error, a wrong signature) are named and left out; module:function references work without installing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.model.mapping import Mapping
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "tests" / "plugin_pkg"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The example package installed by pip (offline, no build isolation) into a fresh target directory."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(PACKAGE)], check=True, capture_output=True)
+    assert (target / "mallocbench_example").is_dir()
+    return target
+
+
+def mallocbench(args: list[str], cwd: Path, path: Path | None = None) -> subprocess.CompletedProcess:
+    """`mallocbench ARGS` in a fresh process, with `path` (an install target) ahead of the repository."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (path, REPO) if p))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_installed_plugins_are_listed_and_the_broken_ones_named(installed, tmp_path):
+    done = mallocbench(["workloads", "--no-extract"], tmp_path, installed)
+    assert done.returncode == 0, done.stderr
+    assert "gated-mlp" in done.stdout and "plugin" in done.stdout and "matmul-chain" in done.stdout
+    assert "'broken-import'" in done.stderr and "ModuleNotFoundError" in done.stderr
+    assert "'wrong-signature'" in done.stderr and "wrong signature" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_solve_runs_the_plugin_workload_and_policy(installed, tmp_path):
+    done = mallocbench(["solve", "--workload", "gated-mlp", "--policy", "xla-msa,densest-first", "--profile",
+                        "tpu-v4i-cmem", "--budget", "0.5", "--map", "map.png"], tmp_path, installed)
+    assert done.returncode == 0, done.stderr
+    mine = Mapping.from_json((tmp_path / "gated-mlp-ci.densest-first.map.json").read_text())
+    assert mine.policy == "densest-first" and mine.offsets and mine.budget == 0.5
+    assert "policy densest-first" in done.stdout and "memory map of xla-msa beside densest-first" in done.stdout
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+    assert "'wrong-signature'" in done.stderr                  # named, and the command went on
+
+
+def test_references_work_without_installing(tmp_path):
+    done = mallocbench(["solve", "--workload", "mallocbench_example:gated_mlp", "--policy",
+                        "mallocbench_example:densest_first", "--profile", "h100-offload", "--budget", "0.25"],
+                       tmp_path, PACKAGE)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mallocbench_example_gated_mlp-ci.mallocbench_example_densest_first.map.json").is_file()
+
+
+@pytest.mark.parametrize("policy, error", [
+    ("mallocbench_example.broken:overlapping", "overlap"),
+    ("mallocbench_example.broken:not_a_mapping", "returned a dict, not a harness Mapping"),
+    ("mallocbench_example.broken:wrong_signature", "wrong signature"),
+    ("mallocbench_example.nowhere:policy", "ModuleNotFoundError"),
+    ("mallocbench_example", "unknown policy 'mallocbench_example'"),
+])
+def test_a_bad_policy_is_named_with_its_error(policy, error, tmp_path):
+    done = mallocbench(["solve", "--workload", "matmul-chain", "--policy", policy, "--profile", "tpu-v4i-cmem",
+                        "--budget", "0.5"], tmp_path, PACKAGE)
+    assert done.returncode == 2 and error in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not list(tmp_path.glob("*.map.json"))
+
+
+def test_a_bad_workload_is_named_with_its_error(tmp_path):
+    done = mallocbench(["solve", "--workload", "mallocbench_example.broken:no_arguments", "--policy", "xla-msa",
+                        "--profile", "tpu-v4i-cmem", "--budget", "0.5"], tmp_path, PACKAGE)
+    assert done.returncode == 2 and "returned int, not (fn, args)" in done.stderr, done.stderr
+    listed = mallocbench(["workloads", "--no-extract", "--workload", "mallocbench_example:gated_mlp", "--workload",
+                          "nowhere:fn"], tmp_path, PACKAGE)
+    assert listed.returncode == 0 and "mallocbench_example:gated_mlp" in listed.stdout
+    assert "'nowhere:fn'" in listed.stderr and "ModuleNotFoundError" in listed.stderr
