@@ -1,10 +1,12 @@
-"""Plugins: the example package in tests/plugin_pkg, installed with pip into a directory of its own, adds the
-workload gated-mlp and the policy densest-first through entry points; its two broken entry points (an import
-error, a wrong signature) are named and left out; module:function references work without installing."""
+"""Plugins: the example package of the README (examples/mallocbench-example), installed with pip into a
+directory of its own, adds the workload gated-mlp and the policy densest-first through entry points; the broken
+package beside the tests (tests/broken_plugin_pkg) adds an entry point that does not import and a policy of the
+wrong signature, each named and left out; module:function references work without installing."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,21 +16,27 @@ import pytest
 from harness.model.mapping import Mapping
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = REPO / "tests" / "plugin_pkg"
+EXAMPLE = REPO / "examples" / "mallocbench-example"
+BROKEN = REPO / "tests" / "broken_plugin_pkg"
+SOURCES = os.pathsep.join(map(str, (EXAMPLE, BROKEN)))  # the packages' modules, not installed
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """The example package installed by pip (offline, no build isolation) into a fresh target directory."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(PACKAGE)], check=True, capture_output=True)
-    assert (target / "mallocbench_example").is_dir()
+    """The example and the broken package installed by pip (offline, no build isolation, from copies so that
+    the build leaves nothing in the repository) into a fresh target directory."""
+    target, sources = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("sources")
+    for package in (EXAMPLE, BROKEN):
+        copy = shutil.copytree(package, sources / package.name)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--target", str(target), str(copy)], check=True, capture_output=True)
+    assert (target / "mallocbench_example").is_dir() and (target / "mallocbench_broken").is_dir()
     return target
 
 
-def mallocbench(args: list[str], cwd: Path, path: Path | None = None) -> subprocess.CompletedProcess:
-    """`mallocbench ARGS` in a fresh process, with `path` (an install target) ahead of the repository."""
+def mallocbench(args: list[str], cwd: Path, path: Path | str | None = None) -> subprocess.CompletedProcess:
+    """`mallocbench ARGS` in a fresh process, with `path` (an install target or sources) ahead of the
+    repository."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (path, REPO) if p))
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -57,30 +65,30 @@ def test_solve_runs_the_plugin_workload_and_policy(installed, tmp_path):
 def test_references_work_without_installing(tmp_path):
     done = mallocbench(["solve", "--workload", "mallocbench_example:gated_mlp", "--policy",
                         "mallocbench_example:densest_first", "--profile", "h100-offload", "--budget", "0.25"],
-                       tmp_path, PACKAGE)
+                       tmp_path, SOURCES)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "mallocbench_example_gated_mlp-ci.mallocbench_example_densest_first.map.json").is_file()
 
 
 @pytest.mark.parametrize("policy, error", [
-    ("mallocbench_example.broken:overlapping", "overlap"),
-    ("mallocbench_example.broken:not_a_mapping", "returned a dict, not a harness Mapping"),
-    ("mallocbench_example.broken:wrong_signature", "wrong signature"),
-    ("mallocbench_example.nowhere:policy", "ModuleNotFoundError"),
+    ("mallocbench_broken:overlapping", "overlap"),
+    ("mallocbench_broken:not_a_mapping", "returned a dict, not a harness Mapping"),
+    ("mallocbench_broken:wrong_signature", "wrong signature"),
+    ("mallocbench_broken.nowhere:policy", "ModuleNotFoundError"),
     ("mallocbench_example", "unknown policy 'mallocbench_example'"),
 ])
 def test_a_bad_policy_is_named_with_its_error(policy, error, tmp_path):
     done = mallocbench(["solve", "--workload", "matmul-chain", "--policy", policy, "--profile", "tpu-v4i-cmem",
-                        "--budget", "0.5"], tmp_path, PACKAGE)
+                        "--budget", "0.5"], tmp_path, SOURCES)
     assert done.returncode == 2 and error in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not list(tmp_path.glob("*.map.json"))
 
 
 def test_a_bad_workload_is_named_with_its_error(tmp_path):
-    done = mallocbench(["solve", "--workload", "mallocbench_example.broken:no_arguments", "--policy", "xla-msa",
-                        "--profile", "tpu-v4i-cmem", "--budget", "0.5"], tmp_path, PACKAGE)
+    done = mallocbench(["solve", "--workload", "mallocbench_broken:no_arguments", "--policy", "xla-msa",
+                        "--profile", "tpu-v4i-cmem", "--budget", "0.5"], tmp_path, SOURCES)
     assert done.returncode == 2 and "returned int, not (fn, args)" in done.stderr, done.stderr
     listed = mallocbench(["workloads", "--no-extract", "--workload", "mallocbench_example:gated_mlp", "--workload",
-                          "nowhere:fn"], tmp_path, PACKAGE)
+                          "nowhere:fn"], tmp_path, SOURCES)
     assert listed.returncode == 0 and "mallocbench_example:gated_mlp" in listed.stdout
     assert "'nowhere:fn'" in listed.stderr and "ModuleNotFoundError" in listed.stderr

@@ -1,4 +1,4 @@
-"""Broken plugins, for the tests: mallocbench must name each and go on without it."""
+"""Broken mallocbench plugins, for the tests: mallocbench must name each and go on without it."""
 
 from harness import Mapping
 
