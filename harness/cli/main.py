@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_instance)
 
-    from harness.cli.main import nightly as cli_nightly
+    from harness.cli import nightly as cli_nightly
 
     cli_nightly.add_commands(sub)
 
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.cli.hardware import add_commands
 
     add_commands(sub, workloads.SUITES, workloads.SIZES)
-    from harness.cli.main import agent as cli_agent
+    from harness.cli import agent as cli_agent
 
     cli_agent.add_commands(sub)
     return parser
