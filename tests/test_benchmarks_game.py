@@ -3,7 +3,8 @@
 - game steps per second: a batch of 256 games stepped under jit, vmap and lax.scan;
 - simulate() calls per second, one mapping at a time and a batch of 256 under vmap;
 - how both scale with the number of buffers (100, 200, 400, 800);
-- cpsat's time to optimality by instance size.
+- cpsat's time to optimality by instance size;
+- how long a synthetic instance takes to build (goal: under 0.5 s for 800 buffers).
 """
 
 import functools
@@ -80,3 +81,10 @@ def test_cpsat_time_to_optimality(benchmark, n_buffers):
     benchmark.extra_info["candidates"] = len({b.alias_group for b in instance.buffers})
     benchmark.extra_info["optimal"] = result.optimal
     assert result.optimal
+
+
+@pytest.mark.parametrize("pattern", ["training", "random"])
+def test_synthetic_instance_build(benchmark, pattern):
+    benchmark.group = "synthetic instance, 800 buffers"
+    instance = benchmark(synthetic, 11, 800, pattern=pattern)
+    assert len(instance.buffers) == 800

@@ -93,4 +93,3 @@ def test_cpsat_proves_optimality_on_small_ci_workloads(ci_instances):
             hint = solve(instance, profile, budget, policy="xla-msa")
             result = solve_cpsat(instance, profile, budget, time_limit=60.0, hint=hint)
             assert result.optimal, f"{instance.name} at {budget}: {result.status}"
-            assert result.wall_seconds < 60.0

@@ -97,14 +97,10 @@ def test_unknown_buffer_id_is_named(problem, tmp_path):
         plot_memory_map(instance, bad, tmp_path / "bad.png")
 
 
-def test_many_buffers_are_quick(tmp_path):
-    import time
-
-    instance = synthetic(1, 1500)
+def test_many_buffers_are_drawn(tmp_path):
+    instance = synthetic(1, 1500)  # the drawing time is benchmarked in test_benchmarks_report.py
     mapping = solve(instance, PROFILE, None, policy="all-fast")
-    t0 = time.perf_counter()
     _check_png(plot_memory_map(instance, mapping, tmp_path / "big.png"))
-    assert time.perf_counter() - t0 < 10
 
 
 def test_helpers(problem):

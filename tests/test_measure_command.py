@@ -1,49 +1,14 @@
-"""The hardware loop on the CPU: select, `mallocbench measure` (a run of cells) into the store, and its commands."""
+"""`mallocbench measure` on the CPU: a run of cells into the store, and its commands (select: test_selection.py)."""
 
 import math
 
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from harness import Mapping
 from harness.results import artifacts, store
 from harness.cli.main import main
-from harness.device.realization import extract_linked
-from harness.device.selection import select
 from harness.runs import cells
 from harness.xla.instance import Instance
-
-
-def _slow(x):
-    for _ in range(30):
-        x = jnp.tanh(x @ x)
-    return x
-
-
-def _fast(x):
-    return x + 1.0
-
-
-def test_select_keeps_the_fastest_measured_and_never_a_failed_one():
-    args = (np.full((128, 128), 0.01, np.float32),)
-    instance, program, _ = extract_linked(_slow, args, "slow")
-    all_fast = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), "slow", "all-fast")
-    wrong = Mapping({}, len(instance.buffers) + 3, "other", "broken")  # made for another program
-    with pytest.raises(ValueError, match="another program"):
-        select(_slow, args, instance, {"a": all_fast, "b": wrong}, program=program)
-    chosen = select(_slow, args, instance, {"a": all_fast, "b": all_fast}, program=program, time_limit_s=0.5)
-    assert chosen.best in ("a", "b")
-    times = {k: m.median_s for k, m in chosen.measurements.items()}
-    assert chosen.reward_s == min(times.values())
-    assert all(not r.realizable for r in chosen.reports.values())  # CPU: one tier
-
-
-def test_select_needs_candidates():
-    args = (np.ones((4, 4), np.float32),)
-    instance, program, _ = extract_linked(_fast, args, "fast")
-    with pytest.raises(ValueError, match="at least one"):
-        select(_fast, args, instance, {}, program=program)
 
 
 @pytest.fixture(scope="module")
