@@ -103,4 +103,4 @@ def test_calibration_refuses_runs_of_two_machines(tmp_path):
     _night(root, "a", 1e-3, rng, FAST_BOX)
     _night(root, "b", 2e-3, rng, SLOW_BOX)
     with pytest.raises(calibration.CalibrationError, match="different machines.*a on aaaaaaaaaaaa.*b on bbbb"):
-        calibration.points_from_store(root, ["a", "b"], table="cells")
+        calibration.points_from_store(root, ["a", "b"])

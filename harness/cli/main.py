@@ -13,22 +13,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import console, err_console, plugin_problems, print_plugin_problems, progress as _progress
+from harness.humanize import human_bytes as _human_bytes
+from harness.humanize import human_seconds as _seconds
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
-def _run_suite_with_progress(names: list[str], size: str, out_dir: Optional[str]):
+def _run_suite_with_progress(names: list[str], size: str):
     from harness.runs.suite import run_suite
 
     with _progress() as progress:
         task = progress.add_task(f"extracting {len(names)} workloads", total=len(names))
-        return run_suite(size=size, out_dir=out_dir, names=names, on_done=lambda row: progress.update(
+        return run_suite(size=size, names=names, on_done=lambda row: progress.update(
             task, advance=1, description=f"extracted {row.workload}"))
 
 
@@ -40,7 +36,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     given, bad = workloads.resolve(args.workload or [])
     print_plugin_problems([*plugin_problems(), *bad])
     listed = list(dict.fromkeys([*workloads.names(args.suite), *given]))
-    rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci", None)} if args.extract else {}
+    rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci")} if args.extract else {}
     table = Table(title=f"mallocbench workloads (suite {args.suite})")
     for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", "description"):
         table.add_column(col)
@@ -58,7 +54,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract one workload's instance and write it as JSON."""
-    from harness.results.store import write_bytes
+    from harness.results.artifacts import write_bytes
     from harness.runs.suite import extract_workload
 
     with err_console.status(f"compiling {args.workload} ({args.size})"):
@@ -156,17 +152,6 @@ def _profile(name: Optional[str]):
     return load_profile(name)
 
 
-def _check_budget_arg(budget: Optional[float]) -> None:
-    if budget is not None and not 0 < budget <= 1:  # also refuses NaN
-        raise ValueError(f"--budget must be a fraction of peak live bytes in (0, 1], got {budget:g}")
-
-
-def _seconds(t: float) -> str:
-    from harness.report.memory_map import human_seconds
-
-    return human_seconds(t)
-
-
 def _validate(instance, mapping, profile, path: str) -> None:
     """validate(), with the mapping file named in the error."""
     from harness.model.mapping import MappingError, validate
@@ -216,21 +201,20 @@ def cmd_solve(args: argparse.Namespace) -> int:
     """Solve an instance (or a workload) with one or more policies, validate each mapping, write it as JSON,
     print its simulated time beside all-slow and all-fast, and draw the memory maps when asked."""
     from agent.registry import resolve, solve
-    from harness.model.mapping import capacity
-    from harness.report.memory_map import fast_peak_bytes, plot_memory_map
+    from harness.model.mapping import capacity, check_budget, fast_peak_bytes
     from harness.model.simulator import simulate
-    from harness.results.store import write_bytes
+    from harness.report.memory_map import plot_memory_map
+    from harness.results.artifacts import write_bytes
 
     print_plugin_problems(plugin_problems())
-    chosen = [p.strip() for p in args.policy.split(",") if p.strip()]
-    names, problems = resolve(chosen)
+    names, problems = resolve([p.strip() for p in args.policy.split(",") if p.strip()])
     if problems:
         raise ValueError("; ".join(map(str, problems)))
     if not names:
         raise ValueError("--policy: empty list; give one or more policies, comma-separated")
     if args.output and len(names) > 1:
         raise ValueError(f"-o names one mapping file; {len(names)} policies write INSTANCE.POLICY.map.json each")
-    _check_budget_arg(args.budget)
+    check_budget(args.budget, "--budget")
     needy = [p for p in names if p != "all-fast"]
     if args.budget is None and needy:
         raise ValueError(f"policy {needy[0]!r} needs --budget, a fraction of peak live bytes in (0, 1]")
@@ -271,8 +255,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Validate a mapping (with its own budget) and print its simulated time and costliest ops."""
-    from harness.model.mapping import capacity
-    from harness.report.memory_map import fast_peak_bytes
+    from harness.model.mapping import capacity, fast_peak_bytes
     from harness.model.simulator import simulate, simulate_ops
 
     if args.top < 0:

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 
 from harness.device.machine import machine_label, machine_of
-from harness.results import store
+from harness.results import artifacts, store
 from harness.runs.history import nights
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.device.realization import NATIVE
-from harness.runs.sweep import read_text
+from harness.results.artifacts import read_text
 
 XLA_SIM, FLOOR = "xla-msa", "all-fast"
 SUMMARY = "geometric mean"  # the label of a table's summary row
@@ -237,7 +237,7 @@ def _save(fig, out: Path, name: str, dpi: int = 110) -> list[Path]:
     for fmt in FORMATS:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
-        store.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
+        artifacts.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
         paths.append(out / f"{name}.{fmt}")
     return paths
 
@@ -339,14 +339,13 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
 
 def _not_comparable(manifest: dict) -> Optional[str]:
     """Why the run's profile does not predict its measurements (it describes another kind of device), or None."""
-    from harness.model.profiles import ProfileError, load_profile
+    from harness.model.profiles import ProfileError, device_kind, load_profile
 
     try:
         profile = load_profile(manifest.get("profile", ""))
     except ProfileError:
         return None
-    backend = manifest.get("backend", "")
-    device = "gpu" if backend in ("cuda", "rocm") else backend
+    device = device_kind(manifest.get("backend", ""))
     if not device or profile.backend == device:
         return None
     return (f"profile {profile.name} describes a {profile.backend};\nthe cells were measured on a {device}:\n"
@@ -455,7 +454,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
         failures=[{"cell": int(r.cell), "workload": r.workload, "policy": r.policy,
                    "budget": budget_text(r.budget), "stage": getattr(r, "stage", ""),
                    "error": r.error} for r in failures.itertuples()])
-    store.write_bytes(out / "index.html", html.encode())
+    artifacts.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
             "regressions_found": len(mine), "headline": head}
 
@@ -464,7 +463,7 @@ def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> lis
     files = {f"{name}.md": f"**{caption}** (times in ms)\n\n" + to_markdown(table),
              f"{name}.tex": _latex(table, caption + " (times in ms)"), f"{name}.csv": _csv(table)}
     for file, text in files.items():
-        store.write_bytes(out / file, text.encode())
+        artifacts.write_bytes(out / file, text.encode())
     return [out / f for f in files]
 
 
@@ -488,7 +487,7 @@ def write_index(root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None) -
                      "status": manifest.get("status", ""), "ok": manifest.get("cells_ok", ""),
                      "failed": manifest.get("cells_failed", "")})
     html = _TEMPLATES.get_template("runs.html.j2").render(runs=runs, problems=problems)
-    store.write_bytes(out / "index.html", html.encode())
+    artifacts.write_bytes(out / "index.html", html.encode())
     return out / "index.html"
 
 
