@@ -105,10 +105,15 @@ def problems() -> list[Problem]:
     return list(_PROBLEMS)
 
 
+def plugins() -> list[str]:
+    """Names of the installed plugin policies (entry points that loaded)."""
+    _load_plugins()
+    return [n for n in _PLUGINS if not is_reference(n)]
+
+
 def policies() -> list[str]:
     """Names of the available policies: the built-in ones, then the installed plugins'."""
-    _load_plugins()
-    return [*_POLICIES, *(n for n in _PLUGINS if not is_reference(n))]
+    return [*_POLICIES, *plugins()]
 
 
 def _policy(name: str) -> Callable:

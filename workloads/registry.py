@@ -61,8 +61,8 @@ def register(name: str, family: str, description: str) -> Callable[[Builder], Bu
     return wrap
 
 
-class UnknownWorkloadError(KeyError):
-    """Raised for a workload name that is not in the registry."""
+class UnknownWorkloadError(KeyError, ValueError):
+    """Raised for a workload name that is not in the registry (a KeyError, and a ValueError of bad input)."""
 
     def __str__(self) -> str:
         return str(self.args[0])

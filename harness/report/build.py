@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness.device.machine import machine_label, machine_of
+from harness.humanize import human_budget
 from harness.results import artifacts, store
 from harness.runs.history import nights
 from harness.xla.instance import Instance
@@ -40,13 +41,7 @@ FORMATS = ("png", "svg")
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True,
                                 undefined=jinja2.StrictUndefined)
 
-
-def budget_text(budget) -> str:
-    """A budget for people: "0.5", or "-" for the unbudgeted cells (NaN or None)."""
-    return "-" if budget is None or pd.isna(budget) else f"{float(budget):g}"
-
-
-_TEMPLATES.filters["budget"] = budget_text
+_TEMPLATES.filters["budget"] = human_budget
 
 
 def reports_dir(root: str) -> Path:
@@ -163,19 +158,50 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: the geometric-mean simulated speedup over xla-msa at each budget, and its cells ok and
-    failed: the table the nightly prints."""
+    """Per policy simulated (not xla-native, which is measured only): at each budget its geometric-mean
+    simulated speedup over xla-msa ("speedup @ b") and the share of the room it captured over all workloads
+    ("captured @ b", `simulated_table`'s summary), and its cells ok and failed: the table the nightly prints."""
     means = {b: simulated_table(cells, b).loc[SUMMARY] for b in _budgets(cells)}
     rows = []
-    for policy in _policy_order(cells):
+    for policy in [p for p in _policy_order(cells) if p != NATIVE]:
         mine = cells[cells.policy == policy]
         row = {"policy": policy}
         for b, mean in means.items():
-            col = f"{policy} speedup"
-            row[f"speedup @ {b:g}"] = mean[col] if col in mean else (1.0 if policy == XLA_SIM else math.nan)
+            own = {XLA_SIM: {"speedup": 1.0, "captured": 0.0}, FLOOR: {"captured": 1.0}}.get(policy, {})
+            for what in ("speedup", "captured"):
+                col = f"{policy} {what}"
+                row[f"{what} @ {b:g}"] = mean[col] if col in mean else own.get(what, math.nan)
         row |= {"ok": int((mine.status == "ok").sum()), "failed": int((mine.status == "failed").sum())}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def headline_text(head: pd.DataFrame) -> pd.DataFrame:
+    """The headline for people: per budget one column "b" reading "speedup (captured)", e.g. "1.004 (12.3%)",
+    and "-" where there is no figure."""
+    shown = pd.DataFrame({"policy": head.policy})
+    for col in [c for c in head.columns if c.startswith("speedup @ ")]:
+        budget = col.removeprefix("speedup @ ")
+        captured = head.get(f"captured @ {budget}", pd.Series(math.nan, index=head.index))
+        shown[f"budget {budget}"] = ["-" if pd.isna(v) else f"{v:.3f}" + ("" if pd.isna(c) else f" ({c:.1%})")
+                                     for v, c in zip(head[col], captured)]
+    return shown.assign(ok=head.ok, failed=head.failed)
+
+
+def what_ran(runs: list[tuple[dict, pd.DataFrame]]) -> str:
+    """One line saying what a night simulated and what it measured, from its runs' (manifest, cells)."""
+    profiles = [m.get("profile", "?") for m, _ in runs]
+    simulated = sum(int(c.simulated_s.notna().sum()) for _, c in runs)
+    policies = list(dict.fromkeys(p for _, c in runs for p in c[c.simulated_s.notna()].policy))
+    measured = pd.concat([c[c.median_s.notna()] for _, c in runs]) if runs else pd.DataFrame()
+    line = (f"Simulated {simulated} cells on {' and '.join(profiles)} ({', '.join(p for p in policies if p != NATIVE)}); ")
+    machine = machine_label(runs[0][0]) if runs else "this machine"
+    if not len(measured):
+        return line + f"measured nothing on {machine}."
+    kinds = ", ".join(dict.fromkeys(measured.policy))
+    unrealizable = NATIVE in kinds and len(set(measured.policy)) == 1
+    return line + (f"measured {len(measured)} cells on {machine}: {kinds}" +
+                   (" (the untouched programs: this device has one memory tier)" if unrealizable else "") + ".")
 
 
 # --------------------------------------------------------------------------- formats
@@ -304,35 +330,38 @@ def read_calibration(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[di
 def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path,
                                not_comparable: Optional[str] = None) -> list[Path]:
     """Simulated (and, where the run was calibrated, fitted) seconds against measured ones, with y = x; the
-    title gives the calibration's figures, else the simulator's accuracy on the run's own cells. Without
-    measured cells, or with `not_comparable` (why the profile's predictions do not describe the measured
-    device), the figure says so instead."""
+    title gives the calibration's figures, else the simulator's accuracy on the run's own cells. With
+    `not_comparable` (why the run's profile does not describe the measured device) only the calibrated
+    profile's points are drawn, and the title says why. Without points to draw the figure says so."""
     measured = _measured_points(cells)
+    fitted = pd.DataFrame(calibration["points"]) if calibration and "points" in calibration else None
     fig = _figure(5.5, 5.0)
     ax = fig.add_subplot()
-    if not len(measured) or not_comparable:
+    if not len(measured) or (not_comparable and fitted is None):
         ax.text(0.5, 0.5, not_comparable or "no measured cells in this run", ha="center", va="center",
                 transform=ax.transAxes, wrap=True)
         ax.set_axis_off()
         return _save(fig, out, "predicted_vs_measured")
-    ax.scatter(measured.median_s, measured.simulated_s, s=16, label="profile's prediction")
-    title = "predicted against measured"
-    values = list(measured.median_s) + list(measured.simulated_s)
-    if calibration and "points" in calibration:
-        points = pd.DataFrame(calibration["points"])
-        ax.scatter(points.measured_s, points.predicted_s, s=16, marker="x", label="calibrated")
-        values += list(points.predicted_s)
-        title += (f"\ncalibrated on {calibration['n_points']} cells: MAPE {calibration['mape']:.1%} (LOWO "
-                  f"{calibration['lowo_mape']:.1%}), tau {calibration['kendall_tau']:.2f} (LOWO "
-                  f"{calibration['lowo_kendall_tau']:.2f})")
+    title, values = "predicted against measured", []
+    if not not_comparable:
+        ax.scatter(measured.median_s, measured.simulated_s, s=16, label="profile's prediction")
+        values += list(measured.median_s) + list(measured.simulated_s)
+    if fitted is not None:
+        ax.scatter(fitted.measured_s, fitted.predicted_s, s=16, marker="x", label=f"{calibration['profile']} calibrated")
+        values += list(fitted.measured_s) + list(fitted.predicted_s)
+        title += (f"\n{calibration['profile']} calibrated on {calibration['n_points']} cells: MAPE "
+                  f"{calibration['mape']:.1%} (LOWO {calibration['lowo_mape']:.1%}), tau "
+                  f"{calibration['kendall_tau']:.2f} (LOWO {calibration['lowo_kendall_tau']:.2f})")
     else:
         accuracy = prediction_accuracy(cells)
         title += (f"\nprofile's prediction on {accuracy['n_points']} cells: MAPE {accuracy['mape']:.1%}, "
                   f"tau {accuracy['kendall_tau']:.2f}")
+    if not_comparable:
+        title += "\n(" + not_comparable.replace("\n", " ") + ")"
     lo, hi = min(values) / 2, max(values) * 2
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
     return _save(fig, out, "predicted_vs_measured")
 
@@ -349,7 +378,7 @@ def _not_comparable(manifest: dict) -> Optional[str]:
     if not device or profile.backend == device:
         return None
     return (f"profile {profile.name} describes a {profile.backend};\nthe cells were measured on a {device}:\n"
-            "its predictions are not compared with them")
+            "its predictions are not shown against them")
 
 
 def plot_memory_maps(cells: pd.DataFrame, root: str, budget: float, out: Path, n: int = 2) -> list[Path]:
@@ -415,11 +444,13 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                  history: Optional[pd.DataFrame] = None, regressions: Optional[pd.DataFrame] = None) -> dict:
     """Write the run's tables, plots and HTML page to `out_dir` (default `<root>/reports/<run>/`); returns
     the paths ("html", "dir", "tables", "plots"), "regressions_found" (the number of this run's
-    regressions) and "headline" (`headline_table` of its cells). A run whose cells are partly unreadable is still reported, the problem named on the page."""
+    regressions), "headline" (`headline_table` of its cells) and "nights" (the runs of its history: 1 on a
+    machine's first night). A run whose cells are partly unreadable is still reported, the problem named on the
+    page."""
     manifest, cells, problems = read_run(run_id, root)
     out = Path(out_dir) if out_dir else reports_dir(root) / run_id
     calibration = read_calibration(run_id, root)
-    tables, sections, plots = [], [], []
+    tables, sections, plots, links = [], [], [], {}
     groups = [("all workloads", cells), ("AlphaTensor workloads", cells[cells.family == "alphatensor"])] \
         if "family" in cells else [("all workloads", cells)]
     for b in _budgets(cells):
@@ -433,6 +464,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                            "last row: geometric mean of the speedups" +
                            (", total share captured" if kind == "simulated" else ""))
                 tables += _write_table(table, out, name, caption)
+                links.setdefault(f"{b:g}", {})[("AlphaTensor " if tag else "") + kind] = name
                 sections.append({"caption": caption, "name": name,
                                  "html": _display(table).to_html(classes="numbers", border=0)})
     budget = headline_budget(cells)
@@ -448,15 +480,22 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     html = _TEMPLATES.get_template("report.html.j2").render(
         run_id=run_id, manifest=manifest, n_cells=len(cells), problems=problems, calibration=calibration,
         machine=machine_label(manifest), nights=nights(history) if history is not None else 0,
-        headline=head.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-", classes="numbers"),
+        plugin_problems=manifest.get("plugin_problems", []),
+        what_ran=what_ran([(manifest, cells)]),
+        table_kinds=list(dict.fromkeys(k for row in links.values() for k in row)),
+        table_links=[{"budget": b, "names": [row.get(k, "") for k in dict.fromkeys(
+            k for r in links.values() for k in r)]} for b, row in links.items()],
+        speedup_figure=next((p.name for p in plots if p.name == "speedup.png"), ""),
+        headline=headline_text(head).to_html(index=False, border=0, classes="numbers") if len(head) else "",
         sections=sections, images=[p.name for p in plots if p.suffix == ".png"],
         regressions=mine.to_dict("records"),
         failures=[{"cell": int(r.cell), "workload": r.workload, "policy": r.policy,
-                   "budget": budget_text(r.budget), "stage": getattr(r, "stage", ""),
+                   "budget": human_budget(r.budget), "stage": getattr(r, "stage", ""),
                    "error": r.error} for r in failures.itertuples()])
     artifacts.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
-            "regressions_found": len(mine), "headline": head}
+            "regressions_found": len(mine), "headline": head,
+            "nights": nights(history) if history is not None else 0}
 
 
 def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
