@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.device.machine import this_machine
 from harness.runs import cells, nightly, programs
 from harness.results import store
 from harness.cli.main import main
@@ -29,12 +30,12 @@ def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload(
     twice = nightly.make_spec("ci", workload_names=SMALL["workload_names"] * 2, policies=SMALL["policies"] * 2,
                               budgets=SMALL["budgets"] * 2, profile=SMALL["profile"])
     assert twice.cells() == spec.cells()                       # a name given twice is one cell
-    cells = spec.cells()
-    assert [c.index for c in cells] == list(range(len(cells)))
-    assert len(cells) == 2 * (2 + 3 * 2)
-    keys = {(c.workload, c.policy, c.budget) for c in cells}
-    assert len(keys) == len(cells)
-    assert {c.budget for c in cells if c.policy in ("xla-native", "all-fast")} == {None}
+    grid = spec.cells()
+    assert [c.index for c in grid] == list(range(len(grid)))
+    assert len(grid) == 2 * (2 + 3 * 2)
+    keys = {(c.workload, c.policy, c.budget) for c in grid}
+    assert len(keys) == len(grid)
+    assert {c.budget for c in grid if c.policy in ("xla-native", "all-fast")} == {None}
     assert spec.cells() == cells.RunSpec.from_manifest(spec.meta() | {"kind": "nightly"}).cells()
 
 
@@ -78,8 +79,13 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
-    assert "describes a tpu" in summary["calibration"]["skipped"]       # a TPU profile is not fitted to CPU times
-    assert store.read_manifest(run_id, root)["status"] == "finished"
+    # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs (two: too few)
+    assert summary["calibration"]["skipped"].startswith("cpu-local: 2 points cannot fit")
+    manifest = store.read_manifest(run_id, root)
+    assert manifest["status"] == "finished"
+    here = this_machine()                            # the run and each of its rows say which machine they ran on
+    assert manifest["machine_id"] == here.machine_id and manifest["cpu_model"] == here.cpu_model
+    assert (frame.machine_id == here.machine_id).all() and (frame.cpu_cores == here.cpu_cores).all()
 
 
 def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, monkeypatch):

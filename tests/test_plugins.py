@@ -92,3 +92,26 @@ def test_a_bad_workload_is_named_with_its_error(tmp_path):
                           "nowhere:fn"], tmp_path, SOURCES)
     assert listed.returncode == 0 and "mallocbench_example:gated_mlp" in listed.stdout
     assert "'nowhere:fn'" in listed.stderr and "ModuleNotFoundError" in listed.stderr
+
+
+def test_a_two_cell_nightly_runs_the_plugins_and_reports_them(installed, tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    done = mallocbench(["nightly", "--workloads", "gated-mlp", "--policies", "densest-first,xla-msa,nowhere:policy",
+                        "--budgets", "0.5", "--profile", "tpu-v4i-cmem", "--results", str(results)], tmp_path,
+                       installed)
+    assert done.returncode == 0, done.stderr
+    assert "'nowhere:policy'" in done.stderr and "'broken-import'" in done.stderr   # named, and left out
+    (manifest_file,) = results.glob("runs/*/manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["policies"] == ["densest-first", "xla-msa"] and manifest["n_cells"] == 2
+    assert any("wrong-signature" in p for p in manifest["plugin_problems"])
+    assert "densest-first" in done.stdout and "Simulated 2 cells on tpu-v4i-cmem" in done.stdout
+    page = (results / "reports" / manifest["run_id"] / "index.html").read_text()
+    assert "densest-first" in page and "gated-mlp" in page and 'id="plugin-problems"' in page
+    planned = mallocbench(["nightly", "--workloads", "gated-mlp", "--profile", "h100-offload", "--plan-only",
+                           "--results", str(results)], tmp_path, installed)
+    assert planned.returncode == 0, planned.stderr
+    newest = max(results.glob("runs/*/manifest.json"), key=lambda p: json.loads(p.read_text())["started"])
+    assert "densest-first" in json.loads(newest.read_text())["policies"]     # an installed policy runs by default

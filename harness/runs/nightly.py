@@ -71,11 +71,12 @@ def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]
             return {"skipped": f"profile {spec.profile} describes a {profile.backend}; {err}"}
     points, run_ids = points_from_store(root, [run_id])
     if len({p.workload for p in points}) < 2:
-        return {"skipped": f"{len(points)} measured cells: calibration needs measurements of two workloads"}
+        return {"skipped": f"{profile.name}: {len(points)} measured cells: calibration needs measurements of two "
+                           "workloads"}
     try:
         report = calibrate(points, profile, run_ids).report
     except CalibrationError as err:
-        return {"skipped": str(err)}
+        return {"skipped": f"{profile.name}: {err}"}
     artifacts.write_bytes(store.run_dir(run_id, root) / "calibration.json", report_json(report))
     return report
 
