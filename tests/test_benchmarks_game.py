@@ -21,7 +21,7 @@ from agent.registry import solve
 from harness import load_profile
 from harness import simulate
 from harness.model.costmodel import total_time
-from harness.model.simulator import fast_mask, problem
+from harness.model.simulator import cost_tables, fast_mask
 
 # 400 and 800 buffers are marked slow: `make bench` runs them, `make test` does not.
 SIZES = (100, 200, pytest.param(400, marks=pytest.mark.slow), pytest.param(800, marks=pytest.mark.slow))
@@ -58,7 +58,7 @@ def test_simulate_calls_per_second(benchmark, profile_name, n_buffers, batched):
     mapping = solve(instance, profile, 0.5, policy="xla-msa")
     benchmark.group = f"simulate {profile_name} {'batch of 256' if batched else 'single'}"
     if batched:
-        cands, tables = problem(instance, profile)
+        cands, tables = cost_tables(instance, profile)
         masks = jnp.asarray(np.random.default_rng(0).integers(0, 2, (BATCH, len(fast_mask(instance, mapping, cands)))),
                             jnp.float32)
         batch = jax.jit(jax.vmap(lambda m: total_time(tables, m, profile.memory_model == "offload")))

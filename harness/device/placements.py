@@ -3,7 +3,7 @@
 `jax.export` lowers the realized program for "cuda" or "tpu" on any machine.
 Each `jax.device_put` to a memory space becomes an `annotate_device_placement`
 custom call with the frontend attribute `_xla_buffer_placement`; its location
-names the scope `offload<v>` (or `fetch<v>`) that `harness.link` put it in, and
+names the scope `offload<v>` (or `fetch<v>`) that `harness.xla.linking` put it in, and
 its operand is defined under the scope of the equation that computed value v.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from harness.xla import link as linking
+from harness.xla import linking
 from harness.device.realization import Realized
 
 _LOC_DEF = re.compile(r'^(#loc\d+) = loc\("([^"]*)"')

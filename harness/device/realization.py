@@ -1,6 +1,6 @@
 """Realize a mapping: the program with its slow values placed in host memory.
 
-The function is traced and evaluated equation by equation (`harness.link`);
+The function is traced and evaluated equation by equation (`harness.xla.linking`);
 the values that the mapping's slow buffers hold are put in host memory right
 after their definition and brought back to device memory before each use, with
 `jax.device_put` to the memory spaces inside the jitted program. XLA's
@@ -16,13 +16,13 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from harness.xla import link as linking
+from harness.xla import linking
 from harness.xla.extraction import from_compiled
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
+from harness.model.profiles import device_kind
 
 NATIVE = "xla-native"  # the policy that leaves placement to the compiler
-_TWO_TIER = ("gpu", "cuda", "rocm", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
             backend: Optional[str] = None, program: Optional[linking.Program] = None) -> Realized:
     """The program of `fn(*args)` with `mapping`'s slow values in host memory.
 
-    `instance` must be extracted from `harness.xla.link.jit(program)` of the same
+    `instance` must be extracted from `harness.xla.linking.jit(program)` of the same
     function and argument shapes (`extract_linked`). A mapping of policy
     `xla-native`, or None, gives the untouched program. `backend` defaults to
     the local one; naming "cuda" or "tpu" annotates the program for that
@@ -74,7 +74,7 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
     slow = slow_buffers(instance, mapping) if mapping is not None and policy != NATIVE else ()
     unlinked = tuple(b for b in slow if b not in link.value_of)
     offload = frozenset(link.value_of[b] for b in slow if b in link.value_of)
-    realizable = backend in _TWO_TIER
+    realizable = device_kind(backend) in ("gpu", "tpu")  # two memory tiers: device and host
     reason = ""
     if policy == NATIVE:
         reason, offload = "xla-native: placement left to the compiler", frozenset()
@@ -89,6 +89,5 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
 
 def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, linking.Program, Any]:
     """(instance, program, compiled) of the scoped program of `fn(*args)`: the program `realize` runs."""
-    program = linking.trace(fn, args)
-    compiled = linking.jit(program).lower(*args).compile()
+    program, compiled = linking.compile_scoped(fn, args)
     return from_compiled(compiled, name), program, compiled

@@ -22,7 +22,8 @@ FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rat
                  "op_overhead_seconds")
 FIGURES = INT_FIGURES + FLOAT_FIGURES  # the numeric figures; each needs a source
 
-_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "cuda": "h100-offload", "tpu": "tpu-v5e-offload"}
+_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
+_GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
 
 
 class ProfileError(ValueError):
@@ -171,9 +172,16 @@ def load_profile(name_or_path: str) -> Profile:
     return _parse(shipped[name_or_path].read_text(), f"profiles/{name_or_path}.json")
 
 
-def default_profile(backend: str) -> str:
-    """The shipped profile name for a JAX backend ("cpu", "gpu"/"cuda", "tpu")."""
+def device_kind(backend: str) -> str:
+    """A JAX backend or platform name ("cpu", "gpu", "cuda", "rocm", "tpu") as the kind of device a
+    profile describes (one of BACKENDS); other names are returned lower-cased."""
     key = backend.lower()
+    return "gpu" if key in _GPU_BACKENDS else key
+
+
+def default_profile(backend: str) -> str:
+    """The shipped profile name for a JAX backend ("cpu", "gpu"/"cuda"/"rocm", "tpu")."""
+    key = device_kind(backend)
     if key not in _DEFAULTS:
         raise ProfileError(f"backend {backend!r}: no default profile (known backends: {', '.join(_DEFAULTS)}); "
                            f"pass a profile, one of: {', '.join(profile_names())}")

@@ -17,7 +17,7 @@ _total_time = jax.jit(total_time, static_argnums=2)
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
 
 
-def problem(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
+def cost_tables(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
     """The candidates and cost tables of `instance` on `profile`.
 
     The profile-independent part is cached per instance object and memory model,
@@ -44,7 +44,7 @@ def fast_mask(instance: Instance, mapping: Mapping, cands: Candidates) -> np.nda
 
 def simulate(instance: Instance, mapping: Mapping, profile: Profile) -> float:
     """Predicted seconds of one run of `instance` under `mapping` on `profile`."""
-    cands, tables = problem(instance, profile)
+    cands, tables = cost_tables(instance, profile)
     return float(_total_time(tables, fast_mask(instance, mapping, cands), profile.memory_model == "offload"))
 
 
@@ -54,7 +54,7 @@ def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict
 
     `elapsed.sum() + stall.sum() + final_stall` equals `simulate(...)`.
     """
-    cands, tables = problem(instance, profile)
+    cands, tables = cost_tables(instance, profile)
     mask = fast_mask(instance, mapping, cands)
     fb = fast_bytes(tables, mask)
     elapsed = op_elapsed(tables, fb)

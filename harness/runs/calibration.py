@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from harness.results import store
+from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
@@ -221,8 +222,8 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
              "profile": profiles / f"{calibration.fitted.name}.json"}
     report = calibration.report
-    store.write_bytes(paths["report"], report_json(report))
-    store.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
+    artifacts.write_bytes(paths["report"], report_json(report))
+    artifacts.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
 
     measured = np.array([p["measured_s"] for p in report["points"]])
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -239,7 +240,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    store.write_bytes(paths["plot"], buffer.getvalue())
+    artifacts.write_bytes(paths["plot"], buffer.getvalue())
     return paths
 
 
@@ -254,13 +255,14 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
-                      table: str = "measurements") -> tuple[list[Point], list[str]]:
-    """The successful measurements of the runs (in `table`: a sweep's "measurements" or a nightly's "cells")
-    as points, and the run ids they come from."""
-    from harness.runs.sweep import read_text
-
-    frame = store.read(table, root, run_ids=list(run_ids) if run_ids else None)
+def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None) -> tuple[list[Point], list[str]]:
+    """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
+    of cells (nightly, measure) and the "measurements" of the sweeps that came before them."""
+    ids = list(run_ids) if run_ids else None
+    frame = pd.concat([store.read(table, root, run_ids=ids) for table in ("cells", "measurements")],
+                      ignore_index=True)
+    if frame.empty:
+        raise CalibrationError(f"no measured rows in runs {', '.join(ids) if ids else 'of the store'}")
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
     instances: dict[str, Instance] = {}
     points = []
@@ -269,13 +271,13 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
             if not isinstance(row.get(column), str):
                 raise CalibrationError(f"run {row['run_id']}: row {row['workload']}/{row['size']} has no {column}")
         if row["instance_file"] not in instances:
-            instances[row["instance_file"]] = Instance.from_json(read_text(root, row["instance_file"]))
+            instances[row["instance_file"]] = Instance.from_json(artifacts.read_text(root, row["instance_file"]))
         budget = row["budget"]
         noise = (row["ci_high_s"] - row["ci_low_s"]) / 2 / row["median_s"]
         points.append(Point(
             workload=row["workload"], size=row["size"], policy=row["policy"],
             budget=None if budget is None or math.isnan(budget) else float(budget),
-            instance=instances[row["instance_file"]], mapping=Mapping.from_json(read_text(root, row["mapping_file"])),
+            instance=instances[row["instance_file"]], mapping=Mapping.from_json(artifacts.read_text(root, row["mapping_file"])),
             measured_s=float(row["median_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
             run_id=row["run_id"]))
     return points, sorted({p.run_id for p in points})
