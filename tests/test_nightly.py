@@ -1,4 +1,5 @@
-"""The nightly grid: numbering, bad input, exactly-once cells, resume after a kill, the extraction cache, Ray."""
+"""The nightly grid: numbering, bad input (of nightly and measure), exactly-once cells, resume after a kill, the
+extraction cache, Ray."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cell_faults import fail_policy
 
 from harness.runs import cells, nightly, programs
 from harness.results import store
@@ -87,14 +89,7 @@ def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, m
     spec = nightly.make_spec("ci", workload_names=["matmul-chain"], policies=["xla-msa", "first-fit"], budgets=[0.5],
                              profile="tpu-v4i-cmem")
     run_id = cells.plan(spec, root)
-    real = cells.cell_mapping
-
-    def broken(instance, spec_, profile, cell):
-        if cell.policy == "first-fit":
-            raise RuntimeError("solver exploded")
-        return real(instance, spec_, profile, cell)
-
-    monkeypatch.setattr(cells, "cell_mapping", broken)
+    fail_policy(monkeypatch, "first-fit", "solver exploded")
     cells.run_local(spec, run_id, root)
     frame = _cells(root, run_id).set_index("policy")
     assert frame.loc["first-fit", "status"] == "failed" and frame.loc["first-fit", "stage"] == "solve"
@@ -182,12 +177,17 @@ def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
     (["nightly", "--policies", "xla-msa,oracle"], "unknown policy 'oracle'"),
     (["nightly", "--profile", "a100"], "unknown profile 'a100'"),
     (["nightly", "--budgets", "0.5,half"], "budget 'half': not a number"),
+    (["measure", "--workloads", "nope"], "unknown workload 'nope'"),
+    (["measure", "--policies", "fastest"], "unknown policy 'fastest'"),
+    (["measure", "--budgets", "1.5"], "budget must be a fraction of peak live bytes in (0, 1], got 1.5"),
+    (["measure", "--budgets", "half"], "budget 'half'"),
+    (["measure", "--sizes", "huge"], "unknown size 'huge'"),
 ])
 def test_cli_bad_input_names_what_is_wrong_and_stores_nothing(tmp_path, capsys, argv, message):
     root = tmp_path / "results"
     assert main([*argv, "--results", str(root)]) == 2
     assert message in capsys.readouterr().err.replace("\n", "")
-    assert not (root / "cells").exists()
+    assert not (root / "cells").exists() and not (root / "runs").exists()  # nothing stored
 
 
 def test_cli_plan_then_one_cell_then_gather(tmp_path, capsys):

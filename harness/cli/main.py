@@ -14,7 +14,7 @@ from rich.table import Table
 from harness.cli import agent as cli_agent
 from harness.cli import hardware as cli_hardware
 from harness.cli import nightly as cli_nightly
-from harness.cli.common import console, err_console, progress as _progress
+from harness.cli.common import add_command, console, err_console, progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
 
@@ -290,21 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> None:
     """`workloads`, `extract` and `instance`: the suite and the instances of its workloads."""
-    p = sub.add_parser("workloads", help="list the workloads of a suite")
+    p = add_command(sub, "workloads", cmd_workloads, help="list the workloads of a suite")
     p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--no-extract", dest="extract", action="store_false",
                    help="list only, without compiling each workload for its flops and buffers")
-    p.set_defaults(func=cmd_workloads)
 
-    p = sub.add_parser("extract", help="extract a workload's instance as JSON")
+    p = add_command(sub, "extract", cmd_extract, help="extract a workload's instance as JSON")
     p.add_argument("workload")
     p.add_argument("--size", default="ci", choices=sizes)
     p.add_argument("-o", "--output", help="instance file to write (default: WORKLOAD-SIZE.json)")
-    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("instance", help="summarise an instance file")
+    p = add_command(sub, "instance", cmd_instance, help="summarise an instance file")
     p.add_argument("file")
-    p.set_defaults(func=cmd_instance)
 
 
 def _add_profile_option(p: argparse.ArgumentParser, what: str = "") -> None:
@@ -314,9 +311,9 @@ def _add_profile_option(p: argparse.ArgumentParser, what: str = "") -> None:
 
 def _add_mapping_commands(sub, policy_names: Sequence[str]) -> None:
     """`solve`, `simulate` and `show-map`: a mapping of an instance file, its simulated time and its picture."""
-    p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with a policy",
-                       description="Solve an instance with a policy, validate the mapping, write it as JSON "
-                       "and print its simulated time beside all-slow and all-fast.")
+    p = add_command(sub, "solve", cmd_solve, help="map an instance's buffers to fast and slow memory with a policy",
+                    description="Solve an instance with a policy, validate the mapping, write it as JSON "
+                    "and print its simulated time beside all-slow and all-fast.")
     p.add_argument("instance", help="instance JSON file (from `mallocbench extract`)")
     p.add_argument("--policy", default="xla-msa", metavar="POLICY",
                    help=f"mapping policy: {', '.join(policy_names)} (default: xla-msa)")
@@ -332,20 +329,18 @@ def _add_mapping_commands(sub, policy_names: Sequence[str]) -> None:
     p.add_argument("--checkpoint", metavar="DIR", help="mallocmuzero: checkpoint directory (default: the shipped one)")
     p.add_argument("-o", "--output", metavar="MAP",
                    help="mapping file to write (default: INSTANCE.POLICY.map.json here)")
-    p.set_defaults(func=cmd_solve)
 
-    p = sub.add_parser("simulate", help="simulated time of a mapping and its costliest ops",
-                       description="Validate a mapping with the budget stored in it and print its simulated "
-                       "time and the ops that take the most time.")
+    p = add_command(sub, "simulate", cmd_simulate, help="simulated time of a mapping and its costliest ops",
+                    description="Validate a mapping with the budget stored in it and print its simulated "
+                    "time and the ops that take the most time.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
     _add_profile_option(p)
     p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
-    p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("show-map", help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
-                       description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
-                       "addresses, with the capacity line and a list of the slow buffers.")
+    p = add_command(sub, "show-map", cmd_show_map, help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
+                    description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
+                    "addresses, with the capacity line and a list of the slow buffers.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file")
     p.add_argument("-o", "--output", metavar="FIGURE",
@@ -353,7 +348,6 @@ def _add_mapping_commands(sub, policy_names: Sequence[str]) -> None:
     p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
     _add_profile_option(p, " for the capacity line and simulated times")
     p.add_argument("--title", help="figure title (default: instance name and size)")
-    p.set_defaults(func=cmd_show_map)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
