@@ -125,26 +125,49 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-c", "import sys; from harness.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
+# A nightly that, once it has stored HELD cells, writes its run id to the file named by argv[1] and waits
+# there to be killed: the kill lands after exactly HELD cells, however fast or slow the machine is.
+HELD = 4
+_HOLDING_NIGHTLY = f"""
+import sys, threading
+from harness.runs import cells
+from harness.cli.main import main
+real, stored, marker = cells.store_cell, [], sys.argv.pop(1)
+
+def store_then_hold(row, cell, run_id, root):
+    out = real(row, cell, run_id, root)
+    stored.append(cell.key)
+    if len(stored) == {HELD}:
+        with open(marker + ".tmp", "w") as f:
+            f.write(run_id)
+        __import__("os").replace(marker + ".tmp", marker)
+        threading.Event().wait()
+    return out
+
+cells.store_cell = store_then_hold
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
-    root = str(tmp_path)
+    root = str(tmp_path / "results")
+    marker = tmp_path / "held"
     grid = ["--workloads", "matmul-chain,mlp-train", "--policies", "xla-native,all-slow,xla-msa,first-fit,all-fast",
             "--budgets", "0.25,0.5,0.75", "--profile", "h100-offload", "--results", root, "--no-report"]
-    proc = subprocess.Popen(_cli("nightly", *grid), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    cells_dir, deadline = None, time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        parts = list(Path(root, "cells").glob("*/part-*.parquet"))
-        if len(parts) >= 4:
-            cells_dir = parts[0].parent
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, f"the nightly ended before it was killed: {proc.stdout.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run_id = cells_dir.name
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDING_NIGHTLY, str(marker), "nightly", *grid],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while not marker.exists():  # the child holds once it has stored HELD cells: no race with its end
+            assert proc.poll() is None, f"the nightly ended before holding: {proc.stdout.read().decode()[-2000:]}"
+            time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run_id = marker.read_text()
     spec, manifest = cells.load_run(run_id, root)
     assert manifest["status"] == "running"
-    left = cells.pending(spec, run_id, root)
-    assert 0 < len(left) < len(spec.cells())
+    assert len(store.keys("cells", run_id, root)) == HELD
+    assert len(cells.pending(spec, run_id, root)) == len(spec.cells()) - HELD
     done = subprocess.run(_cli("nightly", "--resume", run_id, "--results", root, "--no-report"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -11,6 +11,9 @@ from typing import Optional, Sequence
 from rich.markup import escape
 from rich.table import Table
 
+from harness.cli import agent as cli_agent
+from harness.cli import hardware as cli_hardware
+from harness.cli import nightly as cli_nightly
 from harness.cli.common import console, err_console, progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
@@ -272,20 +275,30 @@ def cmd_show_map(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mallocbench`."""
     import workloads
+    from agent.registry import policies
 
     parser = argparse.ArgumentParser(prog="mallocbench", description=__doc__.strip() + (
         " Benchmark memory mappings of compiled JAX programs."))
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_instance_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_nightly.add_commands(sub)
+    _add_mapping_commands(sub, policies())
+    cli_hardware.add_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_agent.add_commands(sub)
+    return parser
 
+
+def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> None:
+    """`workloads`, `extract` and `instance`: the suite and the instances of its workloads."""
     p = sub.add_parser("workloads", help="list the workloads of a suite")
-    p.add_argument("--suite", default="ci", choices=workloads.SUITES)
+    p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--no-extract", dest="extract", action="store_false",
                    help="list only, without compiling each workload for its flops and buffers")
     p.set_defaults(func=cmd_workloads)
 
     p = sub.add_parser("extract", help="extract a workload's instance as JSON")
     p.add_argument("workload")
-    p.add_argument("--size", default="ci", choices=workloads.SIZES)
+    p.add_argument("--size", default="ci", choices=sizes)
     p.add_argument("-o", "--output", help="instance file to write (default: WORKLOAD-SIZE.json)")
     p.set_defaults(func=cmd_extract)
 
@@ -293,20 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_instance)
 
-    from harness.cli import nightly as cli_nightly
 
-    cli_nightly.add_commands(sub)
+def _add_profile_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--profile", metavar="NAME", help=f"hardware profile{what}, a shipped name or a JSON file "
+                   "(default: the one of JAX's backend)")
 
-    from agent.registry import policies
 
+def _add_mapping_commands(sub, policy_names: Sequence[str]) -> None:
+    """`solve`, `simulate` and `show-map`: a mapping of an instance file, its simulated time and its picture."""
     p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with a policy",
                        description="Solve an instance with a policy, validate the mapping, write it as JSON "
                        "and print its simulated time beside all-slow and all-fast.")
     p.add_argument("instance", help="instance JSON file (from `mallocbench extract`)")
     p.add_argument("--policy", default="xla-msa", metavar="POLICY",
-                   help=f"mapping policy: {', '.join(policies())} (default: xla-msa)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+                   help=f"mapping policy: {', '.join(policy_names)} (default: xla-msa)")
+    _add_profile_option(p)
     p.add_argument("--budget", type=float, default=None,
                    help="fast memory as a fraction of peak live bytes, in (0, 1] (not for all-fast)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the policy (default: 0)")
@@ -325,8 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "time and the ops that take the most time.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    _add_profile_option(p)
     p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
     p.set_defaults(func=cmd_simulate)
 
@@ -338,19 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FIGURE",
                    help="figure to write, .png, .svg or .pdf (default: MAPPING.png here)")
     p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile for the capacity line and simulated times (default: the one of "
-                   "JAX's backend)")
+    _add_profile_option(p, " for the capacity line and simulated times")
     p.add_argument("--title", help="figure title (default: instance name and size)")
     p.set_defaults(func=cmd_show_map)
-
-    from harness.cli.hardware import add_commands
-
-    add_commands(sub, workloads.SUITES, workloads.SIZES)
-    from harness.cli import agent as cli_agent
-
-    cli_agent.add_commands(sub)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
