@@ -1,0 +1,181 @@
+"""Rollout search over the exact mallocGame: each decision is chosen by the exact returns of completions.
+
+At each decision (the game's order: by start of live interval), the search scores a set of
+actions for the current candidate (the actions it considers: "slow", the slots the
+network's policy ranks highest, and the slots of a few placement rules: best fit, first
+fit, last fit and the completion rule's own choice). An action's value is the exact
+return of the episode that takes it and then completes every undecided candidate with a
+base rule (`complete`, a leaf evaluator): the undecided candidates in XLA's
+memory-boundedness order, each best-fit into the plane if it fits. Every value is the
+cost model's `total_time` of a complete mapping of the game, so the search compares
+real outcomes, not estimates. The action with the lowest completed time is played;
+ties go to the action the network prefers.
+
+`fortified=True` is Bertsekas's fortified rollout: the search also keeps the best
+complete episode it has scored so far and, where no action scores better, plays that
+episode's action. The mapping is then never slower than the completion of the empty
+state, which is xla-msa's mapping; without it, each decision uses the values scored at
+that decision alone.
+
+The plane is held in NumPy ([schedule steps + 1, slots] booleans) and the mappings are
+scored in one jitted, vmapped call of the cost model per decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agent import game as G
+from harness.costmodel import total_time
+
+SLOW = -1  # slot of a slow candidate in the arrays of this module
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """The static arrays of one game that the rollout reads (NumPy)."""
+
+    start: np.ndarray  # [C] first step of each candidate
+    end: np.ndarray  # [C] last step
+    size: np.ndarray  # [C] size in slots
+    order: np.ndarray  # [C] candidate decided at each step (the game's order)
+    base_order: np.ndarray  # [C] the completion rule's order (memory boundedness, then XLA's ties)
+    n_steps: int  # rows of the plane
+    n_slots: int
+
+    @classmethod
+    def of(cls, game: G.Game, base_order: np.ndarray) -> Board:
+        """The board of an unpadded `game`, completed in `base_order`."""
+        c = game.candidates
+        return cls(np.asarray(c.start), np.asarray(c.end), np.asarray(game.spec.slots), np.asarray(game.spec.order),
+                   np.asarray(base_order), int(game.spec.n_steps), game.n_slots)
+
+
+def free_runs(taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of free slots of a [slots] bool row."""
+    d = np.diff(np.concatenate(([0], (~taken).view(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    return starts, np.flatnonzero(d == -1) - starts
+
+
+def best_fit(taken: np.ndarray, width: int) -> int:
+    """Start of the smallest free run that holds `width` slots (the first of equals); SLOW if none does."""
+    starts, lengths = free_runs(taken)
+    ok = np.flatnonzero(lengths >= width)
+    return int(starts[ok[np.argmin(lengths[ok])]]) if len(ok) else SLOW
+
+
+def legal_slots(taken: np.ndarray, width: int) -> np.ndarray:
+    """Every slot where a rectangle of `width` slots fits the free slots of `taken`."""
+    starts, lengths = free_runs(taken)
+    out = [np.arange(s, s + n - width + 1) for s, n in zip(starts, lengths) if n >= width]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def place(board: Board, plane: np.ndarray, slots: np.ndarray, c: int, slot: int) -> None:
+    """Record candidate `c` at `slot` (or slow) in `plane` and `slots`, in place."""
+    slots[c] = slot
+    if slot != SLOW:
+        plane[board.start[c]: board.end[c] + 1, slot: slot + board.size[c]] = True
+
+
+def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """[C] slots of the episode that keeps the `decided` candidates and places the others in
+    `board.base_order`, each best-fit over its live range if it fits (else slow)."""
+    plane, slots = plane.copy(), slots.copy()
+    for c in board.base_order:
+        if not decided[c]:
+            taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
+            place(board, plane, slots, c, best_fit(taken, int(board.size[c])))
+    return slots
+
+
+@functools.partial(jax.jit, static_argnames="offload")
+def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
+    return jax.vmap(lambda m: total_time(tables, m, offload))(masks)
+
+
+def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
+    """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots."""
+    masks = jnp.asarray(slot_rows != SLOW, jnp.float32)
+    return np.asarray(_times(game.spec.tables, masks, game.offload))
+
+
+Prior = Callable[[int, np.ndarray], np.ndarray]  # (decision, slots so far) -> [n_slots + 1] logits
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """What the search considers at each decision."""
+
+    top_k: int = 4  # slots the network's policy ranks highest (0: none)
+    rules: bool = True  # also the slots of best fit, first fit, last fit and the completion rule
+    fortified: bool = False  # keep the best episode scored so far (see the module docstring)
+
+    def __post_init__(self):
+        if self.top_k < 0:
+            raise ValueError(f"top_k: must not be negative, got {self.top_k}")
+
+
+def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prior] = None) -> tuple[np.ndarray, dict]:
+    """The slots of every candidate after one searched episode of `game`, and counts of what the search did."""
+    C = len(board.order)
+    plane = np.zeros((board.n_steps, board.n_slots), bool)
+    slots = np.full(C, SLOW, np.int64)
+    decided = np.zeros(C, bool)
+    incumbent, incumbent_time = None, np.inf
+    stats = {"leaves": 0, "kept_incumbent": 0}
+    for k in range(C):
+        c = int(board.order[k])
+        taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
+        legal = legal_slots(taken, int(board.size[c]))
+        logits = prior(k, slots) if prior is not None else None
+        actions = _considered(board, plane, slots, decided, c, taken, legal, logits, config)
+        rows = []
+        for a in actions:
+            p, s = plane.copy(), slots.copy()
+            place(board, p, s, c, a)
+            d = decided.copy()
+            d[c] = True
+            rows.append(complete(board, p, s, d))
+        rows = np.stack(rows)
+        t = times(game, rows)
+        stats["leaves"] += len(actions)
+        rank = np.lexsort((-_score(logits, actions, board.n_slots), t))
+        best = rank[0]
+        choice = actions[best]
+        if config.fortified:
+            if t[best] < incumbent_time:
+                incumbent, incumbent_time = rows[best], t[best]
+            elif t[best] > incumbent_time:
+                choice = int(incumbent[c])
+                stats["kept_incumbent"] += 1
+        place(board, plane, slots, c, choice)
+        decided[c] = True
+    return slots, stats
+
+
+def _considered(board, plane, slots, decided, c, taken, legal, logits, config) -> list[int]:
+    """The actions scored at one decision: slow, the network's top slots and the rules' slots."""
+    actions = [SLOW]
+    if len(legal):
+        if config.rules:
+            base = complete(board, plane, slots, decided)[c]
+            actions += [best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1]), int(base)]
+        if logits is not None and config.top_k:
+            ranked = legal[np.argsort(-logits[legal], kind="stable")]
+            actions += [int(a) for a in ranked[: config.top_k]]
+    return list(dict.fromkeys(actions))
+
+
+def _score(logits, actions, n_slots) -> np.ndarray:
+    """The network's logit of each action (slow is action `n_slots`); zeros without a network."""
+    if logits is None:
+        return np.zeros(len(actions))
+    return np.array([logits[n_slots if a == SLOW else a] for a in actions])
