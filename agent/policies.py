@@ -8,10 +8,13 @@
 | first-fit   | the game, each candidate at its lowest free slot |
 | xla-msa     | XLA's memory space assignment greedy (see `xla_msa`) |
 | cpsat       | OR-Tools CP-SAT: the game's optimum, warm-started with xla-msa |
-| mallocmuzero| a trained MuZero checkpoint playing the game with search (`agent.mallocmuzero`) |
+| mallocmuzero| a trained checkpoint's network playing the game with rollout search (`agent.mallocmuzero`) |
+| mallocmuzero-fortified | the same search, fortified: never slower than xla-msa by construction |
+| mallocmuzero-greedy | the network alone: its most likely legal action at each decision |
 
-Policy options (keyword arguments of `solve`, None meaning the default): mallocmuzero
-takes `simulations`, `episodes` and `checkpoint` (a checkpoint directory).
+Policy options (keyword arguments of `solve`, None meaning the default): the mallocmuzero
+policies take `checkpoint` (a checkpoint directory), the searching ones `simulations`
+(leaves scored per decision).
 """
 
 from __future__ import annotations
@@ -111,6 +114,16 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     return benefit / np.sqrt(np.maximum(game.candidates.bytes, 1))
 
 
+def memory_boundedness_order(game: G.Game, profile: Profile) -> np.ndarray:
+    """[candidates] candidate ids in XLA's order: memory boundedness (descending), then size
+    (descending), duration (descending), start and id."""
+    cands = game.candidates
+    score = memory_boundedness(game, profile)
+    duration = cands.end - cands.start
+    return np.array(sorted(range(cands.n), key=lambda c: (-score[c], -cands.bytes[c], -duration[c], cands.start[c], c)),
+                    dtype=np.int64)
+
+
 def _xla_msa(instance: Instance, profile: Profile, budget, seed, time_limit) -> Mapping:
     """XLA's memory space assignment greedy, re-implemented on the game's plane.
 
@@ -125,9 +138,7 @@ def _xla_msa(instance: Instance, profile: Profile, budget, seed, time_limit) -> 
     """
     game = G.make_game(instance, profile, budget)
     cands = game.candidates
-    score = memory_boundedness(game, profile)
-    duration = cands.end - cands.start
-    order = sorted(range(cands.n), key=lambda c: (-score[c], -cands.bytes[c], -duration[c], cands.start[c], c))
+    order = memory_boundedness_order(game, profile)
     size = np.asarray(game.spec.slots)
     plane = np.zeros((len(instance.ops) + 1, game.n_slots), dtype=bool)
     offsets = {}
@@ -163,13 +174,15 @@ def _cpsat(instance: Instance, profile: Profile, budget, seed, time_limit) -> Ma
     return solve_cpsat(instance, profile, budget, time_limit=time_limit, hint=hint, seed=seed).mapping
 
 
-def _mallocmuzero(instance: Instance, profile: Profile, budget, seed, time_limit, simulations=None,
-                  episodes=None, checkpoint=None) -> Mapping:
-    """The shipped (or the named) mallocMuZero checkpoint's best of `episodes` searched episodes."""
-    from agent.mallocmuzero import EPISODES, solve_mallocmuzero
+def _mallocmuzero(mode: str) -> Callable:
+    def policy(instance: Instance, profile: Profile, budget, seed, time_limit, simulations=None,
+               checkpoint=None) -> Mapping:
+        from agent.mallocmuzero import play
 
-    return solve_mallocmuzero(instance, profile, budget, seed, time_limit, simulations, checkpoint,
-                              episodes or EPISODES)
+        return play(instance, profile, budget, mode, simulations, checkpoint)[0]
+
+    policy.__doc__ = f"The shipped (or the named) mallocMuZero checkpoint's network, mode {mode!r} (agent.mallocmuzero)."
+    return policy
 
 
 _POLICIES: dict[str, Callable] = {
@@ -179,9 +192,12 @@ _POLICIES: dict[str, Callable] = {
     "first-fit": _play(_first_fit_choice, "first-fit"),
     "xla-msa": _xla_msa,
     "cpsat": _cpsat,
-    "mallocmuzero": _mallocmuzero,
+    "mallocmuzero": _mallocmuzero("search"),
+    "mallocmuzero-fortified": _mallocmuzero("fortified"),
+    "mallocmuzero-greedy": _mallocmuzero("greedy"),
 }
-_OPTIONS = {"mallocmuzero": ("simulations", "episodes", "checkpoint")}
+_OPTIONS = {"mallocmuzero": ("simulations", "checkpoint"), "mallocmuzero-fortified": ("simulations", "checkpoint"),
+            "mallocmuzero-greedy": ("checkpoint",)}
 
 
 def policies() -> list[str]:

@@ -9,7 +9,7 @@ base rule (`complete`, a leaf evaluator): the undecided candidates in XLA's
 memory-boundedness order, each best-fit into the plane if it fits. Every value is the
 cost model's `total_time` of a complete mapping of the game, so the search compares
 real outcomes, not estimates. The action with the lowest completed time is played;
-ties go to the action the network prefers.
+ties go to the first action in the order of preference (see `RolloutConfig`).
 
 `fortified=True` is Bertsekas's fortified rollout: the search also keeps the best
 complete episode it has scored so far and, where no action scores better, plays that
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agent import game as G
-from harness.costmodel import total_time
+from harness.costmodel import bucket, total_time
 
 SLOW = -1  # slot of a slow candidate in the arrays of this module
 
@@ -103,79 +103,79 @@ def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
 
 def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
     """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots."""
-    masks = jnp.asarray(slot_rows != SLOW, jnp.float32)
-    return np.asarray(_times(game.spec.tables, masks, game.offload))
+    n = len(slot_rows)
+    padded = np.concatenate([slot_rows, np.repeat(slot_rows[-1:], bucket(n) - n, axis=0)])
+    masks = jnp.asarray(padded != SLOW, jnp.float32)
+    return np.asarray(_times(game.spec.tables, masks, game.offload))[:n]
 
 
-Prior = Callable[[int, np.ndarray], np.ndarray]  # (decision, slots so far) -> [n_slots + 1] logits
+Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at first) -> [n_slots + 1] logits
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    """What the search considers at each decision."""
+    """What the search scores at each decision.
 
-    top_k: int = 4  # slots the network's policy ranks highest (0: none)
-    rules: bool = True  # also the slots of best fit, first fit, last fit and the completion rule
+    `simulations` is the most leaves (completed episodes) scored per decision: the rules'
+    actions first (the previous decision's best episode's action, the completion rule's
+    action, best fit, first fit, last fit, slow), then the slots the network ranks highest.
+    """
+
+    simulations: int = 8
     fortified: bool = False  # keep the best episode scored so far (see the module docstring)
 
     def __post_init__(self):
-        if self.top_k < 0:
-            raise ValueError(f"top_k: must not be negative, got {self.top_k}")
+        if self.simulations < 1:
+            raise ValueError(f"simulations: must be at least 1, got {self.simulations}")
 
 
 def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prior] = None) -> tuple[np.ndarray, dict]:
-    """The slots of every candidate after one searched episode of `game`, and counts of what the search did."""
+    """The slots of every candidate after one searched episode of `game` (SLOW for slow), and counts of what
+    the search did: leaves scored, and decisions where the fortified search kept its best episode's action."""
     C = len(board.order)
     plane = np.zeros((board.n_steps, board.n_slots), bool)
     slots = np.full(C, SLOW, np.int64)
     decided = np.zeros(C, bool)
-    incumbent, incumbent_time = None, np.inf
+    incumbent, incumbent_time = None, np.inf  # the best episode scored at the last decision (or so far)
     stats = {"leaves": 0, "kept_incumbent": 0}
+    choice = None
     for k in range(C):
         c = int(board.order[k])
         taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
         legal = legal_slots(taken, int(board.size[c]))
-        logits = prior(k, slots) if prior is not None else None
-        actions = _considered(board, plane, slots, decided, c, taken, legal, logits, config)
+        logits = prior(choice) if prior is not None else None
+        previous = None if incumbent is None else int(incumbent[c])
+        actions = _considered(board, plane, slots, decided, c, taken, legal, logits, config.simulations, previous)
         rows = []
+        decided[c] = True
         for a in actions:
             p, s = plane.copy(), slots.copy()
             place(board, p, s, c, a)
-            d = decided.copy()
-            d[c] = True
-            rows.append(complete(board, p, s, d))
+            rows.append(complete(board, p, s, decided))
         rows = np.stack(rows)
         t = times(game, rows)
         stats["leaves"] += len(actions)
-        rank = np.lexsort((-_score(logits, actions, board.n_slots), t))
-        best = rank[0]
+        best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
         choice = actions[best]
-        if config.fortified:
-            if t[best] < incumbent_time:
-                incumbent, incumbent_time = rows[best], t[best]
-            elif t[best] > incumbent_time:
-                choice = int(incumbent[c])
-                stats["kept_incumbent"] += 1
+        if config.fortified and t[best] > incumbent_time:
+            choice = int(incumbent[c])
+            stats["kept_incumbent"] += 1
+        else:
+            incumbent, incumbent_time = rows[best], t[best]
         place(board, plane, slots, c, choice)
-        decided[c] = True
     return slots, stats
 
 
-def _considered(board, plane, slots, decided, c, taken, legal, logits, config) -> list[int]:
-    """The actions scored at one decision: slow, the network's top slots and the rules' slots."""
-    actions = [SLOW]
+def _considered(board, plane, slots, decided, c, taken, legal, logits, simulations, previous) -> list[int]:
+    """At most `simulations` actions to score at one decision, in order of preference among equal values: the
+    action of the best episode the previous decision scored, the completion rule's, best fit, first fit,
+    last fit, slow, then the legal slots the network ranks highest."""
+    actions = [] if previous is None else [previous]
     if len(legal):
-        if config.rules:
-            base = complete(board, plane, slots, decided)[c]
-            actions += [best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1]), int(base)]
-        if logits is not None and config.top_k:
-            ranked = legal[np.argsort(-logits[legal], kind="stable")]
-            actions += [int(a) for a in ranked[: config.top_k]]
-    return list(dict.fromkeys(actions))
-
-
-def _score(logits, actions, n_slots) -> np.ndarray:
-    """The network's logit of each action (slow is action `n_slots`); zeros without a network."""
-    if logits is None:
-        return np.zeros(len(actions))
-    return np.array([logits[n_slots if a == SLOW else a] for a in actions])
+        base = complete(board, plane, slots, decided)[c]
+        actions += [int(base), best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1])]
+    actions = list(dict.fromkeys(actions + [SLOW]))[:simulations]
+    if logits is not None and len(actions) < simulations:
+        ranked = legal[np.argsort(-logits[legal], kind="stable")]
+        actions += [int(a) for a in ranked if a not in actions][: simulations - len(actions)]
+    return actions
