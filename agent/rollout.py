@@ -6,7 +6,8 @@ network's policy ranks highest, and the slots of a few placement rules: best fit
 fit, last fit and the completion rule's own choice). An action's value is the exact
 return of the episode that takes it and then completes every undecided candidate with a
 base rule (`complete`, a leaf evaluator): the undecided candidates in XLA's
-memory-boundedness order, each best-fit into the plane if it fits. Every value is the
+memory-boundedness order, each best-fit (or, a second rule, first-fit) into the plane if
+it fits; an action's value is the better of the two. Every value is the
 cost model's `total_time` of a complete mapping of the game, so the search compares
 real outcomes, not estimates. The action with the lowest completed time is played;
 ties go to the first action in the order of preference (see `RolloutConfig`).
@@ -71,6 +72,9 @@ def best_fit(taken: np.ndarray, width: int) -> int:
     return int(starts[ok[np.argmin(lengths[ok])]]) if len(ok) else SLOW
 
 
+FITS = ("best fit", "first fit")  # the completion rules: each places the undecided candidates with one fit
+
+
 def legal_slots(taken: np.ndarray, width: int) -> np.ndarray:
     """Every slot where a rectangle of `width` slots fits the free slots of `taken`."""
     starts, lengths = free_runs(taken)
@@ -85,14 +89,38 @@ def place(board: Board, plane: np.ndarray, slots: np.ndarray, c: int, slot: int)
         plane[board.start[c]: board.end[c] + 1, slot: slot + board.size[c]] = True
 
 
-def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.ndarray) -> np.ndarray:
-    """[C] slots of the episode that keeps the `decided` candidates and places the others in
-    `board.base_order`, each best-fit over its live range if it fits (else slow)."""
+def fits_many(taken: np.ndarray, width: int) -> np.ndarray:
+    """[2, L] for each row of [L, slots] `taken`: the best-fit slot (row 0, as `best_fit`) and the first-fit
+    slot (row 1: the start of the lowest free run that holds it) of `width` slots, SLOW where none fits."""
+    L, S = taken.shape
+    idx = np.arange(S)
+    last_taken = np.maximum.accumulate(np.where(taken, idx, -1), axis=1)
+    next_taken = np.minimum.accumulate(np.where(taken, idx, S)[:, ::-1], axis=1)[:, ::-1]
+    run = next_taken - last_taken - 1  # length of the free run through each free slot
+    ok = ~taken & (last_taken == idx - 1) & (run >= width)  # run starts that hold `width`
+    best = np.where(ok, run * (S + 1) + idx, np.iinfo(np.int64).max).argmin(axis=1)
+    first = ok.argmax(axis=1)
+    found = ok.any(axis=1)
+    return np.where(found, np.stack([best, first]), SLOW)
+
+
+def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.ndarray,
+             fit: np.ndarray) -> np.ndarray:
+    """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `plane[l]` ([L, steps,
+    slots]) and `slots[l]` ([L, C]) and places the others in `board.base_order`, each where its fit
+    (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
+    With best fit and nothing decided this is xla-msa's mapping."""
     plane, slots = plane.copy(), slots.copy()
+    rows = np.arange(len(slots))
+    cols = np.arange(board.n_slots)
     for c in board.base_order:
         if not decided[c]:
-            taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
-            place(board, plane, slots, c, best_fit(taken, int(board.size[c])))
+            live = slice(board.start[c], board.end[c] + 1)
+            w = int(board.size[c])
+            slot = fits_many(plane[:, live].any(axis=1), w)[fit, rows]
+            slots[:, c] = slot
+            cover = (cols >= slot[:, None]) & (cols < slot[:, None] + w) & (slot[:, None] != SLOW)
+            plane[:, live] |= cover[:, None, :]
     return slots
 
 
@@ -102,11 +130,13 @@ def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
 
 
 def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
-    """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots."""
-    n = len(slot_rows)
-    padded = np.concatenate([slot_rows, np.repeat(slot_rows[-1:], bucket(n) - n, axis=0)])
-    masks = jnp.asarray(padded != SLOW, jnp.float32)
-    return np.asarray(_times(game.spec.tables, masks, game.offload))[:n]
+    """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
+    fast candidates are scored once)."""
+    masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
+    n = len(masks)
+    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(n) - n, axis=0)])
+    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
+    return scored[index.reshape(-1)]
 
 
 Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at first) -> [n_slots + 1] logits
@@ -116,9 +146,10 @@ Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at fi
 class RolloutConfig:
     """What the search scores at each decision.
 
-    `simulations` is the most leaves (completed episodes) scored per decision: the rules'
-    actions first (the previous decision's best episode's action, the completion rule's
-    action, best fit, first fit, last fit, slow), then the slots the network ranks highest.
+    `simulations` is the most actions scored per decision: the rules' actions first (the
+    previous decision's best episode's action, the completion rules' actions, best fit,
+    first fit, last fit, slow), then the slots the network ranks highest. Each action is
+    completed by every rule of `FITS`, so it costs `len(FITS)` leaves.
     """
 
     simulations: int = 8
@@ -138,27 +169,32 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     decided = np.zeros(C, bool)
     incumbent, incumbent_time = None, np.inf  # the best episode scored at the last decision (or so far)
     stats = {"leaves": 0, "kept_incumbent": 0}
-    choice = None
+    choice, here = None, None  # here: [fits, C] the completions of the current state, where known
+    n_fits = len(FITS)
     for k in range(C):
         c = int(board.order[k])
         taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
         legal = legal_slots(taken, int(board.size[c]))
         logits = prior(choice) if prior is not None else None
+        if here is None:
+            here = complete(board, np.repeat(plane[None], n_fits, axis=0), np.repeat(slots[None], n_fits, axis=0),
+                            decided, np.arange(n_fits))
         previous = None if incumbent is None else int(incumbent[c])
-        actions = _considered(board, plane, slots, decided, c, taken, legal, logits, config.simulations, previous)
-        rows = []
+        actions = _considered(board, c, taken, legal, logits, config.simulations, previous, here[:, c])
         decided[c] = True
-        for a in actions:
-            p, s = plane.copy(), slots.copy()
-            place(board, p, s, c, a)
-            rows.append(complete(board, p, s, decided))
-        rows = np.stack(rows)
+        planes = np.repeat(plane[None], len(actions) * n_fits, axis=0)
+        starts = np.repeat(slots[None], len(actions) * n_fits, axis=0)
+        for i, a in enumerate(actions):
+            for j in range(n_fits):
+                place(board, planes[i * n_fits + j], starts[i * n_fits + j], c, a)
+        rows = complete(board, planes, starts, decided, np.tile(np.arange(n_fits), len(actions)))
         t = times(game, rows)
-        stats["leaves"] += len(actions)
+        stats["leaves"] += len(rows)
         best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
-        choice = actions[best]
+        choice = actions[best // n_fits]
+        here = rows[best - best % n_fits: best - best % n_fits + n_fits]
         if config.fortified and t[best] > incumbent_time:
-            choice = int(incumbent[c])
+            choice, here = int(incumbent[c]), None
             stats["kept_incumbent"] += 1
         else:
             incumbent, incumbent_time = rows[best], t[best]
@@ -166,14 +202,13 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     return slots, stats
 
 
-def _considered(board, plane, slots, decided, c, taken, legal, logits, simulations, previous) -> list[int]:
+def _considered(board, c, taken, legal, logits, simulations, previous, rules) -> list[int]:
     """At most `simulations` actions to score at one decision, in order of preference among equal values: the
-    action of the best episode the previous decision scored, the completion rule's, best fit, first fit,
-    last fit, slow, then the legal slots the network ranks highest."""
+    action of the best episode the previous decision scored, the completion rules' (`rules`), best fit,
+    first fit, last fit, slow, then the legal slots the network ranks highest."""
     actions = [] if previous is None else [previous]
     if len(legal):
-        base = complete(board, plane, slots, decided)[c]
-        actions += [int(base), best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1])]
+        actions += [int(a) for a in rules] + [best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1])]
     actions = list(dict.fromkeys(actions + [SLOW]))[:simulations]
     if logits is not None and len(actions) < simulations:
         ranked = legal[np.argsort(-logits[legal], kind="stable")]
