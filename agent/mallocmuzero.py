@@ -57,7 +57,8 @@ def play(instance: Instance, profile: Profile, budget: float, mode: str = "searc
         slots, stats = np.full(game.candidates.n, rollout.SLOW), {"leaves": 0, "kept_incumbent": 0}
         slots[board.order] = greedy(policy, game.candidates.n)
     else:
-        config = rollout.RolloutConfig(simulations or SIMULATIONS, fortified=mode == "fortified")
+        config = rollout.RolloutConfig(SIMULATIONS if simulations is None else simulations,
+                                       fortified=mode == "fortified")
         slots, stats = rollout.play(game, board, config, policy)
     offsets = {b: int(s) * game.slot_bytes for c, s in enumerate(slots) if s != rollout.SLOW
                for b in game.candidates.members[c]}
