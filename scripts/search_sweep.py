@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.dataset import load
-from agent.evaluate import TOLERANCE
-from agent.mallocmuzero import load_agent
-from agent.policies import solve
-from harness.profiles import load_profile
-from harness.simulate import simulate
+from agent.data.split import load
+from agent.evaluation import TOLERANCE
+from agent.muzero.policy import load_agent
+from agent.registry import solve
+from harness.model.profiles import load_profile
+from harness.model.simulator import simulate
 
 
 def main() -> None:

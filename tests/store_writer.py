@@ -7,7 +7,7 @@ the number of appends committed so far. APPENDS 0 means forever. Row k of append
 
 import sys
 
-from harness import store
+from harness.results import store
 
 
 def main() -> None:

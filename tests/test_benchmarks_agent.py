@@ -2,7 +2,7 @@
 
 - search simulations per second: one Gumbel MuZero search over a batch of 8 states;
 - self-play game steps per second: a batch of 8 searched episodes under jit;
-- rollout search leaves per second: one episode of the `mallocmuzero` policy's search (`agent.rollout`).
+- rollout search leaves per second: one episode of the `mallocmuzero` policy's search (`agent.muzero.rollout`).
 """
 
 import functools
@@ -11,12 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-from agent import game as G
-from agent import rollout, synthetic
-from agent.policies import memory_boundedness_order
-from agent.search import run_search
-from agent.selfplay import self_play
-from agent.train import TrainConfig, init_state, padded_game
+from agent.game import rules as G
+from agent import synthetic
+from agent.heuristics.xla_msa import memory_boundedness_order
+from agent.muzero import rollout
+from agent.muzero.search import run_search
+from agent.muzero.selfplay import self_play
+from agent.muzero.learner import TrainConfig, init_state, padded_game
 from harness import load_profile
 
 BATCH = 8

@@ -1,4 +1,4 @@
-"""Benchmark of harness.measure itself: how well its median repeats within one process.
+"""Benchmark of harness.device.timing itself: how well its median repeats within one process.
 
 `make bench`-style runs (`--benchmark-enable`) measure with measure()'s defaults; under
 `make test` (benchmarks disabled) the body runs once as a quick smoke test, with a short
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness.measure import measure
+from harness.device.timing import measure
 
 N = 512  # a 512 x 512 float32 matmul: 1.3 to 2.7 ms per call on a busy 2-core CPU VM, far less on a GPU
 REPEATS = 5

@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from harness import store
+from harness.results import store
 
 
 @pytest.mark.slow
 def test_bench_nightly_ci_cold_then_warm(benchmark, tmp_path):
     root = str(tmp_path / "results")
-    command = [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c", "import sys; from harness.cli.main import main; sys.exit(main(sys.argv[1:]))",
                "nightly", "--suite", "ci", "--results", root]
     walls = []
 

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from harness import Mapping, extract, load_profile
-from harness.calibrate import CalibrationError, Point, calibrate, evaluate, fit, free_figures, write
-from harness.cli import main
-from harness.profiles import from_dict
-from harness.simulate import simulate
+from harness import Mapping, load_profile
+from harness import extract
+from harness.runs.calibration import CalibrationError, Point, calibrate, evaluate, fit, free_figures, write
+from harness.cli.main import main
+from harness.model.profiles import from_dict
+from harness.model.simulator import simulate
 
 PRIOR = load_profile("cpu-local")
 HIDDEN = dataclasses.replace(PRIOR, flop_rate=PRIOR.flop_rate * 3, vector_flop_rate=PRIOR.vector_flop_rate / 2,

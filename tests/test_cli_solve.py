@@ -1,14 +1,14 @@
-"""`mallocbench solve`, `simulate` and `show-map`, run in-process through `harness.cli.main`."""
+"""`mallocbench solve`, `simulate` and `show-map`, run in-process through `harness.cli.main.main`."""
 
 import json
 
 import pytest
 from matplotlib import image as mpimg
 
-from agent.policies import policies
-from agent.synthetic import synthetic
-from harness.cli import main
-from harness.mapping import Mapping
+from agent.registry import policies
+from agent.data.synthesize import synthetic
+from harness.cli.main import main
+from harness.model.mapping import Mapping
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_mapping_of_another_instance(matmul_file, mapping_file, capsys):
 def test_default_profile_is_the_backends(matmul_file, tmp_path, capsys):
     import jax
 
-    from harness.profiles import default_profile
+    from harness.model.profiles import default_profile
 
     out = tmp_path / "m.json"
     assert main(["solve", str(matmul_file), "--budget", "0.4", "-o", str(out)]) == 0

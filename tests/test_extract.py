@@ -6,7 +6,8 @@ import pytest
 from extraction_checks import check_against_xla
 
 import workloads
-from harness import compile_with_dump, extract, from_compiled
+from harness import compile_with_dump, from_compiled
+from harness import extract
 
 
 def _check(fn, *args, name="f"):

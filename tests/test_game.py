@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import game as G
+from agent.game import rules as G
 from agent import synthetic
-from harness import Profile, simulate, validate
+from harness import Profile, validate
+from harness import simulate
 
 
 def profile(model: str) -> Profile:

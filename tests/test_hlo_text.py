@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.hlo_text import ArrayShape, HloParseError, TupleShape, parse_module, parse_shape
+from harness.xla.hlo_text import ArrayShape, HloParseError, TupleShape, parse_module, parse_shape
 
 MODULE = """HloModule jit_f, is_scheduled=true, input_output_alias={ {0}: (1, {}, may-alias) }, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
 

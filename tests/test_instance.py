@@ -5,7 +5,8 @@ import json
 import jax.numpy as jnp
 import pytest
 
-from harness import SCHEMA_VERSION, Instance, InstanceError, extract
+from harness import SCHEMA_VERSION, Instance, InstanceError
+from harness import extract
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agent import game as G
-from agent.replay import Replay
-from agent.search import masked_logits
-from agent.train import TrainConfig, init_state, iterate, loss, make_games, make_update
+from agent.game import rules as G
+from agent.muzero.learner import TrainConfig, init_state, iterate, loss, make_games, make_update
+from agent.muzero.replay import Replay
+from agent.muzero.search import masked_logits
 
 GAMES = ("synthetic-training-0-30", "synthetic-random-1-30", "synthetic-inference-2-30")
 CONFIG = TrainConfig(games=4, simulations=4, considered=4, updates=8, batch_size=64, replay_capacity=4000,

@@ -8,16 +8,20 @@ import jax
 import numpy as np
 import pytest
 
-from agent import checkpoint, mallocmuzero, synthetic, trainer
-from agent.cpsat import solve_cpsat
-from agent.dataset import Split
-from agent.mallocmuzero import candidates
-from agent.policies import solve
-from agent.replay import Replay, n_step_values
-from agent.train import TrainConfig, best_of, init_state, padded_game
-from harness import load_profile, simulate
-from harness.cli import main
-from harness.mapping import validate
+from agent.muzero import checkpoint
+from agent.muzero import policy as mallocmuzero
+from agent import synthetic
+from agent.muzero import trainer
+from agent.heuristics.cpsat import solve_cpsat
+from agent.data.split import Split
+from agent.muzero.policy import candidates
+from agent.registry import solve
+from agent.muzero.replay import Replay, n_step_values
+from agent.muzero.learner import TrainConfig, best_of, init_state, padded_game
+from harness import load_profile
+from harness import simulate
+from harness.cli.main import main
+from harness.model.mapping import validate
 
 SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
 TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
@@ -47,8 +51,8 @@ def test_search_finds_the_known_optimum():
 
 @pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
 def test_a_demonstration_replays_the_teachers_mapping_with_its_return(profile):
-    from agent.networks import reward_scale
-    from agent.train import demonstration
+    from agent.muzero.networks import reward_scale
+    from agent.muzero.learner import demonstration
 
     instance = synthetic(3, 40)
     prof = load_profile(profile)
@@ -223,7 +227,7 @@ def test_cli_train_resume_and_eval(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "--profile", "tpu-v4i-cmem", "--budget", "1.5"], "--budget must be in (0, 1]"),
+    (["eval", "--profile", "tpu-v4i-cmem", "--budget", "1.5"], "--budget must be a fraction of peak live bytes in (0, 1]"),
     (["eval", "--checkpoint", "/nonexistent", "--profile", "tpu-v4i-cmem"], "no such checkpoint directory"),
     (["train", "--resume", "--out", "/nonexistent/run"], "no such checkpoint directory"),
     (["train", "--minutes", "0"], "--minutes must be positive"),

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness import ProfileError, load_profile, profile_names
-from harness.profiles import FIGURES, default_profile, from_dict, validate_profile
+from harness.model.profiles import FIGURES, default_profile, from_dict, validate_profile
 
 REQUIRED = {"tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload", "cpu-local"}
 

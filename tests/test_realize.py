@@ -7,8 +7,8 @@ import pytest
 
 import workloads
 from harness import Mapping
-from harness.placements import check_export, read_placements
-from harness.realize import NATIVE, extract_linked, realize
+from harness.device.placements import check_export, read_placements
+from harness.device.realization import NATIVE, extract_linked, realize
 
 
 def _scan_fn(xs, w):
@@ -63,7 +63,7 @@ def test_exported_placements_are_the_slow_set_minus_unlinked(name):
         assert placements.problems == ()
         assert placements.host_values == set(report.offloaded_values)
         assert placements.fetched_values == placements.host_values  # every offloaded value comes back
-    from harness.link import link
+    from harness.xla.linking import link
     value_of = link(program, instance).value_of
     assert set(report.offloaded_values) == {value_of[b] for b in linked_slow}
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import regressions, store
-from harness.cli import main
+from harness.runs import history as regressions
+from harness.results import store
+from harness.cli.main import main
 
 MANIFEST = {"kind": "nightly", "suite": "ci", "device_kind": "cpu", "profile": "cpu-local"}
 

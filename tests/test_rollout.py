@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
-from agent import game as G, rollout as R
-from agent.policies import memory_boundedness_order, solve
-from agent.synthetic import synthetic
+from agent.data.synthesize import synthetic
+from agent.game import rules as G
+from agent.heuristics.xla_msa import memory_boundedness_order
+from agent.muzero import rollout as R
+from agent.registry import solve
 from harness import load_profile, simulate
-from harness.mapping import Mapping, validate
+from harness.model.mapping import Mapping, validate
 
 
 def _board(instance, profile, budget=0.5):

@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harness import store
-from harness.store import StoreError
+from harness.results import store
+from harness.results.store import StoreError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 WRITER = pathlib.Path(__file__).resolve().parent / "store_writer.py"

@@ -1,0 +1,162 @@
+"""The training loop of `mallocbench train`: iterations, evaluations, checkpoints and the curve.
+
+`run(config, split, out)` trains from scratch into the directory `out`; `resume(out)`
+goes on from the checkpoint there, exactly as if the run had not stopped (same games,
+same samples, same keys). A checkpoint and the curve (`curve.csv`, `curve.png`) are
+written every `eval_every` iterations, at the end, when the time limit is reached and
+on Ctrl-C, so an interrupted run loses at most the iterations since the last one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from agent.muzero import checkpoint
+from agent.data.split import Split
+from agent.muzero.replay import Replay
+from agent.muzero.learner import (TrainConfig, TrainState, eval_names, evaluate, init_state, iterate, make_games,
+                         make_update)
+from harness.results.artifacts import write_bytes
+
+CURVE_FIELDS = ("iteration", "step", "episodes", "elapsed_s", "game", "mean_return", "gap_to_xla_msa", "loss",
+                "eval_geomean_speedup", "eval_share_no_worse")
+
+
+def run(config: TrainConfig, split: Split, out, minutes: Optional[float] = None,
+        on_metrics: Optional[Callable[[dict], None]] = None, on_setup: Optional[Callable[[str], None]] = None) -> Path:
+    """Train a new run into `out` (which must hold no checkpoint yet); returns `out`."""
+    out = Path(out)
+    if (out / checkpoint.CONFIG).exists():
+        raise ValueError(f"{out} already holds a checkpoint: resume it (--resume), or train into another directory")
+    games, held = _games(config, split, on_setup)
+    state = init_state(config)
+    return _loop(config, split, out, state, Replay(config.replay_capacity), [], 0.0, games, held, minutes,
+                 on_metrics)
+
+
+def resume(out, minutes: Optional[float] = None, iterations: Optional[int] = None,
+           on_metrics: Optional[Callable[[dict], None]] = None,
+           on_setup: Optional[Callable[[str], None]] = None) -> Path:
+    """Go on with the run in `out` up to its config's iterations (or `iterations`)."""
+    out = Path(out)
+    config, split = checkpoint.read_config(out)
+    if iterations is not None:
+        config = TrainConfig(**{**config.__dict__, "iterations": iterations})
+    games, held = _games(config, split, on_setup)
+    ckpt = checkpoint.load(out)
+    if ckpt.replay is None:
+        raise checkpoint.CheckpointError(f"{out}: has no replay buffer (a shipped checkpoint?); it cannot be "
+                                         f"resumed exactly")
+    curve = [r for r in read_curve(out) if int(r["iteration"]) <= int(ckpt.state.iteration)]
+    return _loop(config, split, out, ckpt.state, ckpt.replay, curve, float(ckpt.info.get("elapsed_s", 0.0)),
+                 games, held, minutes, on_metrics)
+
+
+def _games(config: TrainConfig, split: Split, on_setup):
+    if on_setup:
+        on_setup(f"building {len(split.train)} training instances x {len(config.profiles)} profiles")
+    games = make_games(split.train, config.profiles, config.budgets, config.demonstrations)
+    held = make_games(eval_names(split), config.profiles, (0.5,)) if config.eval_every else []
+    return games, held
+
+
+def _loop(config, split, out: Path, state: TrainState, replay: Replay, curve: list[dict], elapsed: float,
+          games, held, minutes, on_metrics) -> Path:
+    update = make_update(config)
+    start = time.perf_counter() - elapsed
+    try:
+        while int(state.iteration) < config.iterations:
+            state, row = iterate(state, replay, games, config, update)
+            row["elapsed_s"] = round(time.perf_counter() - start, 2)
+            last = int(state.iteration) >= config.iterations
+            timeout = minutes is not None and row["elapsed_s"] >= minutes * 60
+            if held and (last or timeout or int(state.iteration) % config.eval_every == 0):
+                row.update(evaluate(state.params, config, held))
+            curve.append(row)
+            if on_metrics:
+                on_metrics(row)
+            if last or timeout or (config.eval_every and int(state.iteration) % config.eval_every == 0):
+                _save(config, split, out, state, replay, curve, time.perf_counter() - start)
+            if timeout:
+                break
+    except KeyboardInterrupt:
+        _save(config, split, out, state, replay, curve, time.perf_counter() - start)
+        raise
+    return out
+
+
+def _save(config, split, out: Path, state, replay, curve, elapsed: float) -> None:
+    info = {"iterations": int(state.iteration), "steps": int(state.step), "episodes": int(state.episodes),
+            "elapsed_s": round(elapsed, 2)}
+    write_curve(out, curve)
+    checkpoint.save(out, config, split, state, replay, info)
+
+
+def export(src, dest) -> Path:
+    """Copy the checkpoint at `src` to `dest` without its replay buffer (what is shipped), with
+    its curve."""
+    src, dest = Path(src), Path(dest)
+    ckpt = checkpoint.load(src, with_replay=False)
+    checkpoint.save(dest, ckpt.config, ckpt.split, ckpt.state, None, ckpt.info)
+    write_curve(dest, read_curve(src))
+    return dest
+
+
+def read_curve(out) -> list[dict]:
+    """The rows of `out`/curve.csv (none if it does not exist)."""
+    path = Path(out) / "curve.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_curve(out, rows: list[dict]) -> None:
+    """Write the training curve as `curve.csv` and `curve.png` in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CURVE_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes(out / "curve.csv", buf.getvalue().encode())
+    if rows:
+        write_bytes(out / "curve.png", _plot(rows))
+
+
+def _plot(rows: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [int(r["iteration"]) for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    gap = [100 * float(r["gap_to_xla_msa"]) for r in rows]
+    top.plot(it, gap, ".", ms=2, alpha=0.4, label="self-play best of batch")
+    window = 25
+    smooth = [sum(gap[max(0, i - window + 1): i + 1]) / len(gap[max(0, i - window + 1): i + 1])
+              for i in range(len(gap))]
+    top.plot(it, smooth, "-", label=f"mean of last {window}")
+    top.axhline(0, color="k", lw=0.8)
+    top.set_ylabel("gap to xla-msa (%)")
+    top.legend(fontsize=8)
+    evals = [(int(r["iteration"]), float(r["eval_geomean_speedup"]), float(r["eval_share_no_worse"]))
+             for r in rows if str(r.get("eval_geomean_speedup", "")) not in ("", "nan", "None")]
+    if evals:
+        x, speed, share = zip(*evals)
+        bottom.plot(x, [100 * (s - 1) for s in speed], "o-", label="geomean speedup over xla-msa (%)")
+        bottom.plot(x, [100 * s for s in share], "s--", label="share no worse than xla-msa (%)")
+        bottom.legend(fontsize=8)
+    bottom.axhline(0, color="k", lw=0.8)
+    bottom.set_xlabel("iteration")
+    bottom.set_ylabel("held-out, budget 0.5")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,161 @@
+"""`mallocbench measure`, `results` and `calibrate`: the hardware loop on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from rich.table import Table
+
+from harness.cli.common import console, err_console, parse_budget, parse_list, progress
+from harness.results import store
+from harness.runs import cells
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Measure a suite's programs under each policy and budget on the local device; store every cell."""
+    import jax
+
+    spec = cells.make_spec(
+        "measure", args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
+        parse_list(args.policies, "policy"), [parse_budget(b) for b in parse_list(args.budgets, "budget")],
+        args.profile, sizes=parse_list(args.sizes, "size"), seed=args.seed, solve_time_limit=args.solve_time_limit,
+        measure_time_limit=args.time_limit)
+    run_id = cells.plan(spec, args.results, label=args.label)
+    rows = []
+    with progress() as bar:
+        task = bar.add_task("measuring", total=len(spec.cells()))
+
+        def done(row: dict) -> None:
+            rows.append(row)
+            bar.update(task, advance=1, description=f"{row['workload']}@{row['size']} {row['policy']}")
+
+        try:
+            cells.run_local(spec, run_id, args.results, on_cell=done)
+        except BaseException:
+            store.finish_run(run_id, args.results, status="interrupted", **cells.counts(run_id, args.results))
+            raise
+    counts = cells.counts(run_id, args.results)
+    store.finish_run(run_id, args.results, **counts)
+    _print_rows(cells.mark_fastest(rows), f"run {run_id} ({jax.devices()[0].device_kind}, profile {spec.profile})")
+    console.print(f"{counts['cells_ok']} of {len(rows)} cells measured; stored as run {run_id} in {args.results}")
+    return 1 if counts["cells_failed"] else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """List the stored runs, or show one run's cells (or an older run's measurements) as a table."""
+    if args.run is None:
+        runs = store.list_runs(args.results)
+        table = Table(title=f"runs in {args.results}")
+        for col in runs.columns:
+            table.add_column(str(col))
+        for rec in runs.itertuples(index=False):
+            table.add_row(*["" if _missing(v) else str(v) for v in rec])
+        console.print(table)
+        console.print(f"{len(runs)} runs")
+        return 0
+    manifest = store.read_manifest(args.run, args.results)
+    table = "measurements" if manifest.get("kind") == "sweep" else "cells"
+    rows = store.read(table, args.results, run_ids=[args.run]).to_dict("records")
+    _print_rows(rows if table == "measurements" else cells.mark_fastest(rows), f"run {args.run}")
+    return 0
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("workload", "size", "policy", "budget", "status", "median", "IQR", "samples", "simulated", "fastest"):
+        table.add_column(col, justify="left" if col in ("workload", "size", "policy", "status") else "right")
+    for r in rows:
+        ok = r.get("status") == "ok"
+        table.add_row(
+            r["workload"], r["size"], r["policy"], "-" if _missing(r.get("budget")) else f"{r['budget']:.2f}",
+            "ok" if ok else f"[red]failed[/] {str(r.get('error', '')).splitlines()[0][:60] if r.get('error') else ''}",
+            _ms(r.get("median_s")), _ms(r.get("iqr_s")), str(len(r.get("samples", []))),
+            _ms(r.get("simulated_s", r.get("predicted_s"))), "*" if r.get("selected") is True else "")
+    console.print(table)
+
+
+def _ms(seconds) -> str:
+    return "-" if _missing(seconds) else f"{seconds * 1e3:.3f} ms"
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
+    from harness.runs.calibration import calibrate, points_from_store, write
+    from harness.model.profiles import load_profile
+
+    prior = load_profile(args.profile)
+    points, run_ids = points_from_store(args.results, parse_list(args.runs, "run"))
+    with err_console.status(f"fitting {prior.name} to {len(points)} points (and leaving each workload out)"):
+        calibration = calibrate(points, prior, run_ids)
+        paths = write(calibration, args.results, args.profiles_dir)
+    r = calibration.report
+    table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "
+                  f"(runs {', '.join(run_ids)})")
+    for col in ("", "prior", "fitted", "leave one workload out"):
+        table.add_column(col, justify="left" if not col else "right")
+    table.add_row("MAPE", f"{r['prior_mape']:.1%}", f"{r['mape']:.1%}", f"{r['lowo_mape']:.1%}")
+    table.add_row("Kendall tau", f"{r['prior_kendall_tau']:.3f}", f"{r['kendall_tau']:.3f}", f"{r['lowo_kendall_tau']:.3f}")
+    table.add_row("tau within workloads", "", f"{r['kendall_tau_within']:.3f}", f"{r['lowo_kendall_tau_within']:.3f}")
+    table.add_row("top-1 slowdown (max)", "", f"{r['top1_slowdown']['max']:.3f}", f"{r['lowo_top1_slowdown']['max']:.3f}")
+    table.add_row("measurement noise (median)", "", f"{r['noise']:.2%}", "")
+    console.print(table)
+    figures = Table(title="figures")
+    for col in ("figure", "prior", "fitted"):
+        figures.add_column(col, justify="left" if col == "figure" else "right")
+    for name, v in r["figures"].items():
+        figures.add_row(name + (" (free)" if name in r["free"] else ""), f"{v['prior']:.4g}", f"{v['fitted']:.4g}")
+    console.print(figures)
+    for what, path in paths.items():
+        console.print(f"{what}: {path}")
+    return 0
+
+
+def add_commands(sub, suites, sizes) -> None:
+    """Register the loop's subcommands on the `mallocbench` parser."""
+    from agent.registry import policies
+    from harness.device.realization import NATIVE
+
+    p = sub.add_parser("measure", help="measure a suite under policies and budgets on this device; store the rows",
+                       description="Extract each workload's scoped program, map it with each policy at each "
+                       "budget, realize the mapping, time it, simulate it, and append every row to the results "
+                       "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
+                       "untouched program is timed.")
+    p.add_argument("--suite", default="ci", choices=suites)
+    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
+    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+    p.add_argument("--policies", default=NATIVE, metavar="P1,P2",
+                   help=f"policies, of {', '.join([NATIVE] + policies())} (default: {NATIVE})")
+    p.add_argument("--budgets", default="0.5", metavar="B1,B2",
+                   help="fast memory budgets as fractions of peak live bytes (default: 0.5); "
+                   "xla-native and all-fast are measured once, without a budget")
+    p.add_argument("--profile", metavar="NAME", help="profile for the predictions (default: the backend's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=5.0, metavar="S",
+                   help="seconds of timing per cell at most (default: 5)")
+    p.add_argument("--solve-time-limit", type=float, default=30.0, metavar="S",
+                   help="seconds a policy may search (cpsat; default: 30)")
+    p.add_argument("--label", default="measure", help="label in the run id (default: measure)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("results", help="list the stored runs, or show one run as a table")
+    p.add_argument("run", nargs="?", help="run id to show (default: list the runs)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("calibrate", help="fit a profile to measured runs and report the simulator's accuracy",
+                       description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
+                       "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
+                       "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
+                       "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
+    p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
+    p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.add_argument("--profiles-dir", metavar="DIR",
+                   help="where to write the fitted profile (default: beside the shipped profiles)")
+    p.set_defaults(func=cmd_calibrate)

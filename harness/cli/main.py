@@ -1,0 +1,371 @@
+"""The `mallocbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Optional, Sequence
+
+from rich.markup import escape
+from rich.table import Table
+
+from harness.cli.common import console, err_console, progress as _progress
+from harness.humanize import human_bytes as _human_bytes
+from harness.humanize import human_seconds as _seconds
+
+
+
+
+def _run_suite_with_progress(suite: str, size: str):
+    import workloads
+    from harness.runs.suite import run_suite
+
+    names = workloads.names(suite)
+    with _progress() as progress:
+        task = progress.add_task(f"extracting {suite} suite", total=len(names))
+        return run_suite(suite, size, on_done=lambda row: progress.update(
+            task, advance=1, description=f"extracted {row.workload}"))
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    """List the workloads of a suite with the flops and buffers of their ci-size instance."""
+    import workloads
+
+    rows = {r.workload: r for r in _run_suite_with_progress(args.suite, "ci")} if args.extract else {}
+    table = Table(title=f"mallocbench workloads (suite {args.suite})")
+    for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", "description"):
+        table.add_column(col)
+    for name in workloads.names(args.suite):
+        w = workloads.get(name)
+        row = rows.get(name)
+        flops = f"{row.flops:.3g}" if row and not row.error else ("error" if row else "-")
+        bufs = str(row.buffers) if row and not row.error else ("error" if row else "-")
+        table.add_row(name, w.family, ", ".join(workloads.SIZES), flops, bufs, w.description)
+    console.print(table)
+    families = {workloads.get(n).family for n in workloads.names(args.suite)}
+    console.print(f"{len(workloads.names(args.suite))} workloads from {len(families)} families")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    """Extract one workload's instance and write it as JSON."""
+    from harness.results.artifacts import write_bytes
+    from harness.runs.suite import extract_workload
+
+    with err_console.status(f"compiling {args.workload} ({args.size})"):
+        instance, row = extract_workload(args.workload, args.size)
+    out = args.output or f"{args.workload}-{args.size}.json"
+    write_bytes(out, instance.to_json().encode())
+    console.print(
+        f"{args.workload} ({args.size}): {row.ops} ops, {row.buffers} buffers, "
+        f"{row.flops:.4g} flops (XLA {row.xla_flops:.4g}), peak live {_human_bytes(row.peak_live_bytes)} "
+        f"(XLA {_human_bytes(row.xla_bytes)}, ratio {row.peak_ratio:.3f}); "
+        f"compile {row.compile_seconds:.2f} s, extraction {row.extract_seconds:.2f} s -> {out}")
+    return 0
+
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    """Summarise an instance file: ops, buffers, peak live bytes and a histogram of buffer sizes."""
+    from harness.xla.instance import Instance
+
+    try:
+        text = open(args.file).read()
+    except OSError as err:
+        err_console.print(f"[red]error:[/] cannot read {args.file}: {err.strerror}")
+        return 2
+    instance = Instance.from_json(text)
+    c = instance.compiler
+    table = Table(title=f"instance {instance.name} ({instance.backend}, jax {instance.jax_version})", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("ops", str(len(instance.ops)))
+    table.add_row("buffers", f"{len(instance.buffers)} ({len(instance.left_out)} values left out)")
+    table.add_row("flops", f"{instance.flops:.4g} (XLA cost_analysis {c.flops:.4g})")
+    table.add_row("peak live bytes", f"{_human_bytes(instance.peak_live_bytes)} "
+                  f"(XLA args+outputs+temps-aliases {_human_bytes(c.total_bytes)}, "
+                  f"ratio {instance.peak_live_bytes / max(c.total_bytes, 1):.3f})")
+    console.print(table)
+    hist = Table(title="buffer sizes")
+    for col in ("bytes", "buffers", ""):
+        hist.add_column(col)
+    buckets: dict[int, int] = {}
+    for b in instance.buffers:
+        k = int(math.log2(b.bytes)) if b.bytes else -1
+        buckets[k] = buckets.get(k, 0) + 1
+    most = max(buckets.values(), default=1)
+    for k in sorted(buckets):
+        label = "0" if k < 0 else f"{_human_bytes(2 ** k)} - {_human_bytes(2 ** (k + 1))}"
+        hist.add_row(label, str(buckets[k]), "#" * max(1, round(40 * buckets[k] / most)))
+    console.print(hist)
+    return 0
+
+
+def _read_text(path: str, what: str, error: type) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as err:
+        raise error(f"cannot read {what} file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} file {path} is not a text file") from None
+
+
+def _read_instance(path: str):
+    """The instance in file `path`; InstanceError (naming the file) if it is missing or malformed."""
+    from harness.xla.instance import Instance, InstanceError
+
+    text = _read_text(path, "instance", InstanceError)
+    try:
+        return Instance.from_json(text)
+    except InstanceError as err:
+        raise InstanceError(f"{path}: {err}") from None
+
+
+def _read_mapping(path: str, instance):
+    """The mapping in file `path`, checked to be one of `instance`; MappingError names the file."""
+    from harness.model.mapping import Mapping, MappingError
+
+    text = _read_text(path, "mapping", MappingError)
+    try:
+        mapping = Mapping.from_json(text)
+    except MappingError as err:
+        raise MappingError(f"{path}: {err}") from None
+    if mapping.instance and mapping.instance != instance.name:
+        raise MappingError(f"{path}: the mapping is for instance {mapping.instance!r}, not {instance.name!r}")
+    return mapping
+
+
+def _profile(name: Optional[str]):
+    """The named profile (a shipped name or a JSON path), or the default one of JAX's backend."""
+    from harness.model.profiles import Profile, default_profile, load_profile
+
+    if name is None:
+        import jax
+
+        default = default_profile(jax.default_backend())
+        return default if isinstance(default, Profile) else load_profile(default)
+    return load_profile(name)
+
+
+def _validate(instance, mapping, profile, path: str) -> None:
+    """validate(), with the mapping file named in the error."""
+    from harness.model.mapping import MappingError, validate
+
+    try:
+        validate(instance, mapping, profile, mapping.budget)
+    except MappingError as err:
+        raise MappingError(f"{path}: {err}") from None
+
+
+def _baselines(instance, profile) -> tuple[float, float]:
+    """Simulated seconds with every buffer slow and with every buffer fast (no budget)."""
+    from agent.registry import solve
+    from harness.model.mapping import Mapping
+    from harness.model.simulator import simulate
+
+    slow = simulate(instance, Mapping({}, len(instance.buffers), instance.name, "all-slow", None), profile)
+    fast = simulate(instance, solve(instance, profile, None, policy="all-fast"), profile)
+    return slow, fast
+
+
+def _versus(t: float, slow: float, fast: float) -> str:
+    gain = f", {(slow - t) / (slow - fast):.1%} of the possible gain" if slow > fast else ""
+    return (f"{_seconds(t)} (all-slow {_seconds(slow)}, all-fast {_seconds(fast)}; "
+            f"speed-up {slow / t if t > 0 else float('inf'):.3f}x over all-slow{gain})")
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Solve an instance with a policy, validate the mapping and write it as JSON."""
+    from agent.registry import policies, solve
+    from harness.model.mapping import capacity, check_budget, fast_peak_bytes
+    from harness.model.simulator import simulate
+    from harness.results.artifacts import write_bytes
+
+    if args.policy not in policies():
+        raise ValueError(f"unknown policy {args.policy!r}; valid policies: {', '.join(policies())}")
+    check_budget(args.budget, "--budget")
+    if args.budget is None and args.policy != "all-fast":
+        raise ValueError(f"policy {args.policy!r} needs --budget, a fraction of peak live bytes in (0, 1]")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ValueError(f"--time-limit must be positive seconds, got {args.time_limit:g}")
+    instance = _read_instance(args.instance)
+    profile = _profile(args.profile)
+    budget = None if args.policy == "all-fast" else args.budget
+    with err_console.status(f"solving {instance.name} with {args.policy} on {profile.name}"
+                            + (f" (budget {budget:g})" if budget is not None else "")):
+        mapping = solve(instance, profile, budget, policy=args.policy, seed=args.seed, time_limit=args.time_limit,
+                        simulations=args.simulations, checkpoint=args.checkpoint)
+    _validate(instance, mapping, profile, "solution")
+    with err_console.status("simulating"):
+        t = simulate(instance, mapping, profile)
+        slow, fast = _baselines(instance, profile)
+    out = args.output or f"{os.path.splitext(os.path.basename(args.instance))[0]}.{args.policy}.map.json"
+    write_bytes(out, mapping.to_json().encode())
+    cap = capacity(instance, profile, budget)
+    console.print(f"{instance.name} on {profile.name}: policy {args.policy}, "
+                  f"{len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
+                  f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once"
+                  + (f" (capacity {_human_bytes(cap)})" if cap is not None else " (no budget)"), soft_wrap=True)
+    console.print(f"simulated time {_versus(t, slow, fast)} -> {out}", soft_wrap=True)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Validate a mapping (with its own budget) and print its simulated time and costliest ops."""
+    from harness.model.mapping import capacity, fast_peak_bytes
+    from harness.model.simulator import simulate, simulate_ops
+
+    if args.top < 0:
+        raise ValueError(f"--top must be non-negative, got {args.top}")
+    instance = _read_instance(args.instance)
+    mapping = _read_mapping(args.mapping, instance)
+    profile = _profile(args.profile)
+    _validate(instance, mapping, profile, args.mapping)
+    with err_console.status(f"simulating {instance.name} on {profile.name}"):
+        t = simulate(instance, mapping, profile)
+        ops = simulate_ops(instance, mapping, profile)
+        slow, fast = _baselines(instance, profile)
+    cap = capacity(instance, profile, mapping.budget)
+    budget = "no budget" if cap is None else f"budget {mapping.budget:g}, capacity {_human_bytes(cap)}"
+    console.print(f"{instance.name} on {profile.name} ({profile.memory_model}): mapping {mapping.policy or '?'} "
+                  f"({budget}), {len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
+                  f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once", soft_wrap=True)
+    console.print(f"simulated time {_versus(t, slow, fast)}", soft_wrap=True)
+    cost = ops["elapsed"] + ops["stall"]
+    order = sorted(range(len(cost)), key=lambda k: (-float(cost[k]), k))[: args.top]
+    if order:
+        table = Table(title=f"top {len(order)} of {len(cost)} ops by time (elapsed + stall, per run)")
+        for col in ("step", "name", "opcode", "elapsed", "compute", "memory", "stall", "share"):
+            table.add_column(col, justify="left" if col in ("name", "opcode") else "right")
+        for k in order:
+            table.add_row(str(k), str(ops["name"][k]), str(ops["opcode"][k]), _seconds(float(ops["elapsed"][k])),
+                          _seconds(float(ops["compute"][k])), _seconds(float(ops["memory"][k])),
+                          _seconds(float(ops["stall"][k])), f"{float(cost[k]) / t:.1%}" if t > 0 else "-")
+        console.print(table)
+    final = float(ops["final_stall"].sum())
+    if final > 0:
+        console.print(f"stall at the end of the program (copies still draining): {_seconds(final)}",
+                      soft_wrap=True)
+    return 0
+
+
+def cmd_show_map(args: argparse.Namespace) -> int:
+    """Draw a mapping (and optionally a second one beside it) on the time x address plane."""
+    from harness.report.memory_map import plot_memory_map
+
+    instance = _read_instance(args.instance)
+    mapping = _read_mapping(args.mapping, instance)
+    compare = _read_mapping(args.compare, instance) if args.compare else None
+    profile = _profile(args.profile)
+    _validate(instance, mapping, profile, args.mapping)
+    if compare is not None:
+        _validate(instance, compare, profile, args.compare)
+    out = args.output or f"{os.path.splitext(os.path.basename(args.mapping))[0]}.png"
+    with err_console.status(f"drawing {instance.name}"):
+        plot_memory_map(instance, mapping, out, title=args.title, compare=compare, profile=profile)
+    console.print(out, soft_wrap=True, markup=False, highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `mallocbench`."""
+    import workloads
+
+    parser = argparse.ArgumentParser(prog="mallocbench", description=__doc__.strip() + (
+        " Benchmark memory mappings of compiled JAX programs."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("workloads", help="list the workloads of a suite")
+    p.add_argument("--suite", default="ci", choices=workloads.SUITES)
+    p.add_argument("--no-extract", dest="extract", action="store_false",
+                   help="list only, without compiling each workload for its flops and buffers")
+    p.set_defaults(func=cmd_workloads)
+
+    p = sub.add_parser("extract", help="extract a workload's instance as JSON")
+    p.add_argument("workload")
+    p.add_argument("--size", default="ci", choices=workloads.SIZES)
+    p.add_argument("-o", "--output", help="instance file to write (default: WORKLOAD-SIZE.json)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("instance", help="summarise an instance file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_instance)
+
+    from harness.cli import nightly as cli_nightly
+
+    cli_nightly.add_commands(sub)
+
+    from agent.registry import policies
+
+    p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with a policy",
+                       description="Solve an instance with a policy, validate the mapping, write it as JSON "
+                       "and print its simulated time beside all-slow and all-fast.")
+    p.add_argument("instance", help="instance JSON file (from `mallocbench extract`)")
+    p.add_argument("--policy", default="xla-msa", metavar="POLICY",
+                   help=f"mapping policy: {', '.join(policies())} (default: xla-msa)")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="fast memory as a fraction of peak live bytes, in (0, 1] (not for all-fast)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the policy (default: 0)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="seconds the policy may search (cpsat)")
+    p.add_argument("--simulations", type=int, metavar="N",
+                   help="mallocmuzero: leaves the rollout search scores per decision (default: 8)")
+    p.add_argument("--checkpoint", metavar="DIR", help="mallocmuzero: checkpoint directory (default: the shipped one)")
+    p.add_argument("-o", "--output", metavar="MAP",
+                   help="mapping file to write (default: INSTANCE.POLICY.map.json here)")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("simulate", help="simulated time of a mapping and its costliest ops",
+                       description="Validate a mapping with the budget stored in it and print its simulated "
+                       "time and the ops that take the most time.")
+    p.add_argument("instance", help="instance JSON file")
+    p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("show-map", help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
+                       description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
+                       "addresses, with the capacity line and a list of the slow buffers.")
+    p.add_argument("instance", help="instance JSON file")
+    p.add_argument("mapping", help="mapping JSON file")
+    p.add_argument("-o", "--output", metavar="FIGURE",
+                   help="figure to write, .png, .svg or .pdf (default: MAPPING.png here)")
+    p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
+    p.add_argument("--profile", metavar="NAME",
+                   help="hardware profile for the capacity line and simulated times (default: the one of "
+                   "JAX's backend)")
+    p.add_argument("--title", help="figure title (default: instance name and size)")
+    p.set_defaults(func=cmd_show_map)
+
+    from harness.cli.hardware import add_commands
+
+    add_commands(sub, workloads.SUITES, workloads.SIZES)
+    from harness.cli import agent as cli_agent
+
+    cli_agent.add_commands(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `mallocbench` console script."""
+    from harness.xla.instance import InstanceError
+    from harness.model.mapping import MappingError
+    from harness.model.profiles import ProfileError
+    from workloads import UnknownWorkloadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UnknownWorkloadError, InstanceError, MappingError, ProfileError, ValueError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

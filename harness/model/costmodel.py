@@ -1,0 +1,261 @@
+"""The one cost model: predicted run time of an instance under a memory mapping.
+
+Per op, as XLA's memory-space-assignment cost analysis:
+
+    elapsed = max(compute, memory + overhead)
+    compute = max(matmul flops / flop_rate + other flops / vector_flop_rate,
+                  transcendentals / transcendental_rate)
+    memory  = fast bytes / fast bandwidth + slow bytes / slow bandwidth
+
+Memory models:
+
+- ``direct``: an op reads and writes a slow buffer at the slow bandwidth.
+- ``offload``: ops touch device (fast) memory only; a slow buffer is copied out
+  to host memory after its definition and back before each use. The copies
+  queue FIFO, out and in, and drain in the slow memory's idle time (the whole
+  of every op: ops never touch host memory) at the copy bandwidth, halved while
+  both directions have work, as XLA's RuntimeSimulator drains them. A copy in
+  starts right after the buffer's previous access; an op whose inputs are not
+  back yet waits (a stall) until the queue has delivered them; copies out still
+  queued at the end are waited for.
+
+Ops run `trip_count` times (loop bodies); their times and copy volumes are
+weighted by it. Everything here is pure JAX over the arrays of `Tables`, so it
+jits, vmaps over batches of mappings, and is what the game and every policy
+call; `simulate`/`simulate_ops` are the NumPy-facing entry points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from harness.xla.instance import Instance
+from harness.model.profiles import Profile
+
+class Tables(NamedTuple):
+    """The arrays the cost model reads: one instance on one profile (a JAX pytree)."""
+
+    weight: jax.Array  # [ops] executions per run
+    compute: jax.Array  # [ops] seconds of compute per execution
+    op_bytes: jax.Array  # [ops] bytes read + written per execution
+    acc_op: jax.Array  # [accesses] op of each (op, candidate) access
+    acc_cand: jax.Array  # [accesses] candidate accessed
+    acc_bytes: jax.Array  # [accesses] bytes per execution
+    pf_cand: jax.Array  # [prefetches] candidate copied in (offload), in queue order
+    pf_bytes: jax.Array  # [prefetches] bytes, weighted by executions
+    pf_queued: jax.Array  # [ops] prefetches queued by op t (a copy may run from the op after the previous access)
+    pf_needed: jax.Array  # [ops] length of the queue prefix that must have arrived before op t
+    ev_cand: jax.Array  # [evictions] candidate copied out after its definition, in queue order
+    ev_bytes: jax.Array  # [evictions] bytes, weighted
+    ev_queued: jax.Array  # [ops] evictions queued by the ops before t
+    fast_bw: jax.Array  # scalars
+    op_slow_bw: jax.Array  # bandwidth at which an op reaches a slow buffer
+    copy_bw: jax.Array
+    overhead: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """The units a mapping decides: alias groups of buffers (they must share memory)."""
+
+    members: tuple[tuple[int, ...], ...]  # buffer ids of each candidate
+    start: np.ndarray  # [candidates] first step any member is live
+    end: np.ndarray  # [candidates] last step
+    bytes: np.ndarray  # [candidates] the largest member's bytes
+    of_buffer: np.ndarray  # [buffers] candidate of each buffer
+
+    @property
+    def n(self) -> int:
+        """Number of candidates."""
+        return len(self.members)
+
+
+def candidates(instance: Instance) -> Candidates:
+    """Group the instance's buffers by alias group, in order of first step."""
+    groups: dict[int, list[int]] = {}
+    for b in instance.buffers:
+        groups.setdefault(b.alias_group, []).append(b.id)
+    members = sorted((tuple(m) for m in groups.values()),
+                     key=lambda m: (min(instance.buffers[i].start for i in m), m[0]))
+    of_buffer = np.zeros(len(instance.buffers), dtype=np.int32)
+    for c, m in enumerate(members):
+        of_buffer[list(m)] = c
+    start = np.array([min(instance.buffers[i].start for i in m) for m in members], dtype=np.int32)
+    end = np.array([max(instance.buffers[i].end for i in m) for m in members], dtype=np.int32)
+    size = np.array([max(instance.buffers[i].bytes for i in m) for m in members], dtype=np.int64)
+    return Candidates(tuple(members), start, end, size, of_buffer)
+
+
+def op_work(instance: Instance) -> np.ndarray:
+    """[3, padded ops] matmul flops, other flops and transcendentals of one execution of each op."""
+    work = np.zeros((3, bucket(len(instance.ops))))
+    work[0, :len(instance.ops)] = [op.matmul_flops for op in instance.ops]
+    work[1, :len(instance.ops)] = [op.flops - op.matmul_flops for op in instance.ops]
+    work[2, :len(instance.ops)] = [op.transcendentals for op in instance.ops]
+    return work
+
+
+def with_profile(structure: Tables, work: np.ndarray, profile: Profile) -> Tables:
+    """`structure` with the profile's figures filled in: compute seconds and the scalars.
+
+    Everything else in the tables depends on the instance and the memory model
+    alone, so re-pricing one instance on many profiles (calibration) is cheap.
+    """
+    flops = work[0] / profile.flop_rate + work[1] / profile.vector_flop_rate
+    compute = np.maximum(flops, work[2] / profile.transcendental_rate)
+    offload = profile.memory_model == "offload"
+    return structure._replace(
+        compute=jnp.asarray(compute, jnp.float32),
+        fast_bw=jnp.float32(profile.fast_bandwidth),
+        op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
+        copy_bw=jnp.float32(profile.copy_bandwidth), overhead=jnp.float32(profile.op_overhead_seconds),
+    )
+
+
+def build_structure(instance: Instance, memory_model: str, cands: Candidates | None = None) -> Tables:
+    """The profile-independent tables (accesses, copy queues); compute and scalars left zero."""
+    cands = cands or candidates(instance)
+    n_ops = len(instance.ops)
+    weight = np.array([op.trip_count or 1 for op in instance.ops], dtype=np.float64)
+    accesses: dict[tuple[int, int], int] = {}
+    reads: list[tuple[int, int]] = []  # (op, candidate) reads, deduplicated
+    defs: list[tuple[int, int]] = []
+    for op in instance.ops:
+        for b, n in zip(op.reads, op.operand_bytes):
+            if b >= 0:
+                c = int(cands.of_buffer[b])
+                if (op.step, c) not in accesses:
+                    reads.append((op.step, c))
+                accesses[(op.step, c)] = accesses.get((op.step, c), 0) + n
+        for b in op.writes:
+            c = int(cands.of_buffer[b])
+            accesses[(op.step, c)] = accesses.get((op.step, c), 0) + instance.buffers[b].bytes
+            defs.append((op.step, c))
+    acc = np.array([(t, c, n) for (t, c), n in sorted(accesses.items())], dtype=np.float64).reshape(-1, 3)
+    op_bytes = np.zeros(n_ops)
+    np.add.at(op_bytes, acc[:, 0].astype(int), acc[:, 2])
+
+    # Offload copies: out after each definition, in before each read, from the previous access on.
+    offload = memory_model == "offload"
+    last_access = {int(c): -1 for c in range(cands.n)}
+    events = sorted({(t, c, "r") for t, c in reads} | {(t, c, "w") for t, c in defs})
+    prefetch = []
+    for t, c, kind in events:
+        if kind == "r":
+            prefetch.append((last_access[c] + 1, t, c, cands.bytes[c] * weight[t]))
+        last_access[c] = max(last_access[c], t)
+    prefetch.sort()
+    pf = np.array(prefetch, dtype=np.float64).reshape(-1, 4) if offload else np.zeros((0, 4))
+    ev = np.array([(t, c, cands.bytes[c] * weight[t]) for t, c in sorted(set(defs))],
+                  dtype=np.float64).reshape(-1, 3) if offload else np.zeros((0, 3))
+    # Pad to power-of-two sizes so instances of similar size share one compiled program:
+    # padded ops run zero times, padded accesses and copies move zero bytes at the end.
+    n_pad = bucket(n_ops)
+    weight, op_bytes = (np.pad(a, (0, n_pad - n_ops)) for a in (weight, op_bytes))
+    acc = _pad_rows(acc, (0, 0, 0))
+    pf = _pad_rows(pf, (n_pad - 1, n_pad - 1, 0, 0))
+    ev = _pad_rows(ev, (n_pad - 1, 0, 0))
+    # Queue prefixes as counts per op, so the simulation gathers instead of scattering.
+    steps = np.arange(n_pad)
+    last_due = np.full(n_pad, -1)
+    np.maximum.at(last_due, pf[:, 1].astype(int), np.arange(len(pf)))
+    needed = np.maximum.accumulate(last_due) + 1
+    f32, i32 = jnp.float32, jnp.int32
+    return Tables(
+        weight=jnp.asarray(weight, f32), compute=jnp.zeros(n_pad, f32), op_bytes=jnp.asarray(op_bytes, f32),
+        acc_op=jnp.asarray(acc[:, 0], i32), acc_cand=jnp.asarray(acc[:, 1], i32), acc_bytes=jnp.asarray(acc[:, 2], f32),
+        pf_cand=jnp.asarray(pf[:, 2], i32), pf_bytes=jnp.asarray(pf[:, 3], f32),
+        pf_queued=jnp.asarray(np.searchsorted(pf[:, 0], steps, side="right"), i32),
+        pf_needed=jnp.asarray(needed, i32),
+        ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
+        ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
+        fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0), overhead=jnp.float32(0.0),
+    )
+
+
+def bucket(n: int) -> int:
+    """The padded size for `n` items: the next power of two, at least 8."""
+    return max(8, 1 << max(0, n - 1).bit_length())
+
+
+def _pad_rows(rows: np.ndarray, fill: tuple) -> np.ndarray:
+    pad = np.tile(np.array(fill, dtype=np.float64), (bucket(len(rows)) - len(rows), 1))
+    return np.concatenate([rows, pad.reshape(-1, rows.shape[1])])
+
+
+def fast_bytes(tables: Tables, fast: jax.Array) -> jax.Array:
+    """[ops] bytes each op moves to and from fast buffers, for a [candidates] 0/1 mask."""
+    per_access = tables.acc_bytes * fast[tables.acc_cand]
+    return jax.ops.segment_sum(per_access, tables.acc_op, num_segments=tables.weight.shape[0])
+
+
+def op_elapsed(tables: Tables, fast_op_bytes: jax.Array) -> jax.Array:
+    """[ops] seconds per execution of each op, given its fast bytes."""
+    slow_op_bytes = tables.op_bytes - fast_op_bytes
+    memory = fast_op_bytes / tables.fast_bw + slow_op_bytes / tables.op_slow_bw
+    return jnp.maximum(tables.compute, memory + tables.overhead)
+
+
+def _drain(idle, reads, writes, bw):
+    """Bytes of the in and out queues drained in `idle` seconds at `bw` shared while both have work."""
+    both = jnp.minimum(reads, writes)
+    t_both = 2.0 * both / bw
+    shared = jnp.minimum(idle, t_both) * bw / 2.0
+    rest = jnp.maximum(idle - t_both, 0.0) * bw
+    return shared + jnp.minimum(reads - shared, rest), shared + jnp.minimum(writes - shared, rest)
+
+
+def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Array:
+    """[ops + 1] seconds of waiting for copies before each op, and for the last copies out at the end."""
+    slow = 1.0 - fast
+    zero = jnp.zeros(1, jnp.float32)
+    # Cumulative bytes of the in-queue: queued by op t (avail) and due before op t (need).
+    pf_cum = jnp.concatenate([zero, jnp.cumsum(tables.pf_bytes * slow[tables.pf_cand])])
+    avail, need = pf_cum[tables.pf_queued], pf_cum[tables.pf_needed]
+    ev_bytes = tables.ev_bytes * slow[tables.ev_cand]
+    out_avail = jnp.concatenate([zero, jnp.cumsum(ev_bytes)])[tables.ev_queued]  # queued by ops before t
+    bw = tables.copy_bw
+    idle = elapsed * tables.weight
+
+    def step(carry, x):
+        r_done, w_done = carry
+        need_t, avail_t, out_t, idle_t = x
+        wait_in = jnp.maximum(need_t - r_done, 0.0)
+        out_while_waiting = jnp.minimum(wait_in, out_t - w_done)
+        stall = (wait_in + out_while_waiting) / bw
+        r_done, w_done = r_done + wait_in, w_done + out_while_waiting
+        dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
+        return (r_done + dr, w_done + dw), stall
+
+    start = (jnp.float32(0.0), jnp.float32(0.0))
+    (r_done, w_done), stalls = jax.lax.scan(step, start, (need, avail, out_avail, idle))
+    final = (jnp.sum(ev_bytes) - w_done) / bw
+    return jnp.concatenate([stalls, final[None]])
+
+
+def exact_sum(x: jax.Array) -> jax.Array:
+    """Sum by a fixed pairwise tree of elementwise adds.
+
+    Unlike a reduction, whose order XLA may choose differently in each program,
+    this gives the same bits wherever it is compiled, so a time computed inside
+    the game equals the one `simulate` computes.
+    """
+    n = 1 << max(0, (x.shape[0] - 1).bit_length())
+    x = jnp.pad(x, (0, n - x.shape[0]))
+    while x.shape[0] > 1:
+        x = x[0::2] + x[1::2]
+    return x[0] if x.shape[0] else jnp.float32(0.0)
+
+
+def total_time(tables: Tables, fast: jax.Array, offload: bool) -> jax.Array:
+    """Predicted seconds of one run for a [candidates] 0/1 mask of fast candidates."""
+    elapsed = op_elapsed(tables, fast_bytes(tables, fast))
+    parts = elapsed * tables.weight
+    if offload:
+        parts = jnp.concatenate([parts, copy_stalls(tables, fast, elapsed)])
+    return exact_sum(parts)

@@ -1,0 +1,188 @@
+"""Hardware profiles: the figures the cost model reads for one device.
+
+A profile is a small JSON file with the fields of `Profile`. Shipped profiles
+live in `harness/profiles/<name>.json`; every numeric figure carries its source
+(a datasheet or paper, or "assumption: ..." / "measurement: ...") in `sources`.
+Loading a malformed file fails with a `ProfileError` that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("tpu", "gpu", "cpu")
+MEMORY_MODELS = ("direct", "offload")
+INT_FIGURES = ("fast_capacity_bytes", "granule_bytes")
+FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rate", "vector_flop_rate", "transcendental_rate",
+                 "op_overhead_seconds")
+FIGURES = INT_FIGURES + FLOAT_FIGURES  # the numeric figures; each needs a source
+
+_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
+_GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
+
+
+class ProfileError(ValueError):
+    """A malformed profile or profile file, or an unknown profile name; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """The figures of one device for the cost model (bandwidths in bytes/s, rates per second)."""
+
+    name: str
+    description: str
+    backend: str  # "tpu" | "gpu" | "cpu"
+    memory_model: str  # "direct" | "offload"
+    fast_capacity_bytes: int
+    granule_bytes: int
+    fast_bandwidth: float
+    slow_bandwidth: float
+    copy_bandwidth: float  # slow <-> fast copies (the host link for offload)
+    flop_rate: float  # dots and convolutions (matrix units: tensor cores, the MXU, FMA kernels)
+    vector_flop_rate: float  # every other flop (elementwise, reductions)
+    transcendental_rate: float
+    op_overhead_seconds: float
+    realizable: bool  # whether public JAX can realize a mapping on this backend
+    sources: dict[str, str]  # figure -> where it comes from
+
+    @property
+    def one_tier(self) -> bool:
+        """Whether slow, fast and copy bandwidths are one (a one-tier device: every mapping costs the same)."""
+        return self.slow_bandwidth == self.fast_bandwidth == self.copy_bandwidth
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a JSON-ready dict (the file format)."""
+        data = dataclasses.asdict(self)
+        data["sources"] = dict(self.sources)
+        return data
+
+    def to_json(self) -> str:
+        """The profile as JSON text (the file format)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def from_dict(data: Any, where: str = "profile") -> Profile:
+    """A validated Profile from parsed JSON; `where` prefixes error messages."""
+
+    def fail(field: str, problem: str) -> ProfileError:
+        return ProfileError(f"{where}: {field}: {problem}")
+
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(Profile)]
+    extra = sorted(set(data) - set(names))
+    if extra:
+        raise fail(extra[0], f"unknown field (known: {', '.join(names)})")
+    for name in names:
+        if name not in data:
+            raise fail(name, "missing")
+
+    values: dict[str, Any] = {}
+    for name in ("name", "description", "backend", "memory_model"):
+        if not isinstance(data[name], str):
+            raise fail(name, f"expected a string, got {type(data[name]).__name__}")
+        values[name] = data[name]
+    if not values["name"]:
+        raise fail("name", "empty")
+    if values["backend"] not in BACKENDS:
+        raise fail("backend", f"{values['backend']!r} is not one of {', '.join(BACKENDS)}")
+    if values["memory_model"] not in MEMORY_MODELS:
+        raise fail("memory_model", f"{values['memory_model']!r} is not one of {', '.join(MEMORY_MODELS)}")
+
+    for name in INT_FIGURES:
+        v = data[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise fail(name, f"expected a positive integer, got {v!r}")
+        values[name] = v
+    for name in FLOAT_FIGURES:
+        v = data[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise fail(name, f"expected a positive number, got {v!r}")
+        values[name] = float(v)
+    if values["fast_capacity_bytes"] % values["granule_bytes"]:
+        raise fail("granule_bytes", f"{values['granule_bytes']} does not divide fast_capacity_bytes "
+                                    f"{values['fast_capacity_bytes']}")
+
+    if not isinstance(data["realizable"], bool):
+        raise fail("realizable", f"expected true or false, got {type(data['realizable']).__name__}")
+    if data["realizable"] and (values["backend"] == "cpu" or values["memory_model"] != "offload"):
+        raise fail("realizable", "mappings are realized only with the offload model on gpu or tpu "
+                                 f"(this is {values['memory_model']} on {values['backend']})")
+    values["realizable"] = data["realizable"]
+
+    sources = data["sources"]
+    if not isinstance(sources, dict):
+        raise fail("sources", f"expected an object, got {type(sources).__name__}")
+    for key in sorted(set(sources) - set(FIGURES)):
+        raise fail(f"sources.{key}", f"not a numeric figure (figures: {', '.join(FIGURES)})")
+    for name in FIGURES:
+        s = sources.get(name)
+        if s is None:
+            raise fail(name, "no source in sources (cite a datasheet or paper, or write 'assumption: ...')")
+        if not isinstance(s, str) or not s.strip():
+            raise fail(f"sources.{name}", "expected a non-empty string")
+    values["sources"] = dict(sources)
+    return Profile(**values)
+
+
+def validate_profile(profile: Profile) -> Profile:
+    """Check a Profile as a file would be checked; returns it (normalised) or raises ProfileError."""
+    return from_dict(profile.to_dict(), where=f"profile {profile.name!r}")
+
+
+def _shipped() -> dict[str, Any]:
+    """Shipped profile name -> its file (a Traversable)."""
+    folder = importlib.resources.files("harness") / "profiles"
+    if not folder.is_dir():
+        return {}
+    return {p.name[:-len(".json")]: p for p in folder.iterdir() if p.name.endswith(".json")}
+
+
+def profile_names() -> list[str]:
+    """Names of the shipped profiles, sorted."""
+    return sorted(_shipped())
+
+
+def _parse(text: str, where: str) -> Profile:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    return from_dict(data, where)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A shipped profile by name, or a profile file by path (contains '/' or ends in .json)."""
+    if "/" in name_or_path or name_or_path.endswith(".json"):
+        path = Path(name_or_path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ProfileError(f"{path}: cannot read: {e.strerror or e}") from None
+        return _parse(text, str(path))
+    shipped = _shipped()
+    if name_or_path not in shipped:
+        raise ProfileError(f"unknown profile {name_or_path!r}; valid profiles: {', '.join(sorted(shipped))} "
+                           "(or give a path to a .json file)")
+    return _parse(shipped[name_or_path].read_text(), f"profiles/{name_or_path}.json")
+
+
+def device_kind(backend: str) -> str:
+    """A JAX backend or platform name ("cpu", "gpu", "cuda", "rocm", "tpu") as the kind of device a
+    profile describes (one of BACKENDS); other names are returned lower-cased."""
+    key = backend.lower()
+    return "gpu" if key in _GPU_BACKENDS else key
+
+
+def default_profile(backend: str) -> str:
+    """The shipped profile name for a JAX backend ("cpu", "gpu"/"cuda"/"rocm", "tpu")."""
+    key = device_kind(backend)
+    if key not in _DEFAULTS:
+        raise ProfileError(f"backend {backend!r}: no default profile (known backends: {', '.join(_DEFAULTS)}); "
+                           f"pass a profile, one of: {', '.join(profile_names())}")
+    return _DEFAULTS[key]

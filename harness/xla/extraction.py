@@ -1,0 +1,189 @@
+"""Turn a JAX function into an `Instance`: jit, lower, compile, analyse the scheduled HLO."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jaxlib
+
+from harness.xla.hlo_costs import instruction_cost, matmul_flops
+from harness.xla.hlo_text import Module, TupleShape, parse_module
+from harness.xla.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
+from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
+
+# Instructions that only name or forward values: they read and write no bytes.
+_NO_TRAFFIC = {
+    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while", "call",
+    "conditional", "domain", "add-dependency", "optimization-barrier", "after-all",
+}
+
+
+def compile_program(fn: Callable[..., Any], *args: Any, compiler_options: Optional[dict] = None):
+    """jit, lower and compile `fn(*args)` on the local backend; returns the compiled program."""
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    return jitted.lower(*args).compile(compiler_options=compiler_options)
+
+
+def extract(fn: Callable[..., Any], *args: Any, name: Optional[str] = None) -> Instance:
+    """The mapping instance of `fn(*args)` as XLA compiles it on the local backend."""
+    compiled = compile_program(fn, *args)
+    return from_compiled(compiled, name or getattr(fn, "__name__", "program"))
+
+
+def compiler_figures(compiled) -> CompilerFigures:
+    """`cost_analysis()` and `memory_analysis()` of a compiled program."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX returns one dict per device
+        cost = cost[0] if cost else {}
+    cost = cost or {}
+    mem = compiled.memory_analysis()
+    return CompilerFigures(
+        flops=float(cost.get("flops", 0.0)),
+        transcendentals=float(cost.get("transcendentals", 0.0)),
+        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+        argument_bytes=int(mem.argument_size_in_bytes),
+        output_bytes=int(mem.output_size_in_bytes),
+        temp_bytes=int(mem.temp_size_in_bytes),
+        alias_bytes=int(mem.alias_size_in_bytes),
+    )
+
+
+def from_compiled(compiled, name: str) -> Instance:
+    """Build the instance of an already compiled program (`jax.stages.Compiled`)."""
+    module = parse_module(compiled.as_text())
+    return from_module(module, name, compiler_figures(compiled), jax.default_backend())
+
+
+def from_module(module: Module, name: str, compiler: CompilerFigures, backend: str) -> Instance:
+    """Build the instance from a parsed, scheduled HLO module."""
+    live = analyze(module)
+    buffers, left_out, buffer_of = _buffers(module, live)
+    ops = tuple(_op(module, live, step, buffer_of) for step in range(len(live.sequence)))
+    for out, operand in _in_place_reuses(module, live, ops, buffers).items():
+        buffers[out] = dataclasses.replace(buffers[out], reuses=operand)
+    return Instance(
+        name=name,
+        hlo_module=module.name,
+        backend=backend,
+        jax_version=jax.__version__,
+        jaxlib_version=jaxlib.__version__,
+        ops=ops,
+        buffers=tuple(buffers),
+        left_out=tuple(left_out),
+        compiler=compiler,
+    )
+
+
+def _buffers(module: Module, live: Liveness) -> tuple[list[Buffer], list[LeftOut], dict[int, int]]:
+    """Instance buffers for the array values; tuple index tables are left out."""
+    buffers: list[Buffer] = []
+    left_out: list[LeftOut] = []
+    buffer_of: dict[int, int] = {}  # value id -> buffer id
+    entry_root = module.entry_computation.root
+    groups: dict[int, int] = {}
+    for v in sorted(live.values, key=lambda v: (v.start, v.id)):
+        shape = v.shape
+        if isinstance(shape, TupleShape):
+            left_out.append(LeftOut(v.instruction.name, v.index, shape.byte_size, "tuple index table"))
+            continue
+        buffer_of[v.id] = len(buffers)
+        is_entry_parameter = v.instruction.opcode == "parameter" and v.instruction.computation == module.entry
+        buffers.append(Buffer(
+            id=len(buffers),
+            hlo_name=v.instruction.name,
+            index=v.index,
+            shape=str(shape),
+            bytes=shape.byte_size,
+            start=v.start,
+            end=v.end,
+            uses=tuple(v.use_times),
+            is_parameter=is_entry_parameter,
+            is_output=_is_output(v, entry_root.name),
+            is_phi=v.is_phi,
+            is_constant=v.instruction.opcode == "constant",
+            alias_group=groups.setdefault(v.buffer, len(groups)),
+            reuses=-1,
+            op_name=_source_op_name(module, v.instruction, v.index),
+            parameter_number=int(v.instruction.attrs["_payload"]) if is_entry_parameter else -1,
+        ))
+    return buffers, left_out, buffer_of
+
+
+def _source_op_name(module: Module, inst, index: tuple[int, ...]) -> str:
+    """The op_name of the instruction that computes output `index` of `inst`.
+
+    For a fusion that is the fused computation's root (the tuple element at
+    `index` for multi-output fusions), looking through ops without metadata.
+    """
+    while inst.opcode == "fusion":
+        root = module.computations[inst.called("calls")[0]].root
+        if root.opcode == "tuple" and index:
+            root, index = module.instruction(root.operands[index[0]]), index[1:]
+        while not root.op_name and root.opcode in ("bitcast", "copy", "reshape", "transpose", "convert") and root.operands:
+            root = module.instruction(root.operands[0])
+        if root.op_name or root.opcode == "fusion":
+            inst = root
+        else:
+            break
+    return inst.op_name
+
+
+def _is_output(value: Value, root: str) -> bool:
+    return any(inst.name == root for inst, _ in [(value.instruction, value.index)] + value.positions)
+
+
+def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) -> Op:
+    inst = live.sequence[step]
+    flops, trans = instruction_cost(module, inst)
+    traffic = inst.opcode not in _NO_TRAFFIC
+    reads, operand_bytes = [], []
+    for operand in inst.operands:
+        shape = module.instruction(operand).shape
+        array = traffic and not isinstance(shape, TupleShape)
+        reads.append(buffer_of.get(live.value_sets[operand][()].id, -1) if array else -1)
+        operand_bytes.append(shape.byte_size if array else 0)
+    defined = [v for i, v in live.value_sets[inst.name].items()
+               if v.instruction is inst and v.index == i and v.id in buffer_of] if traffic else []
+    return Op(
+        step=step,
+        name=inst.name,
+        opcode=inst.opcode,
+        computation=inst.computation,
+        flops=flops,
+        transcendentals=trans,
+        reads=tuple(reads),
+        operand_bytes=tuple(operand_bytes),
+        writes=tuple(buffer_of[v.id] for v in defined),
+        output_bytes=sum(v.shape.byte_size for v in defined),
+        trip_count=live.trip_counts[inst.name],
+        branch=live.branches[inst.name],
+        op_name=inst.op_name,
+        matmul_flops=matmul_flops(module, inst),
+    )
+
+
+def _in_place_reuses(module: Module, live: Liveness, ops: tuple[Op, ...], buffers: list[Buffer]) -> dict[int, int]:
+    """Output buffer -> operand buffer whose memory XLA may reuse, where the operand dies at the op."""
+    reuses: dict[int, int] = {}
+    taken: set[int] = set()
+    group_sizes = collections.Counter(b.alias_group for b in buffers)
+    for op in ops:
+        if len(op.writes) != 1:
+            continue
+        out = buffers[op.writes[0]]
+        inst = live.sequence[op.step]
+        for k, b in enumerate(op.reads):
+            if b < 0 or b in taken:
+                continue
+            source = buffers[b]
+            alone = group_sizes[source.alias_group] == group_sizes[out.alias_group] == 1
+            if (alone and source.end == op.step and source.bytes == out.bytes and not out.is_output
+                    and not source.is_parameter and not source.is_constant and not source.is_output
+                    and may_share_operand(module, inst, k)):
+                reuses[out.id] = b
+                taken.add(b)
+                break
+    return reuses
