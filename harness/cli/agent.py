@@ -85,10 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with progress() as bar:
         task = bar.add_task("evaluating", total=None)
         rows, summary = evaluate_checkpoint(
-            str(ckpt) if ckpt else None, profile, args.budget, args.split, args.simulations, args.episodes,
+            str(ckpt) if ckpt else None, profile, args.budget, args.split, args.simulations,
             args.cpsat_time_limit, on_instance=lambda n: bar.update(task, advance=1, description=n))
     summary = {"checkpoint": str(args.checkpoint or "shipped"), "profile": profile.name, "budget": args.budget,
-               "split": args.split, "simulations": args.simulations, "episodes": args.episodes,
+               "split": args.split, "simulations": args.simulations,
                "cpsat_time_limit": args.cpsat_time_limit, **summary}
     out = Path(args.out)
     stem = out / f"{name}-{profile.name}-{args.budget:g}"
@@ -102,12 +102,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     gap = summary["mean_gap_to_optimum"]
     console.print(f"{summary['n_instances']} held-out instances on {profile.name} at budget {args.budget:g}: "
                   f"geomean speedup over xla-msa {100 * (summary['geomean_speedup_vs_xla_msa'] - 1):+.2f}%, "
-                  f"no worse than xla-msa on {summary['share_no_worse_than_xla_msa']:.0%}, mean gap to the "
+                  f"no worse than xla-msa on {summary['share_no_worse_than_xla_msa']:.0%}, share of the room "
+                  f"captured {_percent(summary['share_of_room_captured'])}, network alone "
+                  f"{100 * (summary['geomean_speedup_greedy_vs_xla_msa'] - 1):+.2f}%, mean gap to the "
                   f"optimum {'n/a (none proven)' if gap is None else f'{100 * gap:.2f}%'} "
                   f"({summary['n_optimal']} proven); CP-SAT's bounds cap any mapping's geomean speedup at "
                   f"{100 * (summary['geomean_speedup_bound_vs_xla_msa'] - 1):+.2f}% -> {stem}.csv, {stem}.json",
                   soft_wrap=True)
     return 0
+
+
+def _percent(share) -> str:
+    return "n/a (no room)" if share is None else f"{share:.0%}"
 
 
 def add_commands(sub) -> None:
@@ -142,7 +148,6 @@ def add_commands(sub) -> None:
     p.add_argument("--profile", required=True, metavar="NAME", help="hardware profile")
     p.add_argument("--budget", type=float, default=0.5, help="fast memory fraction of peak (default: 0.5)")
     p.add_argument("--split", default="held-out", choices=SPLITS, help="instances to evaluate (default: held-out)")
-    p.add_argument("--simulations", type=int, help="search simulations per move (default: the checkpoint's)")
-    p.add_argument("--episodes", type=int, default=8, help="episodes per instance, the best kept (default: 8)")
+    p.add_argument("--simulations", type=int, help="leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--cpsat-time-limit", type=float, default=10.0, metavar="S", help="cpsat seconds (default: 10)")
     p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: results/eval)")

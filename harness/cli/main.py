@@ -199,7 +199,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     with err_console.status(f"solving {instance.name} with {args.policy} on {profile.name}"
                             + (f" (budget {budget:g})" if budget is not None else "")):
         mapping = solve(instance, profile, budget, policy=args.policy, seed=args.seed, time_limit=args.time_limit,
-                        simulations=args.simulations, episodes=args.episodes, checkpoint=args.checkpoint)
+                        simulations=args.simulations, checkpoint=args.checkpoint)
     _validate(instance, mapping, profile, "solution")
     with err_console.status("simulating"):
         t = simulate(instance, mapping, profile)
@@ -324,8 +324,7 @@ def _add_mapping_commands(sub, policy_names: Sequence[str]) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="seconds the policy may search (cpsat)")
     p.add_argument("--simulations", type=int, metavar="N",
-                   help="mallocmuzero: search simulations per move (default: the checkpoint's)")
-    p.add_argument("--episodes", type=int, metavar="K", help="mallocmuzero: episodes played, the best kept (default: 8)")
+                   help="mallocmuzero: leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--checkpoint", metavar="DIR", help="mallocmuzero: checkpoint directory (default: the shipped one)")
     p.add_argument("-o", "--output", metavar="MAP",
                    help="mapping file to write (default: INSTANCE.POLICY.map.json here)")
