@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cell_faults import fail_policy
 
+from harness.device.machine import this_machine
 from harness.runs import cells, nightly, programs
 from harness.results import store
 from harness.cli.main import main
@@ -82,8 +83,13 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
-    assert "describes a tpu" in summary["calibration"]["skipped"]       # a TPU profile is not fitted to CPU times
-    assert store.read_manifest(run_id, root)["status"] == "finished"
+    # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs (two: too few)
+    assert summary["calibration"]["skipped"].startswith("cpu-local: 2 points cannot fit")
+    manifest = store.read_manifest(run_id, root)
+    assert manifest["status"] == "finished"
+    here = this_machine()                            # the run and each of its rows say which machine they ran on
+    assert manifest["machine_id"] == here.machine_id and manifest["cpu_model"] == here.cpu_model
+    assert (frame.machine_id == here.machine_id).all() and (frame.cpu_cores == here.cpu_cores).all()
 
 
 def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, monkeypatch):

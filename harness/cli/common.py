@@ -8,6 +8,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness.model.mapping import check_budget
@@ -64,3 +65,15 @@ def add_time_limits(p: argparse.ArgumentParser, measure_s: float, solve_s: float
                    help=f"seconds of timing per measured cell at most (default: {measure_s:g})")
     p.add_argument("--solve-time-limit", type=float, default=solve_s, metavar="S",
                    help=f"seconds a policy may search ({searchers}; default: {solve_s:g})")
+def print_plugin_problems(problems) -> None:
+    """Name each plugin left out (an import error, a wrong signature) on stderr; the command goes on."""
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/] {escape(str(problem))}", soft_wrap=True)
+
+
+def plugin_problems() -> list:
+    """The installed workload and policy plugins that could not be loaded."""
+    import workloads
+    from agent.registry import problems
+
+    return [*workloads.problems(), *problems()]
