@@ -8,10 +8,13 @@
 | first-fit   | the game, each candidate at its lowest free slot |
 | xla-msa     | XLA's memory space assignment greedy (see `xla_msa`) |
 | cpsat       | OR-Tools CP-SAT: the game's optimum, warm-started with xla-msa |
-| mallocmuzero| a trained MuZero checkpoint playing the game with search (`agent.muzero.policy`) |
+| mallocmuzero| a trained checkpoint's network playing the game with rollout search (`agent.muzero.policy`) |
+| mallocmuzero-fortified | the same search, fortified: never slower than xla-msa by construction |
+| mallocmuzero-greedy | the network alone: its most likely legal action at each decision |
 
-Policy options (keyword arguments of `solve`, None meaning the default): mallocmuzero
-takes `simulations`, `episodes` and `checkpoint` (a checkpoint directory).
+Policy options (keyword arguments of `solve`, None meaning the default): the mallocmuzero
+policies take `checkpoint` (a checkpoint directory), the searching ones `simulations`
+(actions scored per decision).
 
 Plugins: a policy is any function `policy(instance, profile, budget, seed, time_limit)
 -> Mapping`. An installed package declares it as an entry point of the group
@@ -30,7 +33,7 @@ from typing import Callable, Optional
 from agent.heuristics.baselines import all_fast, all_slow, first_fit, random_legal
 from agent.heuristics.cpsat import solve_cpsat
 from agent.heuristics.xla_msa import xla_msa
-from agent.muzero.policy import EPISODES, solve_mallocmuzero
+from agent.muzero.policy import play
 from harness.model.mapping import Mapping, MappingError, check_budget
 from harness.model.profiles import Profile
 from harness.plugins import PluginError, Problem, check_call, is_reference, load_group, load_reference
@@ -55,11 +58,13 @@ def _cpsat(instance: Instance, profile: Profile, budget, seed, time_limit) -> So
     return Solution(result.mapping, bool(result.optimal), float(result.bound_seconds))
 
 
-def _mallocmuzero(instance: Instance, profile: Profile, budget, seed, time_limit, simulations=None,
-                  episodes=None, checkpoint=None) -> Mapping:
-    """The shipped (or the named) mallocMuZero checkpoint's best of `episodes` searched episodes."""
-    return solve_mallocmuzero(instance, profile, budget, seed, time_limit, simulations, checkpoint,
-                              episodes or EPISODES)
+def _mallocmuzero(mode: str) -> Callable:
+    def policy(instance: Instance, profile: Profile, budget, seed, time_limit, simulations=None,
+               checkpoint=None) -> Mapping:
+        return play(instance, profile, budget, mode, simulations, checkpoint)[0]
+
+    policy.__doc__ = f"The shipped (or the named) mallocMuZero checkpoint's network, mode {mode!r} (agent.muzero.policy)."
+    return policy
 
 
 _POLICIES: dict[str, Callable] = {
@@ -69,9 +74,12 @@ _POLICIES: dict[str, Callable] = {
     "first-fit": first_fit,
     "xla-msa": xla_msa,
     "cpsat": _cpsat,
-    "mallocmuzero": _mallocmuzero,
+    "mallocmuzero": _mallocmuzero("search"),
+    "mallocmuzero-fortified": _mallocmuzero("fortified"),
+    "mallocmuzero-greedy": _mallocmuzero("greedy"),
 }
-_OPTIONS = {"mallocmuzero": ("simulations", "episodes", "checkpoint")}
+_OPTIONS = {"mallocmuzero": ("simulations", "checkpoint"), "mallocmuzero-fortified": ("simulations", "checkpoint"),
+            "mallocmuzero-greedy": ("checkpoint",)}
 GROUP = "mallocbench.policies"
 SIGNATURE = "(instance, profile, budget, seed, time_limit) -> Mapping"
 _PLUGINS: dict[str, Callable] = {}  # loaded from entry points and references

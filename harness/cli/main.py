@@ -12,7 +12,11 @@ from typing import Optional, Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import console, err_console, plugin_problems, print_plugin_problems, progress as _progress
+from harness.cli import agent as cli_agent
+from harness.cli import hardware as cli_hardware
+from harness.cli import nightly as cli_nightly
+from harness.cli.common import add_command, console, err_console, plugin_problems, print_plugin_problems
+from harness.cli.common import progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
 
@@ -229,8 +233,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
         budget = None if policy == "all-fast" else args.budget
         with err_console.status(f"solving {instance.name} with {policy} on {profile.name}"
                                 + (f" (budget {budget:g})" if budget is not None else "")):
-            options = {"simulations": args.simulations, "episodes": args.episodes, "checkpoint": args.checkpoint} \
-                if policy == "mallocmuzero" else {}
+            options = {"simulations": args.simulations, "checkpoint": args.checkpoint} \
+                if policy.startswith("mallocmuzero") else {}
             mapping = solve(instance, profile, budget, policy=policy, seed=args.seed, time_limit=args.time_limit,
                             **options)
         _validate(instance, mapping, profile, f"the mapping of policy {policy!r}")
@@ -313,94 +317,87 @@ def cmd_show_map(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mallocbench`."""
     import workloads
+    from agent.registry import policies
 
     parser = argparse.ArgumentParser(prog="mallocbench", description=__doc__.strip() + (
         " Benchmark memory mappings of compiled JAX programs."))
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_instance_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_nightly.add_commands(sub)
+    _add_mapping_commands(sub, policies(), workloads.SIZES)
+    cli_hardware.add_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_agent.add_commands(sub)
+    return parser
 
-    p = sub.add_parser("workloads", help="list the workloads of a suite")
-    p.add_argument("--suite", default="ci", choices=workloads.SUITES)
+
+def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> None:
+    """`workloads`, `extract` and `instance`: the suite and the instances of its workloads."""
+    p = add_command(sub, "workloads", cmd_workloads, help="list the workloads of a suite")
+    p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--workload", action="append", metavar="MODULE:FUNCTION",
                    help="also list this plugin workload, a function returning (fn, args) (repeatable)")
     p.add_argument("--no-extract", dest="extract", action="store_false",
                    help="list only, without compiling each workload for its flops and buffers")
-    p.set_defaults(func=cmd_workloads)
 
-    p = sub.add_parser("extract", help="extract a workload's instance as JSON")
+    p = add_command(sub, "extract", cmd_extract, help="extract a workload's instance as JSON")
     p.add_argument("workload")
-    p.add_argument("--size", default="ci", choices=workloads.SIZES)
+    p.add_argument("--size", default="ci", choices=sizes)
     p.add_argument("-o", "--output", help="instance file to write (default: WORKLOAD-SIZE.json)")
-    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("instance", help="summarise an instance file")
+    p = add_command(sub, "instance", cmd_instance, help="summarise an instance file")
     p.add_argument("file")
-    p.set_defaults(func=cmd_instance)
 
-    from harness.cli import nightly as cli_nightly
 
-    cli_nightly.add_commands(sub)
+def _add_profile_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--profile", metavar="NAME", help=f"hardware profile{what}, a shipped name or a JSON file "
+                   "(default: the one of JAX's backend)")
 
-    from agent.registry import policies
 
-    p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with policies",
-                       description="Solve an instance (a file, or a workload extracted on the fly) with one or more "
-                       "policies, validate each mapping, write it as JSON and print its simulated time beside "
-                       "all-slow and all-fast; --map draws the first mapping beside the second.")
+def _add_mapping_commands(sub, policy_names: Sequence[str], sizes: Sequence[str]) -> None:
+    """`solve`, `simulate` and `show-map`: a mapping of an instance, its simulated time and its picture."""
+    p = add_command(sub, "solve", cmd_solve, help="map an instance's buffers to fast and slow memory with policies",
+                    description="Solve an instance (a file, or a workload extracted on the fly) with one or more "
+                    "policies, validate each mapping, write it as JSON and print its simulated time beside "
+                    "all-slow and all-fast; --map draws the first mapping beside the second.")
     p.add_argument("instance", nargs="?", help="instance JSON file (from `mallocbench extract`)")
     p.add_argument("--workload", metavar="NAME", help="instead of a file: a workload (see `mallocbench workloads`) "
                    "or module:function returning (fn, args), extracted at --size")
-    p.add_argument("--size", default="ci", choices=workloads.SIZES, help="size of --workload (default: ci)")
+    p.add_argument("--size", default="ci", choices=sizes, help="size of --workload (default: ci)")
     p.add_argument("--policy", default="xla-msa", metavar="P1[,P2]",
-                   help=f"mapping policies, comma-separated: {', '.join(policies())} or module:function "
+                   help=f"mapping policies, comma-separated: {', '.join(policy_names)} or module:function "
                    "(default: xla-msa)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    _add_profile_option(p)
     p.add_argument("--budget", type=float, default=None,
                    help="fast memory as a fraction of peak live bytes, in (0, 1] (not for all-fast)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the policy (default: 0)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="seconds the policy may search (cpsat)")
     p.add_argument("--simulations", type=int, metavar="N",
-                   help="mallocmuzero: search simulations per move (default: the checkpoint's)")
-    p.add_argument("--episodes", type=int, metavar="K", help="mallocmuzero: episodes played, the best kept (default: 8)")
+                   help="mallocmuzero: leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--checkpoint", metavar="DIR", help="mallocmuzero: checkpoint directory (default: the shipped one)")
     p.add_argument("-o", "--output", metavar="MAP",
                    help="mapping file to write, with one policy (default: INSTANCE.POLICY.map.json here)")
     p.add_argument("--map", metavar="FIGURE", help="draw the first policy's mapping beside the second's on the "
                    "time x address plane (.png, .svg or .pdf)")
-    p.set_defaults(func=cmd_solve)
 
-    p = sub.add_parser("simulate", help="simulated time of a mapping and its costliest ops",
-                       description="Validate a mapping with the budget stored in it and print its simulated "
-                       "time and the ops that take the most time.")
+    p = add_command(sub, "simulate", cmd_simulate, help="simulated time of a mapping and its costliest ops",
+                    description="Validate a mapping with the budget stored in it and print its simulated "
+                    "time and the ops that take the most time.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    _add_profile_option(p)
     p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
-    p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("show-map", help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
-                       description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
-                       "addresses, with the capacity line and a list of the slow buffers.")
+    p = add_command(sub, "show-map", cmd_show_map, help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
+                    description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
+                    "addresses, with the capacity line and a list of the slow buffers.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file")
     p.add_argument("-o", "--output", metavar="FIGURE",
                    help="figure to write, .png, .svg or .pdf (default: MAPPING.png here)")
     p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile for the capacity line and simulated times (default: the one of "
-                   "JAX's backend)")
+    _add_profile_option(p, " for the capacity line and simulated times")
     p.add_argument("--title", help="figure title (default: instance name and size)")
-    p.set_defaults(func=cmd_show_map)
-
-    from harness.cli.hardware import add_commands
-
-    add_commands(sub, workloads.SUITES, workloads.SIZES)
-    from harness.cli import agent as cli_agent
-
-    cli_agent.add_commands(sub)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

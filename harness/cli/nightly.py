@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.cli.common import console, err_console, plugin_problems, print_plugin_problems
+from harness.cli.common import add_command, add_results_option, add_time_limits, console, err_console
+from harness.cli.common import plugin_problems, print_plugin_problems
 from harness.humanize import human_budget
 
 _GRID_OPTIONS = ("workloads", "policies", "budgets", "profile")
@@ -231,8 +232,9 @@ def add_commands(sub) -> None:
     import workloads
     from harness.runs import cells, nightly
 
-    p = sub.add_parser(
-        "nightly", help="the main job: run a suite's grid of workloads x policies x budgets and report it",
+    p = add_command(
+        sub, "nightly", cmd_nightly,
+        help="the main job: run a suite's grid of workloads x policies x budgets and report it",
         description="Extract every workload of the suite (cached by the hash of its compiled program), solve it "
         "with every policy at every budget, validate and simulate the mapping, realize and measure it on the "
         "local device, store each cell as it finishes, calibrate the profile on the measured cells, compare "
@@ -254,30 +256,24 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_ID", help="go on with a stored run; finished cells are not redone")
     p.add_argument("--cell", type=int, metavar="INDEX", help="run only this cell of the run given by --resume")
     p.add_argument("--plan-only", action="store_true", help="start the run and print its cells; run nothing")
-    p.add_argument("--solve-time-limit", type=float, default=10.0, metavar="S",
-                   help="seconds a policy may search (cpsat, mallocmuzero; default: 10)")
-    p.add_argument("--time-limit", type=float, default=3.0, metavar="S",
-                   help="seconds of timing per measured cell at most (default: 3)")
+    add_time_limits(p, measure_s=3.0, solve_s=10.0, searchers="cpsat, mallocmuzero")
     p.add_argument("--no-report", action="store_true", help="store and calibrate only; write no report")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_nightly)
+    add_results_option(p)
 
-    p = sub.add_parser("compare", help="differences between two runs, cell by cell",
-                       description="Per cell: simulated and measured medians in both runs, their ratio, a "
-                       "Mann-Whitney p-value on the raw samples, and a flag where B is slower or faster (by at "
-                       "least 2%% and significantly) or its simulated time changed.")
+    p = add_command(sub, "compare", cmd_compare, help="differences between two runs, cell by cell",
+                    description="Per cell: simulated and measured medians in both runs, their ratio, a "
+                    "Mann-Whitney p-value on the raw samples, and a flag where B is slower or faster (by at "
+                    "least 2%% and significantly) or its simulated time changed.")
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--all", action="store_true", help="show every cell, not only those that differ")
     p.add_argument("--across-machines", action="store_true",
                    help="compare runs of two different machines (their timings say little about each other)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_compare)
+    add_results_option(p)
 
-    p = sub.add_parser("report", help="write a run's paper-style report and the index of runs",
-                       description="Tables (Markdown, LaTeX, CSV), plots (PNG, SVG) and an HTML page for the run, "
-                       "with its regressions against earlier nights; and results/reports/index.html over runs.")
+    p = add_command(sub, "report", cmd_report, help="write a run's paper-style report and the index of runs",
+                    description="Tables (Markdown, LaTeX, CSV), plots (PNG, SVG) and an HTML page for the run, "
+                    "with its regressions against earlier nights; and results/reports/index.html over runs.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-o", "--output", metavar="DIR", help="report directory (default: RESULTS/reports/RUN)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_report)
+    add_results_option(p)
