@@ -169,8 +169,8 @@ def _report(run_ids: list[str], root: str) -> None:
     console.print(report.what_ran(runs), soft_wrap=True)
     for (manifest, _), (run_id, paths) in zip(runs, written.items()):
         head = report.headline_text(paths["headline"]) if len(paths["headline"]) else None
-        table = Table(title=f"headline, {manifest['profile']}: geometric-mean simulated speedup over xla-msa (share "
-                            f"of the room to all-fast captured), run {run_id}")
+        table = Table(title=f"headline {manifest['profile']}: speedup over xla-msa, simulated, geometric mean "
+                            "(share of the room captured)")
         for col in head.columns if head is not None else []:
             table.add_column(str(col), justify="left" if col == "policy" else "right")
         for rec in head.itertuples(index=False) if head is not None else []:
