@@ -37,7 +37,7 @@ from agent.heuristics.xla_msa import xla_msa
 from agent.muzero.policy import play
 from harness.model.mapping import Mapping, MappingError, check_budget
 from harness.model.profiles import Profile
-from harness.plugins import PluginError, Problem, check_call, is_reference, load_installed, load_reference
+from workloads.plugins import PluginError, Problem, check_call, is_reference, load_installed, load_reference
 from harness.xla.instance import Instance
 
 

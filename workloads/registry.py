@@ -15,7 +15,7 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from harness.plugins import PluginError, Problem, is_reference, load_installed, load_reference
+from workloads.plugins import PluginError, Problem, is_reference, load_installed, load_reference
 
 SIZES = ("ci", "small", "medium", "full")  # increasing; small and medium are for CPU calibration
 SUITES = ("ci", "full")
