@@ -15,6 +15,14 @@
 Policy options (keyword arguments of `solve`, None meaning the default): the mallocmuzero
 policies take `checkpoint` (a checkpoint directory), the searching ones `simulations`
 (actions scored per decision).
+
+Plugins: a policy is any function `policy(instance, profile, budget, seed, time_limit)
+-> Mapping`. An installed package declares it as an entry point of the group
+`mallocbench.policies` (named by the entry point); a `module:function` reference given
+as the policy name loads it without a package (named by the reference). A plugin that
+cannot be loaded or has the wrong signature is left out and listed by `problems()`; one
+that raises is named in a PluginError, one that returns something other than a Mapping in
+a MappingError.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ from agent.heuristics.baselines import all_fast, all_slow, first_fit, random_leg
 from agent.heuristics.cpsat import solve_cpsat
 from agent.heuristics.xla_msa import xla_msa
 from agent.muzero.policy import play
-from harness.model.mapping import Mapping, check_budget
+from harness.model.mapping import Mapping, MappingError, check_budget
 from harness.model.profiles import Profile
+from harness.plugins import PluginError, Problem, check_call, is_reference, load_group, load_reference
 from harness.xla.instance import Instance
 
 
@@ -71,11 +80,86 @@ _POLICIES: dict[str, Callable] = {
 }
 _OPTIONS = {"mallocmuzero": ("simulations", "checkpoint"), "mallocmuzero-fortified": ("simulations", "checkpoint"),
             "mallocmuzero-greedy": ("checkpoint",)}
+GROUP = "mallocbench.policies"
+SIGNATURE = "(instance, profile, budget, seed, time_limit) -> Mapping"
+_PLUGINS: dict[str, Callable] = {}  # loaded from entry points and references
+_PROBLEMS: list[Problem] = []
+_LOADED = [False]
+
+
+def plugin_policy(name: str, obj) -> Callable:
+    """`obj` if it is a function callable as a policy, `SIGNATURE`; else PluginError naming `name`."""
+    check_call(obj, name, SIGNATURE, 5)
+    return obj
+
+
+def _load_plugins() -> None:
+    """Load the entry points of `GROUP` once; a name that clashes with a built-in one is a problem."""
+    if _LOADED[0]:
+        return
+    _LOADED[0] = True
+    made, problems = load_group(GROUP, plugin_policy)
+    for name, fn in made.items():
+        if name in _POLICIES:
+            problems.append(Problem(name, f"entry point of {GROUP}", "a built-in policy has this name"))
+        else:
+            _PLUGINS[name] = fn
+    _PROBLEMS.extend(problems)
+
+
+def problems() -> list[Problem]:
+    """The plugin policies left out, each with its error."""
+    _load_plugins()
+    return list(_PROBLEMS)
+
+
+def plugins() -> list[str]:
+    """Names of the installed plugin policies (entry points that loaded)."""
+    _load_plugins()
+    return [n for n in _PLUGINS if not is_reference(n)]
 
 
 def policies() -> list[str]:
-    """Names of the available policies."""
-    return list(_POLICIES)
+    """Names of the available policies: the built-in ones, then the installed plugins'."""
+    return [*_POLICIES, *plugins()]
+
+
+def _policy(name: str) -> Callable:
+    """The function of a policy name or `module:function` reference; ValueError listing the valid names,
+    PluginError for a reference that cannot be loaded."""
+    _load_plugins()
+    if name in _POLICIES or name in _PLUGINS:
+        return _POLICIES.get(name) or _PLUGINS[name]
+    if is_reference(name):
+        _PLUGINS[name] = plugin_policy(name, load_reference(name))
+        return _PLUGINS[name]
+    raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(policies())} (or module:function)")
+
+
+def resolve(given, extra: tuple[str, ...] = ()) -> tuple[list[str], list[Problem]]:
+    """The names of `given` that are policies or in `extra` (names the caller knows, such as xla-native),
+    each once, and the problems of the plugins among them that cannot be loaded; an unknown plain name
+    raises ValueError."""
+    found, bad = [], []
+    for name in dict.fromkeys(given):
+        try:
+            if name not in extra:
+                _policy(name)
+            found.append(name)
+        except PluginError as err:
+            bad.append(Problem(name, "command line", str(err)))
+    return found, bad
+
+
+def _run_plugin(fn: Callable, policy: str, instance: Instance, profile: Profile, budget, seed, time_limit) -> Mapping:
+    """A plugin policy's mapping; PluginError naming it when it raises, MappingError when it returns no Mapping."""
+    try:
+        mapping = fn(instance, profile, budget, seed, time_limit)
+    except Exception as err:  # a plugin may raise anything: name it
+        raise PluginError(f"policy {policy!r} raised {type(err).__name__}: {err}") from err
+    if not isinstance(mapping, Mapping):
+        raise MappingError(f"policy {policy!r} returned a {type(mapping).__name__}, not a harness Mapping")
+    return mapping
 
 
 def solve(instance: Instance, profile: Profile, budget: Optional[float], policy: str = "xla-msa",
@@ -88,8 +172,7 @@ def solve(instance: Instance, profile: Profile, budget: Optional[float], policy:
 def solve_detailed(instance: Instance, profile: Profile, budget: Optional[float], policy: str = "xla-msa",
                    seed: int = 0, time_limit: Optional[float] = None, **options) -> Solution:
     """`solve`'s mapping with what the policy proved about it (`Solution`: cpsat's optimality and bound)."""
-    if policy not in _POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(_POLICIES)}")
+    fn = _policy(policy)
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(_OPTIONS.get(policy, ())))
     if unknown:
@@ -99,7 +182,8 @@ def solve_detailed(instance: Instance, profile: Profile, budget: Optional[float]
         if budget is None:
             raise ValueError(f"policy {policy!r} needs a budget, a fraction of peak live bytes in (0, 1]")
         check_budget(budget)
-    found = _POLICIES[policy](instance, profile, budget, seed, time_limit, **options)
+    found = fn(instance, profile, budget, seed, time_limit, **options) if policy in _POLICIES else \
+        _run_plugin(fn, policy, instance, profile, budget, seed, time_limit)
     solution = found if isinstance(found, Solution) else Solution(found)
     mapping = solution.mapping
     return dataclasses.replace(solution, mapping=Mapping(mapping.offsets, mapping.n_buffers, instance.name, policy,

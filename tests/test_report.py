@@ -227,9 +227,17 @@ def test_the_html_report_renders_in_headless_chromium_with_every_image_and_table
     for table_id in ("manifest", "failures"):
         assert f'id="{table_id}"' in dom
     assert dom.count("<table") >= len(sections) + 3
+    # the summary comes first: what ran, the headline, the speedup figure (loaded) and every table's formats
+    assert re.search(r'data-summary-figure="loaded"', dom)
+    summary = dom[dom.index('id="summary"'):dom.index('id="manifest"')]
+    assert 'id="what-ran"' in summary and 'id="headline"' in summary and 'src="speedup.png"' in summary
+    assert "cpsat" in summary and "xla-msa" in summary and "Simulated" in summary
+    for name in sections:
+        for fmt in ("md", "tex", "csv"):
+            assert f'href="{name}.{fmt}"' in summary
     shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, "--window-size=1280,2000", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(["bash", str(REPO / "scripts" / "screenshot_report.sh"), str(paths["html"]), str(shot)],
+                   check=True, timeout=120)
     assert shot.stat().st_size > 10_000
     artifacts = REPO / ".artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli.common import console, err_console, progress
+from harness.cli.common import add_command, console, err_console, progress
 
 
 def _train_bar() -> Progress:
@@ -121,10 +121,10 @@ def add_commands(sub) -> None:
     from agent.evaluation import SPLITS
     from agent.muzero.search import MODES
 
-    p = sub.add_parser("train", help="train mallocMuZero by self-play (progress bar, checkpoints, curve)",
-                       description="Self-play with Gumbel MuZero search on the training split, a replay buffer "
-                       "and Adam; a held-out evaluation against xla-msa, a checkpoint and the curve "
-                       "(curve.csv, curve.png) every eval_every iterations. Ctrl-C saves a checkpoint.")
+    p = add_command(sub, "train", cmd_train, help="train mallocMuZero by self-play (progress bar, checkpoints, curve)",
+                    description="Self-play with Gumbel MuZero search on the training split, a replay buffer "
+                    "and Adam; a held-out evaluation against xla-msa, a checkpoint and the curve "
+                    "(curve.csv, curve.png) every eval_every iterations. Ctrl-C saves a checkpoint.")
     p.add_argument("--preset", default="ci", choices=("ci", "full"), help="network and run size (default: ci)")
     p.add_argument("--mode", default="muzero", choices=MODES,
                    help="search model: learned dynamics (muzero) or the exact game (alphazero)")
@@ -139,12 +139,11 @@ def add_commands(sub) -> None:
     p.add_argument("--split", metavar="FILE", help="JSON {\"train\": [...], \"held_out\": [...]} of instance names "
                    "(default: AlphaTensor, vit-encoder, lstm-scan and synthetic seeds >= 1000 held out)")
     p.add_argument("--export", metavar="DIR", help="also copy the final checkpoint, without replay, to DIR")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint against xla-msa and cpsat on its split",
-                       description="Solve each instance of the checkpoint's split with mallocmuzero, xla-msa and "
-                       "cpsat; write OUT/CHECKPOINT-PROFILE-BUDGET.csv (instance, split, policy, "
-                       "simulated_seconds, optimal) and a summary JSON beside it.")
+    p = add_command(sub, "eval", cmd_eval, help="evaluate a checkpoint against xla-msa and cpsat on its split",
+                    description="Solve each instance of the checkpoint's split with mallocmuzero, xla-msa and "
+                    "cpsat; write OUT/CHECKPOINT-PROFILE-BUDGET.csv (instance, split, policy, "
+                    "simulated_seconds, optimal) and a summary JSON beside it.")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint directory (default: the shipped one)")
     p.add_argument("--profile", required=True, metavar="NAME", help="hardware profile")
     p.add_argument("--budget", type=float, default=0.5, help="fast memory fraction of peak (default: 0.5)")
@@ -152,4 +151,3 @@ def add_commands(sub) -> None:
     p.add_argument("--simulations", type=int, help="leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--cpsat-time-limit", type=float, default=10.0, metavar="S", help="cpsat seconds (default: 10)")
     p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: results/eval)")
-    p.set_defaults(func=cmd_eval)

@@ -7,7 +7,8 @@ import math
 
 from rich.table import Table
 
-from harness.cli.common import console, err_console, parse_budget, parse_list, progress
+from harness.cli.common import (add_command, add_results_option, add_time_limits, console, err_console, parse_budget,
+                                 parse_list, progress)
 from harness.results import store
 from harness.runs import cells
 
@@ -120,11 +121,12 @@ def add_commands(sub, suites, sizes) -> None:
     from agent.registry import policies
     from harness.device.realization import NATIVE
 
-    p = sub.add_parser("measure", help="measure a suite under policies and budgets on this device; store the rows",
-                       description="Extract each workload's scoped program, map it with each policy at each "
-                       "budget, realize the mapping, time it, simulate it, and append every row to the results "
-                       "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
-                       "untouched program is timed.")
+    p = add_command(sub, "measure", cmd_measure,
+                    help="measure a suite under policies and budgets on this device; store the rows",
+                    description="Extract each workload's scoped program, map it with each policy at each "
+                    "budget, realize the mapping, time it, simulate it, and append every row to the results "
+                    "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
+                    "untouched program is timed.")
     p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
     p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
@@ -135,27 +137,22 @@ def add_commands(sub, suites, sizes) -> None:
                    "xla-native and all-fast are measured once, without a budget")
     p.add_argument("--profile", metavar="NAME", help="profile for the predictions (default: the backend's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=5.0, metavar="S",
-                   help="seconds of timing per cell at most (default: 5)")
-    p.add_argument("--solve-time-limit", type=float, default=30.0, metavar="S",
-                   help="seconds a policy may search (cpsat; default: 30)")
+    add_time_limits(p, measure_s=5.0, solve_s=30.0, searchers="cpsat")
     p.add_argument("--label", default="measure", help="label in the run id (default: measure)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_measure)
+    add_results_option(p)
 
-    p = sub.add_parser("results", help="list the stored runs, or show one run as a table")
+    p = add_command(sub, "results", cmd_results, help="list the stored runs, or show one run as a table")
     p.add_argument("run", nargs="?", help="run id to show (default: list the runs)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_results)
+    add_results_option(p)
 
-    p = sub.add_parser("calibrate", help="fit a profile to measured runs and report the simulator's accuracy",
-                       description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
-                       "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
-                       "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
-                       "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
+    p = add_command(sub, "calibrate", cmd_calibrate,
+                    help="fit a profile to measured runs and report the simulator's accuracy",
+                    description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
+                    "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
+                    "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
+                    "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    add_results_option(p)
     p.add_argument("--profiles-dir", metavar="DIR",
                    help="where to write the fitted profile (default: beside the shipped profiles)")
-    p.set_defaults(func=cmd_calibrate)

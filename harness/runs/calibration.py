@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
+from harness.device.machine import machine_of
 from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
@@ -257,13 +258,19 @@ def _json_default(value):
 
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None) -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
-    of cells (nightly, measure) and the "measurements" of the sweeps that came before them."""
+    of cells (nightly, measure) and the "measurements" of the sweeps that came before them. CalibrationError
+    when the runs were measured on more than one machine (a profile describes one machine's timings)."""
     ids = list(run_ids) if run_ids else None
     frame = pd.concat([store.read(table, root, run_ids=ids) for table in ("cells", "measurements")],
                       ignore_index=True)
     if frame.empty:
         raise CalibrationError(f"no measured rows in runs {', '.join(ids) if ids else 'of the store'}")
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
+    machines = {run_id: machine_of(store.read_manifest(run_id, root)) for run_id in frame.run_id.unique()}
+    if len(set(machines.values())) > 1:
+        found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
+        raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
+                               "one machine")
     instances: dict[str, Instance] = {}
     points = []
     for row in frame.to_dict("records"):
