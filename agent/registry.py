@@ -28,6 +28,7 @@ a MappingError.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 from agent.heuristics.baselines import all_fast, all_slow, first_fit, random_legal
@@ -36,7 +37,7 @@ from agent.heuristics.xla_msa import xla_msa
 from agent.muzero.policy import play
 from harness.model.mapping import Mapping, MappingError, check_budget
 from harness.model.profiles import Profile
-from harness.plugins import PluginError, Problem, check_call, is_reference, load_group, load_reference
+from workloads.plugins import PluginError, Problem, check_call, is_reference, load_installed, load_reference
 from harness.xla.instance import Instance
 
 
@@ -82,9 +83,7 @@ _OPTIONS = {"mallocmuzero": ("simulations", "checkpoint"), "mallocmuzero-fortifi
             "mallocmuzero-greedy": ("checkpoint",)}
 GROUP = "mallocbench.policies"
 SIGNATURE = "(instance, profile, budget, seed, time_limit) -> Mapping"
-_PLUGINS: dict[str, Callable] = {}  # loaded from entry points and references
-_PROBLEMS: list[Problem] = []
-_LOADED = [False]
+_REFERENCES: dict[str, Callable] = {}  # module:function plugins, loaded when first named
 
 
 def plugin_policy(name: str, obj) -> Callable:
@@ -93,30 +92,20 @@ def plugin_policy(name: str, obj) -> Callable:
     return obj
 
 
-def _load_plugins() -> None:
-    """Load the entry points of `GROUP` once; a name that clashes with a built-in one is a problem."""
-    if _LOADED[0]:
-        return
-    _LOADED[0] = True
-    made, problems = load_group(GROUP, plugin_policy)
-    for name, fn in made.items():
-        if name in _POLICIES:
-            problems.append(Problem(name, f"entry point of {GROUP}", "a built-in policy has this name"))
-        else:
-            _PLUGINS[name] = fn
-    _PROBLEMS.extend(problems)
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[dict[str, Callable], list[Problem]]:
+    """The installed plugin policies (entry points of `GROUP`, loaded once) and those left out."""
+    return load_installed(GROUP, plugin_policy, _POLICIES)
 
 
 def problems() -> list[Problem]:
-    """The plugin policies left out, each with its error."""
-    _load_plugins()
-    return list(_PROBLEMS)
+    """The installed plugin policies left out, each with its error."""
+    return list(_installed()[1])
 
 
 def plugins() -> list[str]:
     """Names of the installed plugin policies (entry points that loaded)."""
-    _load_plugins()
-    return [n for n in _PLUGINS if not is_reference(n)]
+    return list(_installed()[0])
 
 
 def policies() -> list[str]:
@@ -127,12 +116,12 @@ def policies() -> list[str]:
 def _policy(name: str) -> Callable:
     """The function of a policy name or `module:function` reference; ValueError listing the valid names,
     PluginError for a reference that cannot be loaded."""
-    _load_plugins()
-    if name in _POLICIES or name in _PLUGINS:
-        return _POLICIES.get(name) or _PLUGINS[name]
+    found = _POLICIES.get(name) or _installed()[0].get(name) or _REFERENCES.get(name)
+    if found is not None:
+        return found
     if is_reference(name):
-        _PLUGINS[name] = plugin_policy(name, load_reference(name))
-        return _PLUGINS[name]
+        _REFERENCES[name] = plugin_policy(name, load_reference(name))
+        return _REFERENCES[name]
     raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(policies())} (or module:function)")
 
 

@@ -234,3 +234,13 @@ def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys):
     index = Path(root, "reports", "index.html").read_text()
     assert f"{second}/index.html" in index and "broken-run" in index and "not a readable JSON manifest" in index
     assert Path(root, "reports", second, "simulated-budget-0.5.csv").is_file()
+
+
+@pytest.mark.parametrize("backend, device, profiles", [
+    ("cpu", "cpu", ("tpu-v4i-cmem", "h100-offload")),         # one memory tier: the two-tier profiles, simulated
+    ("gpu", "NVIDIA H100 80GB HBM3", ("h100-offload",)),
+    ("cuda", "NVIDIA H200", ("h200-offload",)),
+    ("tpu", "TPU v5 lite", ("tpu-v5e-offload",)),
+])
+def test_a_night_runs_the_profiles_of_its_machine(backend, device, profiles):
+    assert nightly.default_profiles(backend, device) == profiles

@@ -107,6 +107,9 @@ def test_headline_is_the_geometric_mean_speedup_per_policy_and_budget(run):
     table = report.simulated_table(cells, 0.25)
     assert head.loc["cpsat", "speedup @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat speedup"])
     assert head.loc["cpsat", "speedup @ 0.25"] >= 1 - 1e-9          # warm-started with xla-msa: never worse
+    assert head.loc["cpsat", "captured @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat captured"])
+    assert head.loc["xla-msa", "captured @ 0.25"] == 0 and head.loc["all-fast", "captured @ 0.25"] == 1
+    assert "xla-native" not in head.index                            # measured only: no simulated speedup
     assert head.loc["first-fit", "failed"] == 2 and head.loc["xla-msa", "ok"] == 4
 
 

@@ -11,10 +11,11 @@ the reference). A plugin that cannot be loaded is left out and listed by `proble
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable
 
-from harness.plugins import PluginError, Problem, is_reference, load_group, load_reference
+from workloads.plugins import PluginError, Problem, is_reference, load_installed, load_reference
 
 SIZES = ("ci", "small", "medium", "full")  # increasing; small and medium are for CPU calibration
 SUITES = ("ci", "full")
@@ -44,9 +45,7 @@ class Workload:
 _REGISTRY: dict[str, Workload] = {}
 GROUP = "mallocbench.workloads"
 PLUGIN_FAMILY = "plugin"
-_PLUGINS: dict[str, Workload] = {}  # loaded from entry points and references
-_PROBLEMS: list[Problem] = []
-_LOADED = [False]
+_REFERENCES: dict[str, Workload] = {}  # module:function plugins, loaded when first named
 
 
 def register(name: str, family: str, description: str) -> Callable[[Builder], Builder]:
@@ -96,24 +95,16 @@ def plugin_workload(name: str, obj: Any) -> Workload:
     return Workload(name, PLUGIN_FAMILY, doc[0] if doc else f"plugin {name}", build)
 
 
-def _load_plugins() -> None:
-    """Load the entry points of `GROUP` once; a name that clashes with a built-in one is a problem."""
-    if _LOADED[0]:
-        return
-    _LOADED[0] = True
-    made, problems = load_group(GROUP, plugin_workload)
-    for name, workload in made.items():
-        if name in _REGISTRY:
-            problems.append(Problem(name, f"entry point of {GROUP}", "a built-in workload has this name"))
-        else:
-            _PLUGINS[name] = dataclasses.replace(workload, name=name)
-    _PROBLEMS.extend(problems)
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[dict[str, Workload], list[Problem]]:
+    """The installed plugin workloads (entry points of `GROUP`, loaded once) and those left out."""
+    made, problems = load_installed(GROUP, plugin_workload, _REGISTRY)
+    return {name: dataclasses.replace(w, name=name) for name, w in made.items()}, problems
 
 
 def problems() -> list[Problem]:
-    """The plugin workloads left out, each with its error."""
-    _load_plugins()
-    return list(_PROBLEMS)
+    """The installed plugin workloads left out, each with its error."""
+    return list(_installed()[1])
 
 
 def names(suite: str = "ci") -> list[str]:
@@ -121,22 +112,20 @@ def names(suite: str = "ci") -> list[str]:
     those of installed plugins (references given by name are not listed)."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
-    _load_plugins()
-    listed = [*_REGISTRY.values(), *(w for n, w in _PLUGINS.items() if not is_reference(n))]
+    listed = [*_REGISTRY.values(), *_installed()[0].values()]
     return [w.name for w in sorted(listed, key=lambda w: (w.family, w.name))]
 
 
 def get(name: str) -> Workload:
     """The workload called `name`, or the plugin a `module:function` reference names; an unknown name raises
     UnknownWorkloadError with the valid names listed, a reference that cannot be loaded PluginError."""
-    _load_plugins()
-    if name in _REGISTRY or name in _PLUGINS:
-        return _REGISTRY.get(name) or _PLUGINS[name]
+    found = _REGISTRY.get(name) or _installed()[0].get(name) or _REFERENCES.get(name)
+    if found is not None:
+        return found
     if is_reference(name):
-        workload = dataclasses.replace(plugin_workload(name, load_reference(name)), name=name)
-        _PLUGINS[name] = workload
-        return workload
-    valid = ", ".join(sorted([*_REGISTRY, *_PLUGINS]))
+        _REFERENCES[name] = dataclasses.replace(plugin_workload(name, load_reference(name)), name=name)
+        return _REFERENCES[name]
+    valid = ", ".join(sorted([*_REGISTRY, *_installed()[0]]))
     raise UnknownWorkloadError(f"unknown workload {name!r}; valid workloads: {valid} (or module:function)")
 
 

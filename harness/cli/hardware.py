@@ -8,7 +8,7 @@ import math
 from rich.table import Table
 
 from harness.cli.common import (add_command, add_results_option, add_time_limits, console, err_console, parse_budget,
-                                 parse_list, progress)
+                                 parse_list, plugin_problems, print_plugin_problems, progress)
 from harness.results import store
 from harness.runs import cells
 
@@ -17,12 +17,19 @@ def cmd_measure(args: argparse.Namespace) -> int:
     """Measure a suite's programs under each policy and budget on the local device; store every cell."""
     import jax
 
+    import workloads
+
+    print_plugin_problems(plugin_problems())
+    names, policies, problems = cells.usable(
+        parse_list(args.workloads, "workload") if args.workloads else workloads.names(args.suite),
+        parse_list(args.policies, "policy"))
+    print_plugin_problems(problems)
     spec = cells.make_spec(
-        "measure", args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
-        parse_list(args.policies, "policy"), [parse_budget(b) for b in parse_list(args.budgets, "budget")],
+        "measure", args.suite, names, policies, [parse_budget(b) for b in parse_list(args.budgets, "budget")],
         args.profile, sizes=parse_list(args.sizes, "size"), seed=args.seed, solve_time_limit=args.solve_time_limit,
         measure_time_limit=args.time_limit)
-    run_id = cells.plan(spec, args.results, label=args.label)
+    run_id = cells.plan(spec, args.results, label=args.label,
+                        plugin_problems=[str(p) for p in [*plugin_problems(), *problems]])
     rows = []
     with progress() as bar:
         task = bar.add_task("measuring", total=len(spec.cells()))

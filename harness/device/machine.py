@@ -27,7 +27,6 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 import jax
 

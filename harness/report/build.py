@@ -357,7 +357,7 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
         title += (f"\nprofile's prediction on {accuracy['n_points']} cells: MAPE {accuracy['mape']:.1%}, "
                   f"tau {accuracy['kendall_tau']:.2f}")
     if not_comparable:
-        title += "\n(" + not_comparable.replace("\n", " ") + ")"
+        title += f"\n({not_comparable})"
     lo, hi = min(values) / 2, max(values) * 2
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds")
@@ -366,7 +366,7 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
     return _save(fig, out, "predicted_vs_measured")
 
 
-def _not_comparable(manifest: dict) -> Optional[str]:
+def prediction_mismatch(manifest: dict) -> Optional[str]:
     """Why the run's profile does not predict its measurements (it describes another kind of device), or None."""
     from harness.model.profiles import ProfileError, device_kind, load_profile
 
@@ -377,8 +377,7 @@ def _not_comparable(manifest: dict) -> Optional[str]:
     device = device_kind(manifest.get("backend", ""))
     if not device or profile.backend == device:
         return None
-    return (f"profile {profile.name} describes a {profile.backend};\nthe cells were measured on a {device}:\n"
-            "its predictions are not shown against them")
+    return f"{profile.name} describes a {profile.backend}, the cells ran on a {device}: its predictions are not drawn"
 
 
 def plot_memory_maps(cells: pd.DataFrame, root: str, budget: float, out: Path, n: int = 2) -> list[Path]:
@@ -471,7 +470,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     if budget is not None and (cells.status == "ok").any():
         plots += plot_speedups(cells, budget, out)
         plots += plot_memory_maps(cells, root, budget, out)
-    plots += plot_predicted_vs_measured(cells, calibration, out, _not_comparable(manifest))
+    plots += plot_predicted_vs_measured(cells, calibration, out, prediction_mismatch(manifest))
     plots += plot_history(history, out)
     mine = regressions[regressions.run_id == run_id] if regressions is not None and len(regressions) else \
         pd.DataFrame()

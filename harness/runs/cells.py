@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Optional
 import jax
 
 import workloads
+from workloads.plugins import PluginError
 from agent.registry import resolve as resolve_policies
 from agent.registry import solve_detailed
 from harness.device.machine import this_machine
@@ -150,11 +151,9 @@ def make_spec(kind: str, suite: str, workload_names: Optional[Iterable[str]], po
 def usable(workload_names: Iterable[str], policies: Iterable[str], raise_problems: bool = False
            ) -> tuple[tuple[str, ...], tuple[str, ...], list]:
     """The workloads and policies of a run that can be loaded, each once, and the plugins among them that
-    cannot (`harness.plugins.Problem`s: a run goes on without them; with `raise_problems` the first one
+    cannot (`workloads.plugins.Problem`s: a run goes on without them; with `raise_problems` the first one
     raises PluginError instead). An unknown plain name raises UnknownWorkloadError or ValueError naming the
     valid ones."""
-    from harness.plugins import PluginError
-
     names, bad_workloads = workloads.resolve(tuple(workload_names))
     chosen, bad_policies = resolve_policies(tuple(policies), extra=(NATIVE,))
     problems = [*bad_workloads, *bad_policies]

@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 
 class PluginError(ValueError):
@@ -71,6 +71,16 @@ def load_group(group: str, make: Callable[[str, Any], Any]) -> tuple[dict[str, A
             made[point.name] = make(point.name, obj)
         except (PluginError, TypeError) as err:
             problems.append(Problem(point.name, source, str(err)))
+    return made, problems
+
+
+def load_installed(group: str, make: Callable[[str, Any], Any], builtin: Collection[str]
+                   ) -> tuple[dict[str, Any], list[Problem]]:
+    """`load_group`, with a plugin named like a built-in one (`builtin`) left out as a problem."""
+    made, problems = load_group(group, make)
+    for name in [n for n in made if n in builtin]:
+        del made[name]
+        problems.append(Problem(name, f"entry point of {group}", "a built-in one has this name"))
     return made, problems
 
 
