@@ -177,8 +177,14 @@ def test_mallocmuzero_policy_and_candidates(trained):
     validate(instance, mapping, profile, 0.5)
     found = candidates(instance, profile, 0.5, k=3, checkpoint_path=str(trained))
     assert 1 <= len(found) <= 3 and len({tuple(sorted(m.offsets.items())) for m in found}) == len(found)
+    for m in found:
+        validate(instance, m, profile, 0.5)
     times = [simulate(instance, m, profile) for m in found]
     assert times == sorted(times)
+    fortified = solve(instance, profile, 0.5, policy="mallocmuzero-fortified", checkpoint=str(trained))
+    greedy = solve(instance, profile, 0.5, policy="mallocmuzero-greedy", checkpoint=str(trained))
+    validate(instance, greedy, profile, 0.5)
+    assert simulate(instance, fortified, profile) <= simulate(instance, solve(instance, profile, 0.5), profile) * (1 + 1e-6)
     assert simulate(instance, mapping, profile) <= simulate(instance, solve(instance, profile, 0.5, "all-slow"),
                                                             profile)
 

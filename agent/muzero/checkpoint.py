@@ -21,12 +21,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import jax
 import numpy as np
 from flax import serialization
 
 from agent.data.split import Split
 from agent.muzero.replay import Replay
-from agent.muzero.learner import TrainConfig, TrainState, init_state
+from agent.muzero.learner import TrainConfig, TrainState, init_state, reference_game
 from harness.results.artifacts import write_bytes
 
 FORMAT = 1
@@ -82,7 +83,8 @@ def load(path, with_replay: bool = True) -> Checkpoint:
     path = Path(path)
     meta = _read_config(path)
     config, split = _parse(path, meta)
-    target = init_state(config)._asdict()
+    reference_game()  # built (and cached) outside the trace below, which only shapes the state
+    target = jax.eval_shape(lambda: init_state(config))._asdict()
     try:
         state = TrainState(**serialization.from_bytes(target, _read_checked(path, STATE, meta)))
     except CheckpointError:

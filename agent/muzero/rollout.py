@@ -2,8 +2,9 @@
 
 At each decision (the game's order: by start of live interval), the search scores a set of
 actions for the current candidate (the actions it considers: "slow", the slots the
-network's policy ranks highest, and the slots of a few placement rules: best fit, first
-fit, last fit and the completion rule's own choice). An action's value is the exact
+network's policy ranks highest, the slots of a few placement rules: best fit, first fit,
+last fit and the completion rules' own choices, and the action of the best episode the
+previous decision scored). An action's value is the exact
 return of the episode that takes it and then completes every undecided candidate with a
 base rule (`complete`, a leaf evaluator): the undecided candidates in XLA's
 memory-boundedness order, each best-fit (or, a second rule, first-fit) into the plane if
