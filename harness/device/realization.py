@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from harness.xla import link as linking
+from harness.xla.link import Program, jit, link as link_values, trace  # the module: harness.xla's `link` is the function
 from harness.xla.extraction import from_compiled
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
@@ -46,7 +46,7 @@ class Realized:
 
     fn: Callable[..., Any]
     report: RealizeReport
-    program: linking.Program
+    program: Program
 
 
 def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
@@ -58,7 +58,7 @@ def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
 
 
 def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, mapping: Optional[Mapping],
-            backend: Optional[str] = None, program: Optional[linking.Program] = None) -> Realized:
+            backend: Optional[str] = None, program: Optional[Program] = None) -> Realized:
     """The program of `fn(*args)` with `mapping`'s slow values in host memory.
 
     `instance` must be extracted from `harness.xla.link.jit(program)` of the same
@@ -68,8 +68,8 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
     platform (to export it) whatever runs here.
     """
     backend = backend or jax.default_backend()
-    program = program or linking.trace(fn, args)
-    link = linking.link(program, instance)
+    program = program or trace(fn, args)
+    link = link_values(program, instance)
     policy = mapping.policy if mapping is not None else NATIVE
     slow = slow_buffers(instance, mapping) if mapping is not None and policy != NATIVE else ()
     unlinked = tuple(b for b in slow if b not in link.value_of)
@@ -84,11 +84,11 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
         policy=policy, backend=backend, realizable=realizable, reason=reason, slow_buffers=slow,
         offloaded_values=tuple(sorted(offload)), unlinked=unlinked,
         unlinked_bytes=sum(instance.buffers[b].bytes for b in unlinked), linked_share=link.linked_share)
-    return Realized(linking.jit(program, offload), report, program)
+    return Realized(jit(program, offload), report, program)
 
 
-def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, linking.Program, Any]:
+def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, Program, Any]:
     """(instance, program, compiled) of the scoped program of `fn(*args)`: the program `realize` runs."""
-    program = linking.trace(fn, args)
-    compiled = linking.jit(program).lower(*args).compile()
+    program = trace(fn, args)
+    compiled = jit(program).lower(*args).compile()
     return from_compiled(compiled, name), program, compiled

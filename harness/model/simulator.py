@@ -50,9 +50,10 @@ def simulate(instance: Instance, mapping: Mapping, profile: Profile) -> float:
 
 def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict[str, np.ndarray]:
     """Per-op breakdown: seconds per run of each op (`elapsed`, weighted by executions),
-    its `compute` and `memory` parts, and the `stall` waiting for copies before it.
+    its `compute` and `memory` parts, and the `stall` waiting for copies before it;
+    `launch`, the run's own seconds once.
 
-    `elapsed.sum() + stall.sum() + final_stall` equals `simulate(...)`.
+    `elapsed.sum() + stall.sum() + final_stall + launch` equals `simulate(...)`.
     """
     cands, tables = problem(instance, profile)
     mask = fast_mask(instance, mapping, cands)
@@ -73,4 +74,5 @@ def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict
         "memory": np.asarray(memory)[:n] * w,
         "stall": stalls[:n],
         "final_stall": stalls[-1:],
+        "launch": np.float32(tables.launch),
     }

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jaxlib
 
-from harness.xla.hlo_costs import instruction_cost, matmul_flops
+from harness.xla.hlo_costs import instruction_cost, matmul_flops, op_kind
 from harness.xla.hlo_text import Module, TupleShape, parse_module
 from harness.xla.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
 from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
@@ -162,7 +162,17 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         branch=live.branches[inst.name],
         op_name=inst.op_name,
         matmul_flops=matmul_flops(module, inst),
+        kind=op_kind(module, inst),
+        iterations=_iterations(inst),
     )
+
+
+def _iterations(inst) -> Optional[int]:
+    """Body executions per execution of a while op with a known trip count; None otherwise."""
+    if inst.opcode != "while":
+        return None
+    n = inst.backend_config.get("known_trip_count", {}).get("n")
+    return None if n is None else int(n)
 
 
 def _in_place_reuses(module: Module, live: Liveness, ops: tuple[Op, ...], buffers: list[Buffer]) -> dict[int, int]:

@@ -25,6 +25,14 @@ ELEMENTWISE = TRANSCENDENTAL | {
     "shift-right-logical", "sign", "subtract", "xor", "stochastic-convert",
 }
 FMA_FLOPS = 2
+# Op kinds, each priced at its own rate by the cost model.
+OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free")
+FREE = {  # name or forward values: no kernel runs (no event in a profile)
+    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "domain", "add-dependency",
+    "optimization-barrier", "after-all",
+}
+LOOP = {"while", "conditional", "call"}  # run other computations; their own cost is control overhead
+REDUCTION = {"reduce", "reduce-window", "select-and-scatter", "scatter", "all-reduce"}
 
 
 def _elements(shape) -> int:
@@ -65,6 +73,37 @@ def matmul_flops(module: Module, inst: Instruction) -> float:
     if inst.opcode == "fusion":
         return sum(matmul_flops(module, i) for i in module.computations[inst.called("calls")[0]].instructions)
     return 0.0
+
+
+def op_kind(module: Module, inst: Instruction) -> str:
+    """The op's kind (one of `OP_KINDS`): what its kernel does, looking inside fusions.
+
+    A fusion with a convolution is a convolution, else with a dot a dot, else with
+    a reduction a reduction; an op with no flops or transcendentals that is neither
+    free nor a loop moves data (copy, transpose, pad, slice, concatenate, gather...).
+    """
+    if inst.opcode in FREE:
+        return "free"
+    if inst.opcode in LOOP:
+        return "loop"
+    opcodes = _opcodes(module, inst)
+    if "convolution" in opcodes:
+        return "convolution"
+    if "dot" in opcodes:
+        return "dot"
+    if opcodes & REDUCTION:
+        return "reduction"
+    return "elementwise" if any(instruction_cost(module, inst)) else "data-movement"
+
+
+def _opcodes(module: Module, inst: Instruction) -> set[str]:
+    """Opcodes of `inst` and, for a fusion, of every fused instruction (nested fusions too)."""
+    if inst.opcode != "fusion":
+        return {inst.opcode}
+    found: set[str] = set()
+    for i in module.computations[inst.called("calls")[0]].instructions:
+        found |= _opcodes(module, i)
+    return found
 
 
 def computation_cost(module: Module, name: str) -> tuple[float, float]:
