@@ -99,14 +99,17 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import calibrate, points_from_store, write
+    from harness.runs.calibration import calibrate, op_points_from_store, points_from_store, write
     from harness.model.profiles import load_profile
     from harness.runs.sweep import parse_list
 
     prior = load_profile(args.profile)
-    points, run_ids = points_from_store(args.results, parse_list(args.runs, "run"))
-    with err_console.status(f"fitting {prior.name} to {len(points)} points (and leaving each workload out)"):
-        calibration = calibrate(points, prior, run_ids)
+    runs, instances = parse_list(args.runs, "run"), {}
+    points, run_ids = points_from_store(args.results, runs, instances=instances)
+    op_points = op_points_from_store(args.results, runs, instances)
+    with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
+                            "(and leaving each workload out)"):
+        calibration = calibrate(points, prior, run_ids, op_points)
         paths = write(calibration, args.results, args.profiles_dir)
     r = calibration.report
     table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "
@@ -118,12 +121,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     table.add_row("tau within workloads", "", f"{r['kendall_tau_within']:.3f}", f"{r['lowo_kendall_tau_within']:.3f}")
     table.add_row("top-1 slowdown (max)", "", f"{r['top1_slowdown']['max']:.3f}", f"{r['lowo_top1_slowdown']['max']:.3f}")
     table.add_row("measurement noise (median)", "", f"{r['noise']:.2%}", "")
+    ops = r["per_op"]
+    if ops["fitted"]["n_points"]:
+        table.add_row(f"per-op MAPE ({ops['fitted']['n_points']} ops)", f"{ops['prior']['mape']:.1%}",
+                      f"{ops['fitted']['mape']:.1%}", f"{ops['lowo']['mape']:.1%}")
+        table.add_row("per-op time-weighted error", f"{ops['prior']['weighted_error']:.1%}",
+                      f"{ops['fitted']['weighted_error']:.1%}", f"{ops['lowo']['weighted_error']:.1%}")
+        table.add_row("ops' share of program time (median)", "", f"{ops['coverage_median']:.1%}", "")
     console.print(table)
     figures = Table(title="figures")
-    for col in ("figure", "prior", "fitted"):
-        figures.add_column(col, justify="left" if col == "figure" else "right")
+    for col in ("figure", "prior", "fitted", "status"):
+        figures.add_column(col, justify="right" if col in ("prior", "fitted") else "left")
     for name, v in r["figures"].items():
-        figures.add_row(name + (" (free)" if name in r["free"] else ""), f"{v['prior']:.4g}", f"{v['fitted']:.4g}")
+        if v["prior"] is not None:
+            figures.add_row(name, f"{v['prior']:.4g}", f"{v['fitted']:.4g}", v["status"])
     console.print(figures)
     for what, path in paths.items():
         console.print(f"{what}: {path}")

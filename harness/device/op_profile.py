@@ -5,11 +5,12 @@ inside loop bodies, one per iteration) with the op's HLO name in `args.hlo_op`.
 An op's time is its events' *self* time: the duration less that of the events
 nested in it on the same thread (a `while` op's event holds its body's events).
 Each profiled call is bracketed by a `TraceAnnotation`, so events are summed
-per call; an op's seconds per run is the least over calls of that sum, and a
-whole run's the least over calls: on a machine shared with other processes the
-least is the time of the work itself, a median also holds the waits for a core
-(on a loaded 2-core machine, medians of one program varied 10x between rounds
-while the least of its op times varied by tens of percent).
+per call. The per-op times kept are those of the call whose ops took the least
+time in all, and a whole run's time is the least over calls: on a machine shared
+with other processes the least is the time of the work itself, a median also
+holds the waits for a core (on a loaded 2-core machine, medians of one program
+varied 10x between rounds). One call's times, not each op's least, so that the
+ops of a run add up as they did in one run.
 
 The profiler adds its own cost per event; the share of a run's untraced time
 that its ops' self times account for (`OpTrace.coverage`) says how far the
@@ -43,7 +44,7 @@ class OpProfileError(RuntimeError):
 class OpTrace:
     """Per-op times of one program from `calls` profiled calls (seconds per program run)."""
 
-    seconds: dict[str, float]  # HLO op name -> least over calls of its summed self time per call
+    seconds: dict[str, float]  # HLO op name -> its summed self time in the call whose ops took the least
     executions: dict[str, int]  # HLO op name -> events per call (loop iterations included)
     traced_s: float  # least wall seconds of a profiled call
     untraced_s: float  # least wall seconds of an unprofiled call, taken before the profiled ones
@@ -88,7 +89,8 @@ def trace_ops(run: Callable[[], Any], calls: int = 5, trace_dir: str | None = No
         events = json.loads(gzip.decompress(files[-1].read_bytes()))["traceEvents"]
     per_call, counts = op_self_times(events, calls)
     names = sorted({n for c in per_call for n in c})
-    seconds = {n: float(min(c.get(n, 0.0) for c in per_call)) for n in names}
+    best = min(range(calls), key=lambda k: sum(per_call[k].values()))
+    seconds = {n: float(per_call[best].get(n, 0.0)) for n in names}
     executions = {n: int(np.median([c.get(n, 0) for c in counts])) for n in names}
     return OpTrace(seconds, executions, float(min(traced)), float(min(untraced)), calls)
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes, op_elapsed,
-                               op_work, total_time, with_profile)
+from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes,
+                                     op_elapsed, op_work, total_time, with_profile)
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
 
 _total_time = jax.jit(total_time, static_argnums=2)
+
+
+@jax.jit
+def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([ops] fast bytes, [ops] seconds per execution) of each op for a fast mask."""
+    fb = fast_bytes(tables, fast)
+    return fb, op_elapsed(tables, fb)
 
 
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
@@ -57,8 +64,7 @@ def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict
     """
     cands, tables = problem(instance, profile)
     mask = fast_mask(instance, mapping, cands)
-    fb = fast_bytes(tables, mask)
-    elapsed = op_elapsed(tables, fb)
+    fb, elapsed = _op_seconds(tables, mask)
     memory = fb / tables.fast_bw + (tables.op_bytes - fb) / tables.op_slow_bw
     if profile.memory_model == "offload":
         stalls = np.asarray(copy_stalls(tables, mask, elapsed))
