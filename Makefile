@@ -21,7 +21,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	mkdir -p .benchmarks
-	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py tests/test_benchmarks_nightly.py \
+	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py tests/test_benchmarks_nightly.py tests/test_benchmarks_report.py \
 		--benchmark-enable --benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
 
 clean:

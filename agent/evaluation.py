@@ -16,10 +16,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from agent.heuristics.cpsat import solve_cpsat
 from agent.data.split import load
 from agent.muzero.policy import EPISODES, load_agent
-from agent.registry import solve
+from agent.registry import solve, solve_detailed
 from harness.model.profiles import Profile
 from harness.model.simulator import simulate
 
@@ -48,7 +47,7 @@ def evaluate_checkpoint(checkpoint: Optional[str], profile: Profile, budget: flo
         mz = solve(instance, profile, budget, policy="mallocmuzero", simulations=simulations, episodes=episodes,
                    checkpoint=checkpoint)
         xla = solve(instance, profile, budget, policy="xla-msa")
-        exact = solve_cpsat(instance, profile, budget, time_limit=cpsat_time_limit, hint=xla)
+        exact = solve_detailed(instance, profile, budget, policy="cpsat", time_limit=cpsat_time_limit)
         for policy, mapping, optimal in (("mallocmuzero", mz, None), ("xla-msa", xla, None),
                                          ("cpsat", exact.mapping, exact.optimal)):
             rows.append({"instance": name, "split": part, "policy": policy,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs import nightly
+from harness.runs import cells, nightly
 
 GRID = dict(workload_names=["matmul-chain", "alphatensor-strassen"],
             policies=["xla-native", "all-slow", "xla-msa", "cpsat", "first-fit", "all-fast"], budgets=[0.25, 0.5],
@@ -26,10 +26,10 @@ def nightly_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, st
 
 def _build(root: str) -> tuple[str, str, str]:
     spec = nightly.make_spec("ci", **GRID)
-    first = nightly.plan(spec, root)
-    nightly.run_local(spec, first, root)
+    first = cells.plan(spec, root)
+    cells.run_local(spec, first, root)
     nightly.finish(first, root)
-    real = nightly._mapping
+    real = cells.cell_mapping
 
     def broken(instance, spec_, profile, cell):
         if cell.policy == "first-fit" and cell.workload == "matmul-chain":
@@ -37,8 +37,8 @@ def _build(root: str) -> tuple[str, str, str]:
         return real(instance, spec_, profile, cell)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nightly, "_mapping", broken)
-        second = nightly.plan(spec, root)
-        nightly.run_local(spec, second, root)
+        patch.setattr(cells, "cell_mapping", broken)
+        second = cells.plan(spec, root)
+        cells.run_local(spec, second, root)
     nightly.finish(second, root)
     return root, first, second

@@ -3,7 +3,8 @@
 - game steps per second: a batch of 256 games stepped under jit, vmap and lax.scan;
 - simulate() calls per second, one mapping at a time and a batch of 256 under vmap;
 - how both scale with the number of buffers (100, 200, 400, 800);
-- cpsat's time to optimality by instance size.
+- cpsat's time to optimality by instance size;
+- how long a synthetic instance takes to build (goal: under 0.5 s for 800 buffers).
 """
 
 import functools
@@ -20,7 +21,7 @@ from agent.registry import solve
 from harness import load_profile
 from harness import simulate
 from harness.model.costmodel import total_time
-from harness.model.simulator import fast_mask, problem
+from harness.model.simulator import cost_tables, fast_mask
 
 # 400 and 800 buffers are marked slow: `make bench` runs them, `make test` does not.
 SIZES = (100, 200, pytest.param(400, marks=pytest.mark.slow), pytest.param(800, marks=pytest.mark.slow))
@@ -57,7 +58,7 @@ def test_simulate_calls_per_second(benchmark, profile_name, n_buffers, batched):
     mapping = solve(instance, profile, 0.5, policy="xla-msa")
     benchmark.group = f"simulate {profile_name} {'batch of 256' if batched else 'single'}"
     if batched:
-        cands, tables = problem(instance, profile)
+        cands, tables = cost_tables(instance, profile)
         masks = jnp.asarray(np.random.default_rng(0).integers(0, 2, (BATCH, len(fast_mask(instance, mapping, cands)))),
                             jnp.float32)
         batch = jax.jit(jax.vmap(lambda m: total_time(tables, m, profile.memory_model == "offload")))
@@ -80,3 +81,10 @@ def test_cpsat_time_to_optimality(benchmark, n_buffers):
     benchmark.extra_info["candidates"] = len({b.alias_group for b in instance.buffers})
     benchmark.extra_info["optimal"] = result.optimal
     assert result.optimal
+
+
+@pytest.mark.parametrize("pattern", ["training", "random"])
+def test_synthetic_instance_build(benchmark, pattern):
+    benchmark.group = "synthetic instance, 800 buffers"
+    instance = benchmark(synthetic, 11, 800, pattern=pattern)
+    assert len(instance.buffers) == 800

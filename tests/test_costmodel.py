@@ -8,7 +8,7 @@ import pytest
 from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate_ops
 from harness import simulate
 from harness.model.costmodel import total_time
-from harness.model.simulator import fast_mask, problem
+from harness.model.simulator import cost_tables, fast_mask
 
 
 def _buffer(i, name, nbytes, start, end, uses, parameter=False, output=False):
@@ -80,7 +80,7 @@ def test_per_op_breakdown_adds_up():
 
 def test_cost_model_jits_and_vmaps_over_mappings():
     profile = _profile("offload")
-    cands, tables = problem(THREE_OPS, profile)
+    cands, tables = cost_tables(THREE_OPS, profile)
     masks = np.array([fast_mask(THREE_OPS, _mapping(f), cands) for f in ([], [0], [2], [0, 1, 2])])
     batched = jax.jit(jax.vmap(lambda m: total_time(tables, m, True)))(jnp.asarray(masks))
     singles = [simulate(THREE_OPS, _mapping(f), profile) for f in ([], [0], [2], [0, 1, 2])]

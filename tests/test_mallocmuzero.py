@@ -226,7 +226,7 @@ def test_cli_train_resume_and_eval(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "--profile", "tpu-v4i-cmem", "--budget", "1.5"], "--budget must be in (0, 1]"),
+    (["eval", "--profile", "tpu-v4i-cmem", "--budget", "1.5"], "--budget must be a fraction of peak live bytes in (0, 1]"),
     (["eval", "--checkpoint", "/nonexistent", "--profile", "tpu-v4i-cmem"], "no such checkpoint directory"),
     (["train", "--resume", "--out", "/nonexistent/run"], "no such checkpoint directory"),
     (["train", "--minutes", "0"], "--minutes must be positive"),

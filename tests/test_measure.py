@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from harness.device import timing
 from harness.device.timing import (
     ENV_KEYS, Measurement, _argument_device_bytes, _ci_met, _peak_and_budget, environment, measure, median_ci,
 )
@@ -116,15 +117,33 @@ def test_measure_stops_at_max_repeats(matmul):
     assert m.ok and not m.ci_met and len(m.samples) == 15
 
 
-def test_time_limit_stops_the_repeats(matmul):
-    fn, args = matmul
-    t0 = time.perf_counter()
-    m = measure(fn, args, warmup=0, min_repeats=10**6, max_repeats=10**6, rel_ci=1e-12, time_limit_s=0.3)
-    elapsed = time.perf_counter() - t0
+class _ProgramClock:
+    """A stand-in for timing's `time` module whose perf_counter() only the measured program moves on."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_time_limit_stops_the_repeats(monkeypatch):
+    clock = _ProgramClock()
+    monkeypatch.setattr(timing, "time", clock)
+
+    def host(x):
+        clock.now += 0.125  # every call takes exactly 1/8 s on this clock
+        return x
+
+    def fn(x):
+        return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+    m = measure(fn, (jnp.ones(3),), warmup=2, min_repeats=10**6, max_repeats=10**6, rel_ci=1e-12,
+                time_limit_s=1.0)
     assert m.ok and not m.ci_met
-    assert 1 <= len(m.samples) < 10**6
-    assert sum(m.samples) <= 0.3 + 0.1
-    assert elapsed < 0.3 + m.compile_s + 2.0
+    # The limit counts from the end of compilation, warm-up included: 2 warm-up calls (1/4 s), then timed
+    # calls until the clock reaches 1 s, checked between calls: 6 of them.
+    assert m.samples == (0.125,) * 6
 
 
 def _sleeper(seconds, record=None):

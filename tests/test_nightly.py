@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs import nightly
+from harness.runs import cells, nightly, programs
 from harness.results import store
 from harness.cli.main import main
 
@@ -35,7 +35,7 @@ def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload(
     keys = {(c.workload, c.policy, c.budget) for c in cells}
     assert len(keys) == len(cells)
     assert {c.budget for c in cells if c.policy in ("xla-native", "all-fast")} == {None}
-    assert spec.cells() == nightly.NightlySpec.from_manifest(spec.meta() | {"kind": "nightly"}).cells()
+    assert spec.cells() == cells.RunSpec.from_manifest(spec.meta() | {"kind": "nightly"}).cells()
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -43,7 +43,7 @@ def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload(
     ({"policies": ["xla-msa", "best"]}, "unknown policy 'best'"),
     ({"workload_names": ["gpt-9"]}, "unknown workload 'gpt-9'"),
     ({"profile": "a100"}, "unknown profile 'a100'; valid: "),
-    ({"budgets": [0.5, 1.5]}, "budget 1.5: must be in (0, 1]"),
+    ({"budgets": [0.5, 1.5]}, "budget must be a fraction of peak live bytes in (0, 1], got 1.5"),
 ])
 def test_bad_grid_input_is_named_with_the_valid_choices(kwargs, message):
     with pytest.raises(ValueError) as err:
@@ -56,9 +56,9 @@ def test_bad_grid_input_is_named_with_the_valid_choices(kwargs, message):
 def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     root = str(tmp_path)
     spec = nightly.make_spec("ci", **SMALL)
-    run_id = nightly.plan(spec, root)
+    run_id = cells.plan(spec, root)
     rows = []
-    nightly.run_local(spec, run_id, root, on_cell=rows.append)
+    cells.run_local(spec, run_id, root, on_cell=rows.append)
     frame = _cells(root, run_id)
     assert sorted(frame.cell) == list(range(len(spec.cells())))
     assert (frame.status == "ok").all(), frame.error.tolist()
@@ -71,10 +71,10 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert native.median_s.gt(0).all() and native.samples.map(len).gt(0).all()
     others = frame[frame.policy != "xla-native"]          # the CPU has one memory tier
     assert others.median_s.isna().all() and others.measure_note.str.contains("one memory tier").all()
-    assert nightly.pending(spec, run_id, root) == []
-    nightly.run_local(spec, run_id, root, on_cell=rows.append)
+    assert cells.pending(spec, run_id, root) == []
+    cells.run_local(spec, run_id, root, on_cell=rows.append)
     assert len(rows) == len(spec.cells()) and len(_cells(root, run_id)) == len(spec.cells())
-    again = nightly.run_cell(spec, spec.cells()[3], run_id, root)
+    again = cells.run_cell(spec, spec.cells()[3], run_id, root)
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
@@ -86,16 +86,16 @@ def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, m
     root = str(tmp_path)
     spec = nightly.make_spec("ci", workload_names=["matmul-chain"], policies=["xla-msa", "first-fit"], budgets=[0.5],
                              profile="tpu-v4i-cmem")
-    run_id = nightly.plan(spec, root)
-    real = nightly._mapping
+    run_id = cells.plan(spec, root)
+    real = cells.cell_mapping
 
     def broken(instance, spec_, profile, cell):
         if cell.policy == "first-fit":
             raise RuntimeError("solver exploded")
         return real(instance, spec_, profile, cell)
 
-    monkeypatch.setattr(nightly, "_mapping", broken)
-    nightly.run_local(spec, run_id, root)
+    monkeypatch.setattr(cells, "cell_mapping", broken)
+    cells.run_local(spec, run_id, root)
     frame = _cells(root, run_id).set_index("policy")
     assert frame.loc["first-fit", "status"] == "failed" and frame.loc["first-fit", "stage"] == "solve"
     assert "solver exploded" in frame.loc["first-fit", "error"]
@@ -104,19 +104,19 @@ def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, m
 
 
 def test_extraction_is_cached_by_the_hash_of_the_compiled_program(tmp_path):
-    nightly.load_program.cache_clear()
-    first = nightly.load_program("matmul-chain", "ci", str(tmp_path))
-    nightly.load_program.cache_clear()
-    second = nightly.load_program("matmul-chain", "ci", str(tmp_path))
+    programs.load_program.cache_clear()
+    first = programs.load_program("matmul-chain", "ci", str(tmp_path))
+    programs.load_program.cache_clear()
+    second = programs.load_program("matmul-chain", "ci", str(tmp_path))
     assert not first.cached and second.cached
     assert first.program_hash == second.program_hash
     assert second.instance.to_json() == first.instance.to_json()
     path = tmp_path / "cache" / "extractions" / f"{first.program_hash}.json.gz"
     path.write_bytes(b"garbage")                         # an unreadable cache entry is extracted again
-    nightly.load_program.cache_clear()
-    third = nightly.load_program("matmul-chain", "ci", str(tmp_path))
+    programs.load_program.cache_clear()
+    third = programs.load_program("matmul-chain", "ci", str(tmp_path))
     assert not third.cached and third.instance.to_json() == first.instance.to_json()
-    nightly.load_program.cache_clear()
+    programs.load_program.cache_clear()
 
 
 def _cli(*args) -> list[str]:
@@ -139,9 +139,9 @@ def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     run_id = cells_dir.name
-    spec, manifest = nightly.load_run(run_id, root)
+    spec, manifest = cells.load_run(run_id, root)
     assert manifest["status"] == "running"
-    left = nightly.pending(spec, run_id, root)
+    left = cells.pending(spec, run_id, root)
     assert 0 < len(left) < len(spec.cells())
     done = subprocess.run(_cli("nightly", "--resume", run_id, "--results", root, "--no-report"),
                           capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs import nightly
+from harness.runs import cells, nightly
 from harness.results import store
 
 ray = pytest.importorskip("ray")
@@ -38,11 +38,11 @@ def _figures(root: str, run_id: str) -> dict:
 
 def test_ray_and_local_executors_give_the_same_cells_and_simulated_figures(cluster, tmp_path):
     spec = nightly.make_spec("ci", **GRID)
-    local = nightly.plan(spec, str(tmp_path))
-    nightly.run_local(spec, local, str(tmp_path))
-    on_ray = nightly.plan(spec, str(tmp_path), executor="ray")
+    local = cells.plan(spec, str(tmp_path))
+    cells.run_local(spec, local, str(tmp_path))
+    on_ray = cells.plan(spec, str(tmp_path), executor="ray")
     rows = []
-    nightly.run_ray(spec, on_ray, str(tmp_path), on_cell=rows.append)
+    cells.run_ray(spec, on_ray, str(tmp_path), on_cell=rows.append)
     assert len(rows) == len(spec.cells())
     assert _figures(str(tmp_path), on_ray) == _figures(str(tmp_path), local)
     assert len(_figures(str(tmp_path), on_ray)) == len(spec.cells())
@@ -54,7 +54,7 @@ def _dies_once(spec, cell, solved, run_id, root):
     if cell.index == 1 and not marker.exists():
         marker.touch()
         os._exit(1)
-    row = nightly.store_cell(nightly.measure_cell(spec, cell, solved, root), cell, run_id, root)
+    row = cells.store_cell(cells.measure_cell(spec, cell, solved, root), cell, run_id, root)
     if cell.index == 4 and not marker.exists():
         marker.touch()
         os._exit(1)
@@ -64,8 +64,8 @@ def _dies_once(spec, cell, solved, run_id, root):
 def test_a_worker_killed_mid_task_loses_and_doubles_nothing(cluster, tmp_path):
     root = str(tmp_path)
     spec = nightly.make_spec("ci", **GRID)
-    run_id = nightly.plan(spec, root, executor="ray")
-    nightly.run_ray(spec, run_id, root, task=_dies_once)
+    run_id = cells.plan(spec, root, executor="ray")
+    cells.run_ray(spec, run_id, root, task=_dies_once)
     assert (tmp_path / "died-1").exists() and (tmp_path / "died-4").exists()   # both workers did die
     frame = store.read("cells", root, run_ids=[run_id])
     assert sorted(frame.cell) == list(range(len(spec.cells())))                  # each cell exactly once
@@ -76,7 +76,7 @@ def test_measuring_cells_ask_for_the_device_and_solving_cells_for_a_cpu():
     spec = nightly.make_spec("ci", **GRID)
     native = next(c for c in spec.cells() if c.policy == "xla-native")
     solving = next(c for c in spec.cells() if c.policy == "xla-msa")
-    assert nightly.ray_resources(native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
-    assert nightly.ray_resources(solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
-    assert nightly.ray_resources(solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
-    assert nightly.ray_resources(solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU
+    assert cells.ray_resources(native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
+    assert cells.ray_resources(solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
+    assert cells.ray_resources(solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
+    assert cells.ray_resources(solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU

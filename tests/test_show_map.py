@@ -8,7 +8,9 @@ from agent.registry import solve
 from agent.data.synthesize import synthetic
 from harness.model.mapping import Mapping, MappingError, validate
 from harness.model.profiles import Profile
-from harness.report.memory_map import fast_bytes, fast_peak_bytes, human_bytes, human_seconds, plot_memory_map
+from harness.humanize import human_bytes, human_seconds
+from harness.model.mapping import fast_buffer_bytes, fast_peak_bytes
+from harness.report.memory_map import plot_memory_map
 
 PROFILE = Profile(
     name="test-direct", description="a test profile", backend="cpu", memory_model="direct",
@@ -95,17 +97,13 @@ def test_unknown_buffer_id_is_named(problem, tmp_path):
         plot_memory_map(instance, bad, tmp_path / "bad.png")
 
 
-def test_many_buffers_are_quick(tmp_path):
-    import time
-
-    instance = synthetic(1, 1500)
+def test_many_buffers_are_drawn(tmp_path):
+    instance = synthetic(1, 1500)  # the drawing time is benchmarked in test_benchmarks_report.py
     mapping = solve(instance, PROFILE, None, policy="all-fast")
-    t0 = time.perf_counter()
     _check_png(plot_memory_map(instance, mapping, tmp_path / "big.png"))
-    assert time.perf_counter() - t0 < 10
 
 
 def test_helpers(problem):
     instance, mapping = problem
     assert human_bytes(512) == "512 B" and human_bytes(3 << 20) == "3.0 MiB"
-    assert 0 < fast_bytes(instance, mapping) <= sum(b.bytes for b in instance.buffers)
+    assert 0 < fast_buffer_bytes(instance, mapping) <= sum(b.bytes for b in instance.buffers)

@@ -1,7 +1,6 @@
 """Synthetic instances: determinism, JSON round trip, invariants, and the training pattern's shape."""
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -152,12 +151,10 @@ def test_random_pattern_intervals_spread():
     assert spans.min() >= 1 and spans.max() > len(inst.ops) / 2 and np.median(spans) > 10
 
 
-def test_large_instance_is_fast():
-    synthetic(0, 50)
-    t0 = time.perf_counter()
-    inst = synthetic(11, 800)
-    assert time.perf_counter() - t0 < 0.5
+def test_large_instance_has_the_requested_size():
+    inst = synthetic(11, 800)  # its build time is benchmarked in test_benchmarks_game.py
     assert len(inst.buffers) == 800 and len(inst.ops) == 1600
+    check_invariants(inst)
 
 
 @pytest.mark.parametrize("kwargs, field", [

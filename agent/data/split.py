@@ -1,7 +1,7 @@
 """The instances mallocMuZero trains and is evaluated on, and the split between them.
 
-Workload instances are the committed extractions of the CPU calibration run
-(`WORKLOAD_DIR`: 14 `ci` workloads at sizes ci, small and medium), so training and
+Workload instances are committed extractions (`WORKLOAD_DIR`: the 14 `ci` workloads at
+sizes ci, small and medium, written by `scripts/make_agent_instances.py`), so training and
 evaluation see the same programs on every machine and JAX version. Synthetic
 instances are rebuilt from (pattern, seed, buffers) by `agent.synthetic`.
 
@@ -20,8 +20,7 @@ from pathlib import Path
 from agent.data.synthesize import PATTERNS, synthetic
 from harness.xla.instance import Instance
 
-REPO = Path(__file__).resolve().parents[2]
-WORKLOAD_DIR = REPO / "results" / "runs" / "20261124T232305Z-cpu-calibration-358f71" / "instances"
+WORKLOAD_DIR = Path(__file__).resolve().parent / "instances"
 HELD_OUT_WORKLOADS = ("alphatensor-", "vit-encoder", "lstm-scan")  # name prefixes
 _SYNTHETIC = re.compile(r"^synthetic-(?P<pattern>[a-z]+)-(?P<seed>\d+)-(?P<n>\d+)$")
 

@@ -38,7 +38,7 @@ from harness.model.costmodel import Candidates, Tables, fast_bytes, total_time
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping, capacity
 from harness.model.profiles import Profile
-from harness.model.simulator import problem
+from harness.model.simulator import cost_tables
 
 MAX_SLOTS = 128
 LOOKAHEAD = 8  # candidates described in the observation: the current one and the next ones
@@ -89,7 +89,7 @@ class Game(NamedTuple):
 
 def make_game(instance: Instance, profile: Profile, budget: float, max_slots: int = MAX_SLOTS) -> Game:
     """The game of placing `instance`'s candidates in `budget` x peak bytes of fast memory."""
-    cands, tables = problem(instance, profile)
+    cands, tables = cost_tables(instance, profile)
     cap = capacity(instance, profile, budget)
     granule = profile.granule_bytes
     per_slot = max(granule, -(-cap // max_slots)) if cap else granule

@@ -13,13 +13,13 @@ import numpy as np
 from agent.game import rules as G
 from harness.model.mapping import Mapping, padded
 from harness.model.profiles import Profile
-from harness.model.simulator import problem
+from harness.model.simulator import cost_tables
 from harness.xla.instance import Instance
 
 
 def all_fast(instance: Instance, profile: Profile, budget, seed, time_limit) -> Mapping:
     """Every candidate fast, first-fit in an unbounded address space (no budget)."""
-    cands, _ = problem(instance, profile)
+    cands, _ = cost_tables(instance, profile)
     granule = profile.granule_bytes
     placed: list[tuple[int, int, int]] = []  # (end, lo, hi)
     offsets = {}

@@ -5,7 +5,7 @@
     state-<hash>.msgpack   TrainState (params, optimizer state, counters, key), flax.serialization
     replay-<hash>.npz      the replay buffer (absent from shipped checkpoints: only resuming needs it)
 
-Files are named by their content and written atomically (`harness.results.store.write_bytes`),
+Files are named by their content and written atomically (`harness.results.artifacts.write_bytes`),
 `config.json` last; the files it no longer names are removed after it. A save killed at
 any moment leaves the previous complete checkpoint. Loading checks each file's hash and
 that the state matches the config's networks, and raises `CheckpointError` naming the
@@ -27,7 +27,7 @@ from flax import serialization
 from agent.data.split import Split
 from agent.muzero.replay import Replay
 from agent.muzero.learner import TrainConfig, TrainState, init_state
-from harness.results.store import write_bytes
+from harness.results.artifacts import write_bytes
 
 FORMAT = 1
 CONFIG = "config.json"

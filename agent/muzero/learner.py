@@ -34,6 +34,7 @@ from agent.muzero.networks import MuZeroNet, NetworkConfig, Params, reward_scale
 from agent.muzero.replay import Replay, Sample
 from agent.muzero.search import MODES, SearchConfig
 from agent.muzero.selfplay import GameShape, Trajectory, self_play
+from harness.model.mapping import check_budget
 from harness.model.profiles import load_profile
 from harness.model.simulator import simulate
 
@@ -66,8 +67,7 @@ class TrainConfig:
             raise ValueError(f"mode: unknown search mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         NetworkConfig.preset(self.preset)
         for b in self.budgets:
-            if not 0 < b <= 1:
-                raise ValueError(f"budgets: each must be in (0, 1], got {b}")
+            check_budget(b, "budgets: each")
         for name in ("games", "simulations", "considered", "td_steps", "batch_size", "updates",
                      "replay_capacity", "iterations"):
             if getattr(self, name) < 1:

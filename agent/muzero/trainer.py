@@ -20,7 +20,7 @@ from agent.data.split import Split
 from agent.muzero.replay import Replay
 from agent.muzero.learner import (TrainConfig, TrainState, eval_names, evaluate, init_state, iterate, make_games,
                          make_update)
-from harness.results.store import write_bytes
+from harness.results.artifacts import write_bytes
 
 CURVE_FIELDS = ("iteration", "step", "episodes", "elapsed_s", "game", "mean_return", "gap_to_xla_msa", "loss",
                 "eval_geomean_speedup", "eval_share_no_worse")

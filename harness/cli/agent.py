@@ -74,11 +74,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint against xla-msa and cpsat; write the table and its summary."""
     from agent.evaluation import COLUMNS, evaluate_checkpoint
+    from harness.model.mapping import check_budget
     from harness.model.profiles import load_profile
-    from harness.results.store import write_bytes
+    from harness.results.artifacts import write_bytes
 
-    if not 0 < args.budget <= 1:
-        raise ValueError(f"--budget must be in (0, 1], got {args.budget:g}")
+    check_budget(args.budget, "--budget")
     profile = load_profile(args.profile)
     ckpt = Path(args.checkpoint).resolve() if args.checkpoint else None
     name = ckpt.name if ckpt else "ci"

@@ -7,59 +7,43 @@ import math
 
 from rich.table import Table
 
-from harness.cli.common import console, err_console, progress
+from harness.cli.common import console, err_console, parse_budget, parse_list, progress
+from harness.results import store
+from harness.runs import cells
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """Measure a suite's programs under each policy and budget on the local device; store every row."""
+    """Measure a suite's programs under each policy and budget on the local device; store every cell."""
     import jax
 
-    import workloads
-    from agent.registry import policies
-    from harness.model.profiles import default_profile, load_profile
-    from harness.device.realization import NATIVE
-    from harness.runs.sweep import UNBUDGETED, SweepSpec, parse_list, run_sweep
-
-    names = parse_list(args.workloads, "workload", workloads.names(args.suite)) if args.workloads \
-        else tuple(workloads.names(args.suite))
-    budgets = tuple(parse_budget(b) for b in parse_list(args.budgets, "budget"))
-    spec = SweepSpec(
-        workloads=names, sizes=parse_list(args.sizes, "size", workloads.SIZES),
-        policies=parse_list(args.policies, "policy", [NATIVE] + policies()), budgets=budgets,
-        profile=load_profile(args.profile or default_profile(jax.default_backend())), seed=args.seed,
-        solve_time_limit=args.solve_time_limit, measure_time_limit=args.time_limit)
-    n_budgeted = sum(p not in UNBUDGETED for p in spec.policies)
-    total = len(names) * len(spec.sizes) * (len(spec.policies) - n_budgeted + n_budgeted * len(budgets))
+    spec = cells.make_spec(
+        "measure", args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
+        parse_list(args.policies, "policy"), [parse_budget(b) for b in parse_list(args.budgets, "budget")],
+        args.profile, sizes=parse_list(args.sizes, "size"), seed=args.seed, solve_time_limit=args.solve_time_limit,
+        measure_time_limit=args.time_limit)
+    run_id = cells.plan(spec, args.results, label=args.label)
     rows = []
     with progress() as bar:
-        task = bar.add_task("measuring", total=total)
+        task = bar.add_task("measuring", total=len(spec.cells()))
 
         def done(row: dict) -> None:
             rows.append(row)
             bar.update(task, advance=1, description=f"{row['workload']}@{row['size']} {row['policy']}")
 
-        run_id = run_sweep(spec, args.results, args.label, on_row=done)
-    _print_rows(rows, f"run {run_id} ({jax.devices()[0].device_kind}, profile {spec.profile.name})")
-    failed = sum(r["status"] != "ok" for r in rows)
-    console.print(f"{len(rows) - failed} of {len(rows)} cells measured; stored as run {run_id} in {args.results}")
-    return 1 if failed else 0
-
-
-def parse_budget(text: str) -> float:
-    """A budget option's value: a number in (0, 1]; ValueError naming what is wrong."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"budget {text!r}: not a number") from None
-    if not 0 < value <= 1:
-        raise ValueError(f"budget {value}: must be in (0, 1], a fraction of peak live bytes")
-    return value
+        try:
+            cells.run_local(spec, run_id, args.results, on_cell=done)
+        except BaseException:
+            store.finish_run(run_id, args.results, status="interrupted", **cells.counts(run_id, args.results))
+            raise
+    counts = cells.counts(run_id, args.results)
+    store.finish_run(run_id, args.results, **counts)
+    _print_rows(cells.mark_fastest(rows), f"run {run_id} ({jax.devices()[0].device_kind}, profile {spec.profile})")
+    console.print(f"{counts['cells_ok']} of {len(rows)} cells measured; stored as run {run_id} in {args.results}")
+    return 1 if counts["cells_failed"] else 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    """List the stored runs, or show one run's measurements as a table."""
-    from harness.results import store
-
+    """List the stored runs, or show one run's cells (or an older run's measurements) as a table."""
     if args.run is None:
         runs = store.list_runs(args.results)
         table = Table(title=f"runs in {args.results}")
@@ -70,8 +54,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         console.print(table)
         console.print(f"{len(runs)} runs")
         return 0
-    frame = store.read("measurements", args.results, run_ids=[args.run])
-    _print_rows(frame.to_dict("records"), f"run {args.run}")
+    manifest = store.read_manifest(args.run, args.results)
+    table = "measurements" if manifest.get("kind") == "sweep" else "cells"
+    rows = store.read(table, args.results, run_ids=[args.run]).to_dict("records")
+    _print_rows(rows if table == "measurements" else cells.mark_fastest(rows), f"run {args.run}")
     return 0
 
 
@@ -81,7 +67,7 @@ def _missing(value) -> bool:
 
 def _print_rows(rows: list[dict], title: str) -> None:
     table = Table(title=title)
-    for col in ("workload", "size", "policy", "budget", "status", "median", "IQR", "samples", "predicted", "selected"):
+    for col in ("workload", "size", "policy", "budget", "status", "median", "IQR", "samples", "simulated", "fastest"):
         table.add_column(col, justify="left" if col in ("workload", "size", "policy", "status") else "right")
     for r in rows:
         ok = r.get("status") == "ok"
@@ -89,7 +75,7 @@ def _print_rows(rows: list[dict], title: str) -> None:
             r["workload"], r["size"], r["policy"], "-" if _missing(r.get("budget")) else f"{r['budget']:.2f}",
             "ok" if ok else f"[red]failed[/] {str(r.get('error', '')).splitlines()[0][:60] if r.get('error') else ''}",
             _ms(r.get("median_s")), _ms(r.get("iqr_s")), str(len(r.get("samples", []))),
-            _ms(r.get("predicted_s")), "*" if r.get("selected") is True else "")
+            _ms(r.get("simulated_s", r.get("predicted_s"))), "*" if r.get("selected") is True else "")
     console.print(table)
 
 
@@ -101,7 +87,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
     from harness.runs.calibration import calibrate, op_points_from_store, points_from_store, write
     from harness.model.profiles import load_profile
-    from harness.runs.sweep import parse_list
 
     prior = load_profile(args.profile)
     runs, instances = parse_list(args.runs, "run"), {}

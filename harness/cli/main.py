@@ -12,24 +12,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.common import console, err_console, progress as _progress
+from harness.humanize import human_bytes as _human_bytes
+from harness.humanize import human_seconds as _seconds
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
-def _run_suite_with_progress(suite: str, size: str, out_dir: Optional[str]):
+def _run_suite_with_progress(suite: str, size: str):
     import workloads
     from harness.runs.suite import run_suite
 
     names = workloads.names(suite)
     with _progress() as progress:
         task = progress.add_task(f"extracting {suite} suite", total=len(names))
-        return run_suite(suite, size, out_dir, on_done=lambda row: progress.update(
+        return run_suite(suite, size, on_done=lambda row: progress.update(
             task, advance=1, description=f"extracted {row.workload}"))
 
 
@@ -37,7 +33,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     """List the workloads of a suite with the flops and buffers of their ci-size instance."""
     import workloads
 
-    rows = {r.workload: r for r in _run_suite_with_progress(args.suite, "ci", None)} if args.extract else {}
+    rows = {r.workload: r for r in _run_suite_with_progress(args.suite, "ci")} if args.extract else {}
     table = Table(title=f"mallocbench workloads (suite {args.suite})")
     for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", "description"):
         table.add_column(col)
@@ -55,7 +51,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract one workload's instance and write it as JSON."""
-    from harness.results.store import write_bytes
+    from harness.results.artifacts import write_bytes
     from harness.runs.suite import extract_workload
 
     with err_console.status(f"compiling {args.workload} ({args.size})"):
@@ -153,17 +149,6 @@ def _profile(name: Optional[str]):
     return load_profile(name)
 
 
-def _check_budget_arg(budget: Optional[float]) -> None:
-    if budget is not None and not 0 < budget <= 1:  # also refuses NaN
-        raise ValueError(f"--budget must be a fraction of peak live bytes in (0, 1], got {budget:g}")
-
-
-def _seconds(t: float) -> str:
-    from harness.report.memory_map import human_seconds
-
-    return human_seconds(t)
-
-
 def _validate(instance, mapping, profile, path: str) -> None:
     """validate(), with the mapping file named in the error."""
     from harness.model.mapping import MappingError, validate
@@ -194,14 +179,13 @@ def _versus(t: float, slow: float, fast: float) -> str:
 def cmd_solve(args: argparse.Namespace) -> int:
     """Solve an instance with a policy, validate the mapping and write it as JSON."""
     from agent.registry import policies, solve
-    from harness.model.mapping import capacity
-    from harness.report.memory_map import fast_peak_bytes
+    from harness.model.mapping import capacity, check_budget, fast_peak_bytes
     from harness.model.simulator import simulate
-    from harness.results.store import write_bytes
+    from harness.results.artifacts import write_bytes
 
     if args.policy not in policies():
         raise ValueError(f"unknown policy {args.policy!r}; valid policies: {', '.join(policies())}")
-    _check_budget_arg(args.budget)
+    check_budget(args.budget, "--budget")
     if args.budget is None and args.policy != "all-fast":
         raise ValueError(f"policy {args.policy!r} needs --budget, a fraction of peak live bytes in (0, 1]")
     if args.time_limit is not None and not args.time_limit > 0:
@@ -230,8 +214,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Validate a mapping (with its own budget) and print its simulated time and costliest ops."""
-    from harness.model.mapping import capacity
-    from harness.report.memory_map import fast_peak_bytes
+    from harness.model.mapping import capacity, fast_peak_bytes
     from harness.model.simulator import simulate, simulate_ops
 
     if args.top < 0:
@@ -310,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_instance)
 
-    from harness.cli.main import nightly as cli_nightly
+    from harness.cli import nightly as cli_nightly
 
     cli_nightly.add_commands(sub)
 
@@ -364,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.cli.hardware import add_commands
 
     add_commands(sub, workloads.SUITES, workloads.SIZES)
-    from harness.cli.main import agent as cli_agent
+    from harness.cli import agent as cli_agent
 
     cli_agent.add_commands(sub)
     return parser

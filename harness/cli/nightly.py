@@ -23,9 +23,8 @@ def _bar() -> Progress:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     """Run (or resume, or run one cell of) a nightly grid; then calibrate, report and print the headline."""
-    from harness.runs import nightly
-    from harness.cli.hardware import parse_budget
-    from harness.runs.sweep import parse_list
+    from harness.cli.common import parse_budget, parse_list
+    from harness.runs import cells, nightly
 
     root = args.results
     if args.cell is not None and not args.resume:
@@ -34,7 +33,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         given = [f"--{o}" for o in _GRID_OPTIONS if getattr(args, o) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: a resumed run keeps the grid of its manifest")
-        spec, _ = nightly.load_run(args.resume, root)
+        spec, _ = cells.load_run(args.resume, root)
         run_id = args.resume
     else:
         spec = nightly.make_spec(
@@ -42,27 +41,27 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             parse_list(args.policies, "policy") if args.policies else None,
             [parse_budget(b) for b in parse_list(args.budgets, "budget")] if args.budgets else None, args.profile,
             solve_time_limit=args.solve_time_limit, measure_time_limit=args.time_limit)
-        run_id = nightly.plan(spec, root, args.executor)
-    cells = spec.cells()
+        run_id = cells.plan(spec, root, args.executor)
+    grid = spec.cells()
     if args.cell is not None:
-        if not 0 <= args.cell < len(cells):
-            raise ValueError(f"--cell {args.cell}: run {run_id} has cells 0 to {len(cells) - 1}")
-        row = nightly.run_cell(spec, cells[args.cell], run_id, root)
+        if not 0 <= args.cell < len(grid):
+            raise ValueError(f"--cell {args.cell}: run {run_id} has cells 0 to {len(grid) - 1}")
+        row = cells.run_cell(spec, grid[args.cell], run_id, root)
         console.print(f"cell {args.cell} of run {run_id}: {_describe(row)}")
         return 1 if row["status"] == "failed" else 0
     if args.plan_only:
-        console.print(f"planned run {run_id}: {len(cells)} cells (0 to {len(cells) - 1}); run one with\n"
+        console.print(f"planned run {run_id}: {len(grid)} cells (0 to {len(grid) - 1}); run one with\n"
                       f"  mallocbench nightly --resume {run_id} --cell INDEX --results {root}\n"
                       f"and gather them with  mallocbench nightly --resume {run_id} --results {root}")
         return 0
-    todo = nightly.pending(spec, run_id, root)
-    console.print(f"run {run_id}: suite {spec.suite}, {len(spec.workloads)} workloads, {len(cells)} cells "
-                  f"({len(cells) - len(todo)} done before), profile {spec.profile}, executor {args.executor}")
+    todo = cells.pending(spec, run_id, root)
+    console.print(f"run {run_id}: suite {spec.suite}, {len(spec.workloads)} workloads, {len(grid)} cells "
+                  f"({len(grid) - len(todo)} done before), profile {spec.profile}, executor {args.executor}")
     t0 = time.perf_counter()
     try:
         with _bar() as bar:
             failed = [0]
-            task = bar.add_task("cells", total=len(cells), completed=len(cells) - len(todo), failed=0, left=len(todo))
+            task = bar.add_task("cells", total=len(grid), completed=len(grid) - len(todo), failed=0, left=len(todo))
 
             def done(row: dict) -> None:
                 failed[0] += row.get("status") == "failed"
@@ -70,9 +69,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                            description=f"{row.get('workload', '')} {row.get('policy', '')}")
 
             if args.executor == "ray":
-                nightly.run_ray(spec, run_id, root, address=args.address, on_cell=done)
+                cells.run_ray(spec, run_id, root, address=args.address, on_cell=done)
             else:
-                nightly.run_local(spec, run_id, root, on_cell=done)
+                cells.run_local(spec, run_id, root, on_cell=done)
     except KeyboardInterrupt:
         from harness.results import store
 
@@ -185,7 +184,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     """Register `nightly`, `compare` and `report` on the `mallocbench` parser."""
     import workloads
-    from harness.runs import nightly
+    from harness.runs import cells, nightly
 
     p = sub.add_parser(
         "nightly", help="the main job: run a suite's grid of workloads x policies x budgets and report it",
@@ -202,7 +201,7 @@ def add_commands(sub) -> None:
     p.add_argument("--budgets", metavar="B1,B2", help="fast-memory budgets as fractions of peak live bytes "
                    "(default: 0.25,0.5,0.75)")
     p.add_argument("--profile", metavar="NAME", help="hardware profile (default: the one of the local backend)")
-    p.add_argument("--executor", default="local", choices=nightly.EXECUTORS,
+    p.add_argument("--executor", default="local", choices=cells.EXECUTORS,
                    help="local (default; no Ray needed) or ray (pip install 'mallocbench[ray]')")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local cluster, or "
                    "RAY_ADDRESS)")

@@ -3,7 +3,7 @@
 `jax.export` lowers the realized program for "cuda" or "tpu" on any machine.
 Each `jax.device_put` to a memory space becomes an `annotate_device_placement`
 custom call with the frontend attribute `_xla_buffer_placement`; its location
-names the scope `offload<v>` (or `fetch<v>`) that `harness.link` put it in, and
+names the scope `offload<v>` (or `fetch<v>`) that `harness.xla.linking` put it in, and
 its operand is defined under the scope of the equation that computed value v.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from harness.xla.link import FETCH_SCOPE, OFFLOAD_SCOPE, Program, step_of  # the module: harness.xla's `link` is the function
+from harness.xla import linking
 from harness.device.realization import Realized
 
 _LOC_DEF = re.compile(r'^(#loc\d+) = loc\("([^"]*)"')
@@ -39,7 +39,7 @@ def exported_module(realized: Realized, args: tuple[Any, ...], platform: str) ->
     return jax.export.export(realized.fn, platforms=(platform,))(*args).mlir_module()
 
 
-def read_placements(text: str, program: Program, platform: str = "") -> Placements:
+def read_placements(text: str, program: linking.Program, platform: str = "") -> Placements:
     """The placement annotations of an exported module of `program`'s realization."""
     all_lines = text.splitlines()
     loc_names = {m.group(1): m.group(2) for m in map(_LOC_DEF.match, all_lines) if m}
@@ -56,7 +56,7 @@ def read_placements(text: str, program: Program, platform: str = "") -> Placemen
             continue
         operand, placement = m.group(1), m.group(2)
         scope = _loc_name(line, loc_names)
-        value = _scope_number(scope, OFFLOAD_SCOPE if placement != "device" else FETCH_SCOPE)
+        value = _scope_number(scope, linking.OFFLOAD_SCOPE if placement != "device" else linking.FETCH_SCOPE)
         if value is None:
             problems.append(f"{placement} annotation of {operand} outside any offload/fetch scope: {scope!r}")
             continue
@@ -112,11 +112,11 @@ def _defining_step(operand: str, defined_at: dict[str, str]):
     if m:
         return ("arg", int(m.group(1)))
     scope = defined_at.get(operand, "")
-    k = step_of(scope)
+    k = linking.step_of(scope)
     return ("step", k) if k is not None else scope
 
 
-def _defines(program: Program, where, value: int) -> bool:
+def _defines(program: linking.Program, where, value: int) -> bool:
     if where == ("arg", value) and value < program.n_args:
         return True
     return isinstance(where, tuple) and where[0] == "step" and value in program.steps[where[1]].outputs

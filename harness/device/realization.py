@@ -1,6 +1,6 @@
 """Realize a mapping: the program with its slow values placed in host memory.
 
-The function is traced and evaluated equation by equation (`harness.link`);
+The function is traced and evaluated equation by equation (`harness.xla.linking`);
 the values that the mapping's slow buffers hold are put in host memory right
 after their definition and brought back to device memory before each use, with
 `jax.device_put` to the memory spaces inside the jitted program. XLA's
@@ -16,13 +16,13 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from harness.xla.link import Program, jit, link as link_values, trace  # the module: harness.xla's `link` is the function
+from harness.xla import linking
 from harness.xla.extraction import from_compiled
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
+from harness.model.profiles import device_kind
 
 NATIVE = "xla-native"  # the policy that leaves placement to the compiler
-_TWO_TIER = ("gpu", "cuda", "rocm", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Realized:
 
     fn: Callable[..., Any]
     report: RealizeReport
-    program: Program
+    program: linking.Program
 
 
 def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
@@ -58,23 +58,23 @@ def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
 
 
 def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, mapping: Optional[Mapping],
-            backend: Optional[str] = None, program: Optional[Program] = None) -> Realized:
+            backend: Optional[str] = None, program: Optional[linking.Program] = None) -> Realized:
     """The program of `fn(*args)` with `mapping`'s slow values in host memory.
 
-    `instance` must be extracted from `harness.xla.link.jit(program)` of the same
+    `instance` must be extracted from `harness.xla.linking.jit(program)` of the same
     function and argument shapes (`extract_linked`). A mapping of policy
     `xla-native`, or None, gives the untouched program. `backend` defaults to
     the local one; naming "cuda" or "tpu" annotates the program for that
     platform (to export it) whatever runs here.
     """
     backend = backend or jax.default_backend()
-    program = program or trace(fn, args)
-    link = link_values(program, instance)
+    program = program or linking.trace(fn, args)
+    link = linking.link(program, instance)
     policy = mapping.policy if mapping is not None else NATIVE
     slow = slow_buffers(instance, mapping) if mapping is not None and policy != NATIVE else ()
     unlinked = tuple(b for b in slow if b not in link.value_of)
     offload = frozenset(link.value_of[b] for b in slow if b in link.value_of)
-    realizable = backend in _TWO_TIER
+    realizable = device_kind(backend) in ("gpu", "tpu")  # two memory tiers: device and host
     reason = ""
     if policy == NATIVE:
         reason, offload = "xla-native: placement left to the compiler", frozenset()
@@ -84,11 +84,10 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
         policy=policy, backend=backend, realizable=realizable, reason=reason, slow_buffers=slow,
         offloaded_values=tuple(sorted(offload)), unlinked=unlinked,
         unlinked_bytes=sum(instance.buffers[b].bytes for b in unlinked), linked_share=link.linked_share)
-    return Realized(jit(program, offload), report, program)
+    return Realized(linking.jit(program, offload), report, program)
 
 
-def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, Program, Any]:
+def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, linking.Program, Any]:
     """(instance, program, compiled) of the scoped program of `fn(*args)`: the program `realize` runs."""
-    program = trace(fn, args)
-    compiled = jit(program).lower(*args).compile()
+    program, compiled = linking.compile_scoped(fn, args)
     return from_compiled(compiled, name), program, compiled

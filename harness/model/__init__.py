@@ -8,8 +8,8 @@
 from harness.model.costmodel import Candidates, Tables, candidates, total_time
 from harness.model.mapping import Mapping, MappingError, capacity, check_budget, validate
 from harness.model.profiles import Profile, ProfileError, default_profile, load_profile, profile_names
-from harness.model.simulator import problem, simulate, simulate_ops
+from harness.model.simulator import cost_tables, simulate, simulate_ops
 
 __all__ = ["Candidates", "Mapping", "MappingError", "Profile", "ProfileError", "Tables", "candidates", "capacity",
-           "check_budget", "default_profile", "load_profile", "problem", "profile_names", "simulate", "simulate_ops",
+           "check_budget", "default_profile", "load_profile", "cost_tables", "profile_names", "simulate", "simulate_ops",
            "total_time", "validate"]

@@ -57,12 +57,14 @@ class Mapping:
         return cls(offsets, data["n_buffers"], data["instance"], data["policy"], budget)
 
 
-def check_budget(budget: Optional[float]) -> None:
-    """A budget is a fraction of the instance's peak live bytes in (0, 1], or None for no limit."""
+def check_budget(budget: Optional[float], what: str = "budget") -> Optional[float]:
+    """`budget`, checked: a fraction of the instance's peak live bytes in (0, 1], or None for no limit.
+    The one budget check of the project; ValueError naming `what` (the field or option) otherwise."""
     if budget is None:
-        return
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise ValueError(f"budget must be a fraction of peak live bytes in (0, 1], got {budget!r}")
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:  # NaN fails too
+        raise ValueError(f"{what} must be a fraction of peak live bytes in (0, 1], got {budget!r}")
+    return budget
 
 
 def capacity(instance: Instance, profile: Profile, budget: Optional[float]) -> Optional[int]:
@@ -128,3 +130,18 @@ def _check_overlaps(instance: Instance, mapping: Mapping, granule: int) -> None:
                     f"[{ba.start}, {ba.end}] and [{bb.start}, {bb.end}], bytes "
                     f"[{a_lo}, {a_lo + ba.bytes}) and [{lo}, {lo + bb.bytes})")
         active.append(b)
+
+
+def fast_buffer_bytes(instance: Instance, mapping: Mapping) -> int:
+    """Bytes of the fast buffers, counting each alias group (which shares memory) once."""
+    groups: dict[int, int] = {}
+    for b in mapping.offsets:
+        buf = instance.buffers[b]
+        groups[buf.alias_group] = max(groups.get(buf.alias_group, 0), buf.bytes)
+    return sum(groups.values())
+
+
+def fast_peak_bytes(instance: Instance, mapping: Mapping) -> int:
+    """The most bytes of fast buffers live at one schedule step (an alias group counts once,
+    with its largest member, wherever one of its members is live)."""
+    return int(instance.live_bytes(mapping.offsets, in_place_reuse=False).max(initial=0))

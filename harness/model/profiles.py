@@ -28,7 +28,8 @@ OPTIONAL_FIGURES = {"conv_flop_rate": None, "reduction_flop_rate": None, "move_b
 NON_NEGATIVE = ("matmul_half_flops", "loop_iteration_seconds", "program_overhead_seconds")  # zero: no such cost
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
 
-_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "cuda": "h100-offload", "tpu": "tpu-v5e-offload"}
+_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
+_GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
 
 
 class ProfileError(ValueError):
@@ -200,9 +201,16 @@ def load_profile(name_or_path: str) -> Profile:
     return _parse(shipped[name_or_path].read_text(), f"profiles/{name_or_path}.json")
 
 
-def default_profile(backend: str) -> str:
-    """The shipped profile name for a JAX backend ("cpu", "gpu"/"cuda", "tpu")."""
+def device_kind(backend: str) -> str:
+    """A JAX backend or platform name ("cpu", "gpu", "cuda", "rocm", "tpu") as the kind of device a
+    profile describes (one of BACKENDS); other names are returned lower-cased."""
     key = backend.lower()
+    return "gpu" if key in _GPU_BACKENDS else key
+
+
+def default_profile(backend: str) -> str:
+    """The shipped profile name for a JAX backend ("cpu", "gpu"/"cuda"/"rocm", "tpu")."""
+    key = device_kind(backend)
     if key not in _DEFAULTS:
         raise ProfileError(f"backend {backend!r}: no default profile (known backends: {', '.join(_DEFAULTS)}); "
                            f"pass a profile, one of: {', '.join(profile_names())}")

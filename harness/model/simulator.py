@@ -24,7 +24,7 @@ def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
 
 
-def problem(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
+def cost_tables(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
     """The candidates and cost tables of `instance` on `profile`.
 
     The profile-independent part is cached per instance object and memory model,
@@ -51,7 +51,7 @@ def fast_mask(instance: Instance, mapping: Mapping, cands: Candidates) -> np.nda
 
 def simulate(instance: Instance, mapping: Mapping, profile: Profile) -> float:
     """Predicted seconds of one run of `instance` under `mapping` on `profile`."""
-    cands, tables = problem(instance, profile)
+    cands, tables = cost_tables(instance, profile)
     return float(_total_time(tables, fast_mask(instance, mapping, cands), profile.memory_model == "offload"))
 
 
@@ -62,7 +62,7 @@ def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict
 
     `elapsed.sum() + stall.sum() + final_stall + launch` equals `simulate(...)`.
     """
-    cands, tables = problem(instance, profile)
+    cands, tables = cost_tables(instance, profile)
     mask = fast_mask(instance, mapping, cands)
     fb, elapsed = _op_seconds(tables, mask)
     memory = fb / tables.fast_bw + (tables.op_bytes - fb) / tables.op_slow_bw

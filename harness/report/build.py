@@ -25,11 +25,11 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from harness.results import store
+from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.device.realization import NATIVE
-from harness.runs.sweep import read_text
+from harness.results.artifacts import read_text
 
 XLA_SIM, FLOOR = "xla-msa", "all-fast"
 SUMMARY = "geometric mean"  # the label of a table's summary row
@@ -227,7 +227,7 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     for fmt in FORMATS:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
-        store.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
+        artifacts.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
         paths.append(out / f"{name}.{fmt}")
     return paths
 
@@ -408,7 +408,7 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
         failures=[{"cell": int(r.cell), "workload": r.workload, "policy": r.policy,
                    "budget": "-" if pd.isna(r.budget) else f"{r.budget:g}", "stage": getattr(r, "stage", ""),
                    "error": r.error} for r in failures.itertuples()])
-    store.write_bytes(out / "index.html", html.encode())
+    artifacts.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
             "regressions_found": len(mine), "headline": head}
 
@@ -417,7 +417,7 @@ def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> lis
     files = {f"{name}.md": f"**{caption}** (times in ms)\n\n" + to_markdown(table),
              f"{name}.tex": _latex(table, caption + " (times in ms)"), f"{name}.csv": _csv(table)}
     for file, text in files.items():
-        store.write_bytes(out / file, text.encode())
+        artifacts.write_bytes(out / file, text.encode())
     return [out / f for f in files]
 
 
@@ -440,7 +440,7 @@ def write_index(root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None) -
                      "status": manifest.get("status", ""), "ok": manifest.get("cells_ok", ""),
                      "failed": manifest.get("cells_failed", "")})
     html = _TEMPLATES.get_template("runs.html.j2").render(runs=runs, problems=problems)
-    store.write_bytes(out / "index.html", html.encode())
+    artifacts.write_bytes(out / "index.html", html.encode())
     return out / "index.html"
 
 

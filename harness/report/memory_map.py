@@ -19,29 +19,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from harness.xla.instance import Instance
-from harness.model.mapping import Mapping, MappingError
+from harness.humanize import human_bytes, human_seconds
+from harness.model.mapping import Mapping, MappingError, fast_peak_bytes
 
 if TYPE_CHECKING:
     from harness.model.profiles import Profile
 
 FORMATS = ("png", "svg", "pdf")
 _UNITS = (("B", 1), ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30))
-
-
-def human_bytes(n: float) -> str:
-    """Bytes as a short human-readable string (B, KiB, MiB, GiB)."""
-    for unit, scale in _UNITS:
-        if abs(n) < 1024 * scale or unit == "GiB":
-            return f"{n:.0f} B" if unit == "B" else f"{n / scale:.1f} {unit}"
-    return str(n)
-
-
-def human_seconds(t: float) -> str:
-    """Seconds as a short human-readable string (s, ms, us, ns)."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(t) >= scale:
-            return f"{t / scale:.4g} {unit}"
-    return f"{t / 1e-9:.4g} ns"
 
 
 def _address_unit(top: float) -> tuple[str, int]:
@@ -91,21 +76,6 @@ def _slow_summary(instance: Instance, mapping: Mapping, top: int) -> str:
     if len(slow) > len(largest):
         lines.append(f"  ... and {len(slow) - len(largest)} more")
     return "\n".join(lines)
-
-
-def fast_bytes(instance: Instance, mapping: Mapping) -> int:
-    """Bytes of the fast buffers, counting each alias group (which shares memory) once."""
-    groups: dict[int, int] = {}
-    for b in mapping.offsets:
-        buf = instance.buffers[b]
-        groups[buf.alias_group] = max(groups.get(buf.alias_group, 0), buf.bytes)
-    return sum(groups.values())
-
-
-def fast_peak_bytes(instance: Instance, mapping: Mapping) -> int:
-    """The most bytes of fast buffers live at one schedule step (an alias group counts once,
-    with its largest member, wherever one of its members is live)."""
-    return int(instance.live_bytes(mapping.offsets, in_place_reuse=False).max(initial=0))
 
 
 def _draw_panel(ax, text_ax, instance: Instance, mapping: Mapping, cap: Optional[int], cap_label: str,
@@ -209,5 +179,4 @@ def plot_memory_map(instance: Instance, mapping: Mapping, path: str | os.PathLik
     return path
 
 
-__all__: Sequence[str] = ("plot_memory_map", "fast_bytes", "fast_peak_bytes", "human_bytes", "human_seconds",
-                            "FORMATS")
+__all__: Sequence[str] = ("plot_memory_map", "FORMATS")

@@ -14,7 +14,6 @@ rewritten (but a manifest, by finish_run) nor deleted.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
@@ -23,7 +22,6 @@ import os
 import pathlib
 import re
 import secrets
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from harness.results.artifacts import fsync_dir, make_dirs, write_atomic
 
 SCHEMA_VERSION = 1
 TABLES = ("measurements", "predictions", "cells", "op_times")
@@ -97,50 +97,6 @@ def new_run_id(label: str = "") -> str:
     return "-".join(p for p in parts if p)
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dirs(path: pathlib.Path) -> None:
-    """mkdir -p, fsyncing the parent of every directory it creates."""
-    if path.is_dir():
-        return
-    _make_dirs(path.parent)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir()
-        _fsync_dir(path.parent)
-
-
-def _write_atomic(path: pathlib.Path, write: Callable[[Any], None], exclusive: bool = False) -> None:
-    """Write `path` through a fsynced temporary file and a rename; `exclusive` raises FileExistsError if it exists."""
-    _make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file atomically (fsynced temporary file, rename, fsynced directory): the project's one writer."""
-    _write_atomic(pathlib.Path(path), lambda f: f.write(data))
-
-
 def run_dir(run_id: str, root: str | os.PathLike = DEFAULT_ROOT) -> pathlib.Path:
     """The directory <root>/runs/<run_id> of a run's manifest and artifacts (not created here)."""
     return pathlib.Path(root) / "runs" / _check_run_id(run_id)
@@ -155,7 +111,7 @@ def _write_manifest(path: pathlib.Path, manifest: dict, exclusive: bool = False)
         text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:
         raise StoreError(f"manifest of run {manifest['run_id']!r}: not JSON-serialisable: {err}") from None
-    _write_atomic(path, lambda f: f.write(text.encode()), exclusive=exclusive)
+    write_atomic(path, lambda f: f.write(text.encode()), exclusive=exclusive)
 
 
 def _reserved_keys(keys: Iterable[str], what: str) -> None:
@@ -352,7 +308,7 @@ def append(table: str, rows: Any, run_id: str, root: str | os.PathLike = DEFAULT
     name = key or f"{_now().strftime('%Y%m%dT%H%M%S%fZ')}-{os.getpid()}-{uuid.uuid4().hex}"
     path = pathlib.Path(root) / table / run_id / f"part-{name}.parquet"
     try:
-        _write_atomic(path, lambda f: pq.write_table(data, f, write_page_checksum=True), exclusive=key is not None)
+        write_atomic(path, lambda f: pq.write_table(data, f, write_page_checksum=True), exclusive=key is not None)
     except FileExistsError:
         return None
     return path
@@ -374,11 +330,11 @@ def _part_files(root: pathlib.Path, table: str, run_ids: list[str] | None) -> li
 def _set_aside(root: pathlib.Path, path: pathlib.Path, err: Exception) -> None:
     """Move an unreadable part file under <root>/corrupt/ and warn naming it."""
     dest = root / "corrupt" / path.relative_to(root)
-    _make_dirs(dest.parent)
+    make_dirs(dest.parent)
     with contextlib.suppress(FileNotFoundError):   # another reader set it aside first
         os.replace(path, dest)
-        _fsync_dir(path.parent)
-        _fsync_dir(dest.parent)
+        fsync_dir(path.parent)
+        fsync_dir(dest.parent)
     warnings.warn(f"results store: unreadable part file {path} ({err}); moved to {dest}", stacklevel=3)
 
 

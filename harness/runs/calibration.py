@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from harness.results import store
+from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.costmodel import op_kind
 from harness.model.mapping import Mapping
@@ -357,8 +358,8 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
              "profile": profiles / f"{calibration.fitted.name}.json"}
     report = calibration.report
-    store.write_bytes(paths["report"], report_json(report))
-    store.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
+    artifacts.write_bytes(paths["report"], report_json(report))
+    artifacts.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
 
     panels = [("whole programs", report["points"], f"MAPE {report['mape']:.1%} (LOWO {report['lowo_mape']:.1%}), "
                f"tau {report['kendall_tau']:.2f} (LOWO {report['lowo_kendall_tau']:.2f})")]
@@ -383,7 +384,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    store.write_bytes(paths["plot"], buffer.getvalue())
+    artifacts.write_bytes(paths["plot"], buffer.getvalue())
     return paths
 
 
@@ -399,14 +400,16 @@ def _json_default(value):
 
 
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
-                      table: str = "measurements", instances: Optional[dict[str, Instance]] = None,
-                      ) -> tuple[list[Point], list[str]]:
-    """The successful measurements of the runs (in `table`: a sweep's "measurements" or a nightly's "cells")
-    as points, and the run ids they come from. `instances` (instance file -> Instance) is a cache
-    shared with `op_points_from_store`, so both levels price the same instance objects."""
-    from harness.runs.sweep import read_text
-
-    frame = store.read(table, root, run_ids=list(run_ids) if run_ids else None)
+                      instances: Optional[dict[str, Instance]] = None) -> tuple[list[Point], list[str]]:
+    """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
+    of cells (nightly, measure) and the "measurements" of the sweeps and per-op runs. `instances`
+    (instance file -> Instance) is a cache shared with `op_points_from_store`, so both levels price the
+    same instance objects."""
+    ids = list(run_ids) if run_ids else None
+    frame = pd.concat([store.read(table, root, run_ids=ids) for table in ("cells", "measurements")],
+                      ignore_index=True)
+    if frame.empty:
+        raise CalibrationError(f"no measured rows in runs {', '.join(ids) if ids else 'of the store'}")
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
     instances = {} if instances is None else instances
     points = []
@@ -415,13 +418,13 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
             if not isinstance(row.get(column), str):
                 raise CalibrationError(f"run {row['run_id']}: row {row['workload']}/{row['size']} has no {column}")
         if row["instance_file"] not in instances:
-            instances[row["instance_file"]] = Instance.from_json(read_text(root, row["instance_file"]))
+            instances[row["instance_file"]] = Instance.from_json(artifacts.read_text(root, row["instance_file"]))
         budget = row["budget"]
         noise = (row["ci_high_s"] - row["ci_low_s"]) / 2 / row["median_s"]
         points.append(Point(
             workload=row["workload"], size=row["size"], policy=row["policy"],
             budget=None if budget is None or math.isnan(budget) else float(budget),
-            instance=instances[row["instance_file"]], mapping=Mapping.from_json(read_text(root, row["mapping_file"])),
+            instance=instances[row["instance_file"]], mapping=Mapping.from_json(artifacts.read_text(root, row["mapping_file"])),
             measured_s=float(row["median_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
             run_id=row["run_id"]))
     return points, sorted({p.run_id for p in points})
@@ -430,8 +433,6 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
 def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
                          instances: Optional[dict[str, Instance]] = None) -> list[OpPoint]:
     """The per-op times of the runs (the `op_times` table) as op points; runs without it give none."""
-    from harness.runs.sweep import read_text
-
     frame = store.read("op_times", root, run_ids=list(run_ids) if run_ids else None)
     instances = {} if instances is None else instances
     out = []
@@ -441,7 +442,7 @@ def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]]
             raise CalibrationError(f"run {row['run_id']}: op row {row['workload']}/{row['size']} {row['op']} "
                                    "has no instance_file")
         if file not in instances:
-            instances[file] = Instance.from_json(read_text(root, file))
+            instances[file] = Instance.from_json(artifacts.read_text(root, file))
         instance = instances[file]
         step = int(row["step"])
         if not 0 <= step < len(instance.ops) or instance.ops[step].name != row["op"]:

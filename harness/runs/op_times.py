@@ -32,7 +32,7 @@ from harness.device.realization import NATIVE, extract_linked
 from harness.device.timing import environment, median_ci
 from harness.model.profiles import Profile
 from harness.results import store
-from harness.runs.sweep import write_text
+from harness.results.artifacts import write_text
 from harness.xla.instance import Instance
 
 

@@ -1,19 +1,15 @@
-"""Extract every workload of a suite and summarise the instances (the main job, for now)."""
+"""The instances of a suite's workloads, summarised: what `mallocbench workloads` and `extract` print."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
 import traceback
 from typing import Callable, Optional
 
 import workloads
-from harness.results import store
-from harness.xla.extraction import from_compiled
+from harness.runs.programs import load_program
 from harness.xla.instance import Instance
-from harness.xla.link import jit, link, trace
+from harness.xla.linking import link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,55 +42,33 @@ class SummaryRow:
         return self.flops / self.xla_flops if self.xla_flops else float("nan")
 
 
-def extract_workload(name: str, size: str = "ci") -> tuple[Instance, SummaryRow]:
-    """Build, compile and extract one workload, timing compile and extraction apart.
-
-    The program compiled is the workload evaluated equation by equation in named
-    scopes (`harness.link`), the one `harness.realize` runs, so that mappings of
-    the instance can be realized.
-    """
-    workload = workloads.get(name)
-    fn, args = workload.build(size)
-    program = trace(fn, args)
-    t0 = time.perf_counter()
-    compiled = jit(program).lower(*args).compile()
-    t1 = time.perf_counter()
-    instance = from_compiled(compiled, f"{name}/{size}")
-    t2 = time.perf_counter()
-    linked = link(program, instance)
+def extract_workload(name: str, size: str = "ci", root: Optional[str] = None) -> tuple[Instance, SummaryRow]:
+    """Build, compile and extract one workload (`harness.runs.programs.load_program`: the program that
+    realized mappings run), timing compile and extraction apart; `root` names a store whose extraction
+    cache to use (None: extract afresh)."""
+    prog = load_program(name, size, root)
+    instance = prog.instance
+    linked = link(prog.program, instance)
     return instance, SummaryRow(
-        workload=name, family=workload.family, size=size, ops=len(instance.ops),
+        workload=name, family=workloads.get(name).family, size=size, ops=len(instance.ops),
         buffers=len(instance.buffers), flops=instance.flops, xla_flops=instance.compiler.flops,
         peak_live_bytes=instance.peak_live_bytes, xla_bytes=instance.compiler.total_bytes,
-        linked_share=linked.linked_share, unlinked=len(linked.unlinked), compile_seconds=t1 - t0, extract_seconds=t2 - t1)
+        linked_share=linked.linked_share, unlinked=len(linked.unlinked), compile_seconds=prog.compile_s,
+        extract_seconds=prog.extract_s)
 
 
-def run_suite(
-    suite: str = "ci",
-    size: Optional[str] = None,
-    out_dir: Optional[str] = None,
-    on_done: Callable[[SummaryRow], None] = lambda row: None,
-) -> list[SummaryRow]:
-    """Extract every workload of `suite`; a failing workload is recorded and the rest go on.
-
-    Instances are written to `out_dir/<workload>.json` as each finishes, with
-    `summary.json` beside them.
-    """
+def run_suite(suite: str = "ci", size: Optional[str] = None,
+              on_done: Callable[[SummaryRow], None] = lambda row: None) -> list[SummaryRow]:
+    """Extract every workload of `suite` at `size` (default: the suite's own); a failing workload is
+    recorded with its error and the rest go on."""
     size = size or suite
     rows = []
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
     for name in workloads.names(suite):
         try:
-            instance, row = extract_workload(name, size)
-            if out_dir:
-                store.write_bytes(os.path.join(out_dir, f"{name}.json"), instance.to_json().encode())
+            _, row = extract_workload(name, size)
         except Exception as err:  # a failing workload must not stop the suite
             row = SummaryRow(workload=name, family=workloads.get(name).family, size=size,
                              error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
         rows.append(row)
         on_done(row)
-    if out_dir:
-        summary = [dataclasses.asdict(r) | {"peak_ratio": r.peak_ratio, "flops_ratio": r.flops_ratio} for r in rows]
-        store.write_bytes(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1).encode())
     return rows

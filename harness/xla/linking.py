@@ -183,6 +183,13 @@ def jit(program: Program, offload: frozenset[int] = frozenset()):
     return jax.jit(scoped(program, offload), keep_unused=True)
 
 
+def compile_scoped(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Program, Any]:
+    """The scoped program of `fn(*args)` and its compiled executable: what extraction reads and what a
+    realized mapping runs."""
+    program = trace(fn, args)
+    return program, jit(program).lower(*args).compile()
+
+
 def step_of(op_name: str) -> Optional[int]:
     """The equation number in an instruction's `op_name`, or None."""
     m = _SCOPE_RE.search(op_name)
