@@ -1,4 +1,4 @@
-"""`mallocbench measure`, `results` and `calibrate`: the hardware loop on the command line."""
+"""`mallocbench measure`, `optimes`, `results` and `calibrate`: the hardware loop on the command line."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     prior = load_profile(args.profile)
     runs, instances = parse_list(args.runs, "run"), {}
-    points, run_ids = points_from_store(args.results, runs, instances=instances)
+    points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=args.statistic)
     op_points = op_points_from_store(args.results, runs, instances)
     with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
                             "(and leaving each workload out)"):
@@ -126,6 +126,65 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_optimes(args: argparse.Namespace) -> int:
+    """Time a suite's programs whole and op by op on the local device (jax.profiler); store both."""
+    import workloads
+    from harness.model.profiles import default_profile, load_profile
+    from harness.runs.op_times import OpTimesSpec, run_op_times
+    import jax
+
+    names = parse_list(args.workloads, "workload") if args.workloads else workloads.names(args.suite)
+    spec = OpTimesSpec(tuple(names), tuple(parse_list(args.sizes, "size")),
+                       load_profile(args.profile or default_profile(jax.default_backend())),
+                       rounds=args.rounds, calls=args.calls)
+    table = Table(title=f"whole and per-op times on {jax.devices()[0].device_kind}")
+    for col in ("program", "whole (median of rounds' least)", "ops' share of it", "profiled call"):
+        table.add_column(col, justify="left" if col == "program" else "right")
+
+    def done(row: dict) -> None:
+        table.add_row(f"{row['workload']}@{row['size']}", _ms(row["median_s"]), f"{row['op_coverage']:.1%}",
+                      _ms(row["traced_s"]))
+
+    with err_console.status(f"timing {len(names)} workloads x {len(spec.sizes)} sizes, {spec.rounds} rounds"):
+        run_id = run_op_times(spec, args.results, label=args.label, on_program=done)
+    console.print(table)
+    console.print(f"run {run_id}")
+    return 0
+
+
+def cmd_device_check(args: argparse.Namespace) -> int:
+    """Run (or, with --dry-run, plan and export-check) everything only a GPU can show."""
+    import jax
+
+    from harness.cli.main import main
+    from harness.runs import device_check
+
+    kind = device_check.DRY_RUN_DEVICE if args.dry_run else jax.devices()[0].device_kind
+    try:
+        plan = device_check.plan(kind, args.results)
+    except device_check.DeviceCheckError as err:
+        err_console.print(f"device-check: {err}")
+        return 2
+    console.print(f"device {plan.device}: profile {plan.profile}, results in {plan.results}")
+    for command in plan.commands:
+        console.print("  mallocbench " + " ".join(command))
+    if args.dry_run:
+        names = parse_list(args.workloads, "workload") if args.workloads else ()
+        with err_console.status("realizing every mapping for cuda and checking its export"):
+            rows = device_check.export_check(plan.profile, names)
+        console.print(f"export check: {len(rows)} realized mappings place exactly their linked slow values in "
+                      "host memory")
+        return 0
+    for command in plan.commands:
+        if "{runs}" in command:
+            runs = ",".join(store.list_runs(plan.results).run_id)
+            command = tuple(runs if c == "{runs}" else c for c in command)
+        code = main(list(command))
+        if code:
+            return code
+    return 0
+
+
 def add_commands(sub, suites, sizes) -> None:
     """Register the loop's subcommands on the `mallocbench` parser."""
     from agent.registry import policies
@@ -154,6 +213,31 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--results", default="results", help="results store directory (default: results)")
     p.set_defaults(func=cmd_measure)
 
+    p = sub.add_parser("optimes", help="time a suite's programs whole and op by op (the profiler); store both",
+                       description="Compile each workload's scoped program at each size and time it in interleaved "
+                       "rounds: whole (the least of a round's calls; the median over rounds is stored as an "
+                       "xla-native measurement) and op by op from jax.profiler's per-op events (table op_times). "
+                       "`mallocbench calibrate` fits on both.")
+    p.add_argument("--suite", default="ci", choices=suites)
+    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite (default: all)")
+    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the programs (default: 5)")
+    p.add_argument("--calls", type=int, default=5, help="calls per program per round, each way (default: 5)")
+    p.add_argument("--profile", metavar="NAME", help="profile for the stored predictions (default: the backend's)")
+    p.add_argument("--label", default="op-times", help="label in the run id (default: op-times)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_optimes)
+
+    p = sub.add_parser("device-check", help="on an H100/H200: everything only a GPU can show, in one command",
+                       description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
+                       "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
+                       "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
+                       "print the plan and check the cuda export of every mapping it would realize.")
+    p.add_argument("--dry-run", action="store_true", help="plan and export-check only (no GPU needed)")
+    p.add_argument("--workloads", metavar="W1,W2", help="dry run: workloads to export-check (default: the ci suite)")
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.set_defaults(func=cmd_device_check)
+
     p = sub.add_parser("results", help="list the stored runs, or show one run as a table")
     p.add_argument("run", nargs="?", help="run id to show (default: list the runs)")
     p.add_argument("--results", default="results", help="results store directory (default: results)")
@@ -167,6 +251,8 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
     p.add_argument("--results", default="results", help="results store directory (default: results)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")
     p.add_argument("--profiles-dir", metavar="DIR",
                    help="where to write the fitted profile (default: beside the shipped profiles)")
     p.set_defaults(func=cmd_calibrate)

@@ -175,12 +175,12 @@ def with_profile(structure: Tables, work: OpWork, profile: Profile) -> Tables:
     """
     seconds, overhead = op_seconds(work, profile)
     offload = profile.memory_model == "offload"
-    return structure._replace(
-        compute=jnp.asarray(seconds + overhead, jnp.float32), overhead=jnp.asarray(overhead, jnp.float32),
-        fast_bw=jnp.float32(profile.fast_bandwidth),
-        op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
-        copy_bw=jnp.float32(profile.copy_bandwidth), launch=jnp.float32(profile.program_overhead_seconds),
-    )
+    f32 = np.float32
+    priced = jax.device_put((  # one transfer: pricing many profiles (calibration) is dominated by it
+        (seconds + overhead).astype(f32), overhead.astype(f32), f32(profile.fast_bandwidth),
+        f32(profile.fast_bandwidth if offload else profile.slow_bandwidth), f32(profile.copy_bandwidth),
+        f32(profile.program_overhead_seconds)))
+    return structure._replace(**dict(zip(("compute", "overhead", "fast_bw", "op_slow_bw", "copy_bw", "launch"), priced)))
 
 
 def build_structure(instance: Instance, memory_model: str, cands: Candidates | None = None) -> Tables:

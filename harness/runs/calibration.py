@@ -36,7 +36,7 @@ from harness.xla.instance import Instance
 from harness.model.costmodel import op_kind
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
-from harness.model.simulator import simulate, simulate_ops
+from harness.model.simulator import batch, simulate_batch, simulate_ops
 
 FIGURES = ("flop_rate", "conv_flop_rate", "vector_flop_rate", "reduction_flop_rate", "transcendental_rate",
            "fast_bandwidth", "move_bandwidth", "slow_bandwidth", "copy_bandwidth", "matmul_half_flops",
@@ -157,32 +157,76 @@ def _check(points: Sequence[Point], op_points: Sequence[OpPoint] = ()) -> None:
 
 def predict(points: Sequence[Point], profile: Profile) -> np.ndarray:
     """Simulated seconds of each point on `profile`."""
-    return np.array([simulate(p.instance, p.mapping, profile) for p in points])
+    return predict_both(points, (), profile)[0]
 
 
 def predict_ops(op_points: Sequence[OpPoint], profile: Profile) -> np.ndarray:
     """Simulated seconds per run of each op point on `profile`, its program mapped all fast (as XLA maps it)."""
-    per_instance: dict[int, np.ndarray] = {}
-    out = np.empty(len(op_points))
-    for k, p in enumerate(op_points):
-        if id(p.instance) not in per_instance:
-            everything = Mapping({b.id: 0 for b in p.instance.buffers}, len(p.instance.buffers), p.instance.name,
-                                 "xla-native")
-            per_instance[id(p.instance)] = simulate_ops(p.instance, everything, profile)["elapsed"]
-        out[k] = per_instance[id(p.instance)][p.step]
-    return out
+    return predict_both((), op_points, profile)[1]
+
+
+def predict_both(points: Sequence[Point], op_points: Sequence[OpPoint], profile: Profile,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(whole seconds of each point, seconds per run of each op point) on `profile`."""
+    return _Pricer(points, op_points, profile.memory_model)(profile)
+
+
+class _Pricer:
+    """Prices a fixed set of points on many profiles: the programs (instance, mapping) of the whole and the
+    op points once each, all in one batch on the direct model (`simulator.simulate_batch`), one by one
+    (`simulate_ops`) on the offload model."""
+
+    def __init__(self, points: Sequence[Point], op_points: Sequence[OpPoint], memory_model: str):
+        self.pairs: list[tuple[Instance, Mapping]] = []
+        index: dict[tuple[int, frozenset], int] = {}
+        everything: dict[int, Mapping] = {}
+
+        def pair(instance: Instance, mapping: Mapping) -> int:
+            key = (id(instance), frozenset(mapping.offsets))
+            if key not in index:
+                index[key] = len(self.pairs)
+                self.pairs.append((instance, mapping))
+            return index[key]
+
+        def all_fast(instance: Instance) -> Mapping:
+            if id(instance) not in everything:
+                everything[id(instance)] = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers),
+                                                   instance.name, "xla-native")
+            return everything[id(instance)]
+
+        self.whole = np.array([pair(p.instance, p.mapping) for p in points], dtype=np.int64)
+        self.op_pair = np.array([pair(p.instance, all_fast(p.instance)) for p in op_points], dtype=np.int64)
+        self.op_step = np.array([p.step for p in op_points], dtype=np.int64)
+        self.batch = batch(self.pairs) if memory_model == "direct" and self.pairs else None
+
+    def __call__(self, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pairs:
+            return np.empty(0), np.empty(0)
+        if self.batch is not None:
+            whole, per_op = simulate_batch(self.batch, profile)
+            return whole[self.whole], per_op[self.batch.starts[self.op_pair] + self.op_step]
+        runs, ops = [], []
+        for instance, mapping in self.pairs:
+            b = simulate_ops(instance, mapping, profile)
+            runs.append(float(b["elapsed"].sum() + b["stall"].sum() + b["final_stall"].sum() + b["launch"]))
+            ops.append(b["elapsed"])
+        return (np.array(runs)[self.whole],
+                np.array([ops[k][s] for k, s in zip(self.op_pair, self.op_step)], dtype=np.float64))
 
 
 def fit(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None,
-        op_points: Sequence[OpPoint] = ()) -> Profile:
+        op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None) -> Profile:
     """The prior with its free figures fitted to the points (robust least squares on log time);
     figures the points cannot identify stay at the prior (see `fit_figures`)."""
-    return fit_figures(points, prior, free, op_points)[0]
+    return fit_figures(points, prior, free, op_points, start)[0]
 
 
 def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None,
-                op_points: Sequence[OpPoint] = ()) -> tuple[Profile, dict[str, str]]:
-    """(fitted profile, held figure -> why it is held at its prior)."""
+                op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None) -> tuple[Profile, dict[str, str]]:
+    """(fitted profile, held figure -> why it is held at its prior).
+
+    The search starts from `start` (default: the prior; leaving one workload out starts from the fit
+    on all points, which only shortens the search), the bounds are 1000x either way of the prior."""
     _check(points, op_points)
     free = tuple(free) if free is not None else free_figures(prior, points, op_points)
     unknown = [f for f in free if f not in FIGURES]
@@ -199,10 +243,10 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
         active = [f for f in free if f not in held]
         if not active:
             return prior, held
-        fitted, x, sensitivity = _least_squares(points, op_points, prior, active)
-        start = np.log([getattr(prior, f) for f in active])
+        fitted, x, sensitivity = _least_squares(points, op_points, prior, active, start or prior)
+        centre = np.log([getattr(prior, f) for f in active])
         newly = {}
-        for f, v, s0, sens in zip(active, x, start, sensitivity):
+        for f, v, s0, sens in zip(active, x, centre, sensitivity):
             if abs(v - s0) > BOUND - _AT_BOUND:
                 newly[f] = "not identified: the fit pushed it to its bound (1000x its prior); held at the prior"
             elif sens < _INSENSITIVE * max(sensitivity):
@@ -212,22 +256,23 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
         held |= newly
 
 
-def _least_squares(points, op_points, prior, free):
+def _least_squares(points, op_points, prior, free, start_profile):
     """One robust fit of `free`; returns (profile, fitted log values, [free] Jacobian column norms)."""
     measured = np.log([p.measured_s for p in points])
     op_measured = np.log([p.measured_s for p in op_points])
     op_weight = math.sqrt(len(points) / len(op_points)) if op_points else 0.0
-    start = np.log([getattr(prior, f) for f in free])
+    center = np.log([getattr(prior, f) for f in free])
+    start = np.clip(np.log([getattr(start_profile, f) for f in free]), center - BOUND + 1e-9, center + BOUND - 1e-9)
+
+    pricer = _Pricer(points, op_points, prior.memory_model)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        profile = _with(prior, free, x)
-        whole = np.log(predict(points, profile)) - measured
-        ops = (np.log(np.maximum(predict_ops(op_points, profile), 1e-12)) - op_measured) * op_weight
-        return np.concatenate([whole, ops])
+        whole, ops = pricer(_with(prior, free, x))
+        return np.concatenate([np.log(whole) - measured, (np.log(np.maximum(ops, 1e-12)) - op_measured) * op_weight])
 
     result = scipy.optimize.least_squares(
-        residuals, start, bounds=(start - BOUND, start + BOUND), loss="soft_l1", f_scale=0.1,
-        diff_step=1e-3, x_scale=1.0, max_nfev=100)
+        residuals, start, bounds=(center - BOUND, center + BOUND), loss="soft_l1", f_scale=0.1,
+        diff_step=1e-3, x_scale=1.0, max_nfev=60)
     sensitivity = np.sqrt((np.asarray(result.jac) ** 2).sum(axis=0))
     return _with(prior, free, result.x), result.x, sensitivity
 
@@ -287,7 +332,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     free = free_figures(prior, points, op_points)
     fitted, held = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
-    predicted, op_predicted = predict(points, fitted), predict_ops(op_points, fitted)
+    predicted, op_predicted = predict_both(points, op_points, fitted)
     lowo, op_lowo = np.empty(len(points)), np.empty(len(op_points))
     for w in sorted({p.workload for p in points}):
         inside = [p for p in points if p.workload != w]
@@ -295,9 +340,8 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         idx = [i for i, p in enumerate(points) if p.workload == w]
         op_idx = [i for i, p in enumerate(op_points) if p.workload == w]
         enough = inside and len(inside) + len(op_inside) >= len(fitted_free)
-        profile = fit(inside, prior, fitted_free, op_inside) if enough and fitted_free else prior
-        lowo[idx] = predict([points[i] for i in idx], profile)
-        op_lowo[op_idx] = predict_ops([op_points[i] for i in op_idx], profile)
+        profile = fit(inside, prior, fitted_free, op_inside, start=fitted) if enough and fitted_free else prior
+        lowo[idx], op_lowo[op_idx] = predict_both([points[i] for i in idx], [op_points[i] for i in op_idx], profile)
     fitted_eval, lowo_eval = evaluate(points, predicted), evaluate(points, lowo)
     prior_eval = evaluate(points, predict(points, prior))
     runs = tuple(sorted(set(run_ids) | {p.run_id for p in op_points}))
@@ -399,12 +443,19 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+STATISTICS = ("median", "min")  # which measured time of a row a point takes
+
+
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
-                      instances: Optional[dict[str, Instance]] = None) -> tuple[list[Point], list[str]]:
+                      instances: Optional[dict[str, Instance]] = None, statistic: str = "median",
+                      ) -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
     of cells (nightly, measure) and the "measurements" of the sweeps and per-op runs. `instances`
     (instance file -> Instance) is a cache shared with `op_points_from_store`, so both levels price the
-    same instance objects."""
+    same instance objects. `statistic` "min" takes a row's least time instead of its median: on a machine
+    loaded by other processes the least is the program's own time, the median also holds waits for a core."""
+    if statistic not in STATISTICS:
+        raise CalibrationError(f"statistic {statistic!r}: not one of {', '.join(STATISTICS)}")
     ids = list(run_ids) if run_ids else None
     frame = pd.concat([store.read(table, root, run_ids=ids) for table in ("cells", "measurements")],
                       ignore_index=True)
@@ -425,7 +476,7 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
             workload=row["workload"], size=row["size"], policy=row["policy"],
             budget=None if budget is None or math.isnan(budget) else float(budget),
             instance=instances[row["instance_file"]], mapping=Mapping.from_json(artifacts.read_text(root, row["mapping_file"])),
-            measured_s=float(row["median_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
+            measured_s=float(row[f"{statistic}_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
             run_id=row["run_id"]))
     return points, sorted({p.run_id for p in points})
 

@@ -12,7 +12,7 @@ times under `jax.profiler` (its per-op times, the least per op,
   the rounds' figures), so calibration reads it;
 - `op_times`: one row per op with a kernel (op, kind, flops, bytes, shapes, trip
   count, seconds per run: the median over rounds, events per run), and per
-  program its `coverage`, the share of the whole time its ops account for.
+  program its `coverage`, the share of the whole time (the least of all its calls) its ops account for.
 """
 
 from __future__ import annotations
@@ -125,10 +125,11 @@ def _rows(p: _Program, spec: OpTimesSpec, run_id: str, root: str) -> tuple[dict,
     names = sorted({n for t in p.traces for n in t.seconds})
     seconds = {n: float(np.median([t.seconds.get(n, 0.0) for t in p.traces])) for n in names}
     executions = {n: int(np.median([t.executions.get(n, 0) for t in p.traces])) for n in names}
-    coverage = sum(seconds.values()) / median
+    least = min(t.untraced_s for t in p.traces)
+    coverage = sum(seconds.values()) / least
     row = {
         "workload": p.name, "size": p.size, "profile": spec.profile.name, "policy": NATIVE, "budget": math.nan,
-        "status": "ok", "error": "", "median_s": median, "min_s": float(samples.min()),
+        "status": "ok", "error": "", "median_s": median, "min_s": least,
         "ci_low_s": low, "ci_high_s": high, "samples": [float(s) for s in samples], "n_samples": len(samples),
         "traced_s": float(np.median([t.traced_s for t in p.traces])), "op_coverage": coverage,
         "predicted_s": simulate(p.instance, mapping, spec.profile),
