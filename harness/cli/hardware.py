@@ -94,7 +94,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     op_points = op_points_from_store(args.results, runs, instances)
     with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
                             "(and leaving each workload out)"):
-        calibration = calibrate(points, prior, run_ids, op_points)
+        calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic)
         paths = write(calibration, args.results, args.profiles_dir)
     r = calibration.report
     table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "

@@ -200,7 +200,9 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
                 accesses[(op.step, c)] = accesses.get((op.step, c), 0) + n
         for b in op.writes:
             c = int(cands.of_buffer[b])
-            accesses[(op.step, c)] = accesses.get((op.step, c), 0) + instance.buffers[b].bytes
+            # one output: the bytes the op writes (an in-place update writes its slice); several: each whole
+            written = op.output_bytes if len(op.writes) == 1 else instance.buffers[b].bytes
+            accesses[(op.step, c)] = accesses.get((op.step, c), 0) + written
             defs.append((op.step, c))
     acc = np.array([(t, c, n) for (t, c), n in sorted(accesses.items())], dtype=np.float64).reshape(-1, 3)
     op_bytes = np.zeros(n_ops)

@@ -28,7 +28,7 @@ OPTIONAL_FIGURES = {"conv_flop_rate": None, "reduction_flop_rate": None, "move_b
 NON_NEGATIVE = ("matmul_half_flops", "loop_iteration_seconds", "program_overhead_seconds")  # zero: no such cost
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
 
-_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
+_DEFAULTS = {"cpu": "cpu-local-fitted", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
 _GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
 
 

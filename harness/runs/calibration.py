@@ -326,8 +326,9 @@ def evaluate_ops(op_points: Sequence[OpPoint], predicted: np.ndarray) -> dict:
 
 
 def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
-              op_points: Sequence[OpPoint] = ()) -> Calibration:
-    """Fit on all points (whole programs and ops), then leave each workload out in turn, and report both."""
+              op_points: Sequence[OpPoint] = (), statistic: str = "median") -> Calibration:
+    """Fit on all points (whole programs and ops), then leave each workload out in turn, and report both;
+    `statistic` names the measured time the points hold (see `points_from_store`), for the report."""
     _check(points, op_points)
     free = free_figures(prior, points, op_points)
     fitted, held = fit_figures(points, prior, free, op_points)
@@ -348,7 +349,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     fitted = _named_fitted(prior, fitted, fitted_free, runs)
     coverage = {f"{p.workload}/{p.size}@{p.run_id}": p.coverage for p in op_points}
     report = {
-        "profile": prior.name, "fitted_profile": fitted.name, "n_points": len(points),
+        "profile": prior.name, "fitted_profile": fitted.name, "n_points": len(points), "statistic": statistic,
         "n_workloads": len({p.workload for p in points}), "free": list(fitted_free), "held": held,
         "mape": fitted_eval["mape"], "kendall_tau": fitted_eval["kendall_tau"],
         "kendall_tau_within": fitted_eval["kendall_tau_within"],
@@ -422,7 +423,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
         lo, hi = measured.min() / 3, measured.max() * 3
         ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
         ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds",
-               title=f"{name}, {what} ({len(rows)}): {figures}")
+               title=f"{name}, {what} ({len(rows)})\n{figures}")
         ax.title.set_fontsize(8)
         ax.legend(fontsize=8)
     buffer = io.BytesIO()
