@@ -19,3 +19,10 @@ def human_seconds(t: float) -> str:
         if abs(t) >= scale:
             return f"{t / scale:.4g} {unit}"
     return f"{t / 1e-9:.4g} ns"
+
+
+def human_budget(budget) -> str:
+    """A budget as a fraction of peak live bytes ("0.5"), or "-" for a cell without a budget (None or NaN)."""
+    if budget is None or budget != budget:  # NaN is the one value not equal to itself
+        return "-"
+    return f"{float(budget):g}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cell_faults import fail_policy
 
 from harness.runs import cells, nightly
 
@@ -29,15 +30,8 @@ def _build(root: str) -> tuple[str, str, str]:
     first = cells.plan(spec, root)
     cells.run_local(spec, first, root)
     nightly.finish(first, root)
-    real = cells.cell_mapping
-
-    def broken(instance, spec_, profile, cell):
-        if cell.policy == "first-fit" and cell.workload == "matmul-chain":
-            raise RuntimeError("first-fit exploded")
-        return real(instance, spec_, profile, cell)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cells, "cell_mapping", broken)
+        fail_policy(patch, "first-fit", "first-fit exploded", workload="matmul-chain")
         second = cells.plan(spec, root)
         cells.run_local(spec, second, root)
     nightly.finish(second, root)

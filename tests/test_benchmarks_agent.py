@@ -1,7 +1,8 @@
 """Benchmarks of mallocMuZero at the CI preset (`make bench`; once each, as smoke tests, under `make test`).
 
 - search simulations per second: one Gumbel MuZero search over a batch of 8 states;
-- self-play game steps per second: a batch of 8 searched episodes under jit.
+- self-play game steps per second: a batch of 8 searched episodes under jit;
+- rollout search leaves per second: one episode of the `mallocmuzero` policy's search (`agent.muzero.rollout`).
 """
 
 import functools
@@ -12,9 +13,12 @@ import pytest
 
 from agent.game import rules as G
 from agent import synthetic
+from agent.heuristics.xla_msa import memory_boundedness_order
+from agent.muzero import rollout
 from agent.muzero.search import run_search
 from agent.muzero.selfplay import self_play
 from agent.muzero.learner import TrainConfig, init_state, padded_game
+from harness import load_profile
 
 BATCH = 8
 
@@ -50,3 +54,17 @@ def test_self_play_steps_per_second(benchmark, mode):
         benchmark.extra_info["game_steps_per_second"] = steps / benchmark.stats.stats.median
     assert trajectory.action.shape == (G.n_candidates(game), BATCH)
     assert np.all(np.asarray(final.k) == G.n_candidates(game))
+
+
+@pytest.mark.parametrize("simulations", [8, 64])
+def test_rollout_leaves_per_second(benchmark, simulations):
+    profile = load_profile("tpu-v4i-cmem")
+    game = G.make_game(synthetic(0, 100), profile, 0.5)
+    board = rollout.Board.of(game, memory_boundedness_order(game, profile))
+    config = rollout.RolloutConfig(simulations)
+    rollout.play(game, board, config)  # compile the cost model outside the timing
+    benchmark.group = "mallocmuzero rollout search"
+    slots, stats = benchmark.pedantic(lambda: rollout.play(game, board, config), rounds=2)
+    if benchmark.stats:
+        benchmark.extra_info["leaves_per_second"] = stats["leaves"] / benchmark.stats.stats.median
+    assert slots.shape == (game.candidates.n,) and stats["leaves"] >= game.candidates.n

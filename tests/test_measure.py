@@ -2,6 +2,7 @@
 
 import datetime
 import gc
+import itertools
 import math
 import re
 import time
@@ -82,41 +83,6 @@ def test_median_ci_rejects_bad_confidence(confidence):
 # --------------------------------------------------------------------------- measure: ok runs
 
 
-def test_measure_stops_when_the_ci_goal_is_met(matmul):
-    fn, args = matmul
-    m = measure(fn, args, warmup=2, min_repeats=10, max_repeats=1000, rel_ci=0.05, time_limit_s=10.0)
-    assert m.ok and m.error == ""
-    assert m.ci_met
-    n = len(m.samples)
-    assert 10 <= n < 1000
-    # it stopped at the first sample count (from min_repeats on) at which the goal was met
-    assert _ci_met(m.samples, 0.05)
-    assert not any(_ci_met(m.samples[:k], 0.05) for k in range(10, n))
-    # consistent statistics
-    x = np.array(m.samples)
-    assert np.all(x > 0)
-    assert m.median_s == pytest.approx(np.median(x))
-    assert m.min_s == x.min() <= m.ci_low_s <= m.median_s <= m.ci_high_s <= x.max()
-    assert m.median_s - m.ci_low_s <= 0.05 * m.median_s and m.ci_high_s - m.median_s <= 0.05 * m.median_s
-    assert m.iqr_s == pytest.approx(np.percentile(x, 75) - np.percentile(x, 25)) and m.iqr_s >= 0
-    assert (m.ci_low_s, m.ci_high_s) == median_ci(x)
-    assert m.compile_s > 0
-    assert m.program_bytes["argument_size_in_bytes"] == args[0].nbytes
-    assert m.program_bytes["output_size_in_bytes"] == args[0].nbytes
-
-
-def test_measure_takes_min_repeats_when_the_goal_is_met_at_once(matmul):
-    fn, args = matmul
-    m = measure(fn, args, min_repeats=12, rel_ci=100.0, **FAST)
-    assert m.ok and m.ci_met and len(m.samples) == 12
-
-
-def test_measure_stops_at_max_repeats(matmul):
-    fn, args = matmul
-    m = measure(fn, args, min_repeats=5, max_repeats=15, rel_ci=1e-12, **FAST)
-    assert m.ok and not m.ci_met and len(m.samples) == 15
-
-
 class _ProgramClock:
     """A stand-in for timing's `time` module whose perf_counter() only the measured program moves on."""
 
@@ -127,17 +93,60 @@ class _ProgramClock:
         return self.now
 
 
-def test_time_limit_stops_the_repeats(monkeypatch):
-    clock = _ProgramClock()
+def _clocked(monkeypatch, durations):
+    """A program whose calls take `durations` (an iterable of seconds, one per call) on a clock that only it
+    moves: timing's perf_counter reads that clock, so how many calls measure() makes is deterministic."""
+    clock, durations = _ProgramClock(), iter(durations)
     monkeypatch.setattr(timing, "time", clock)
 
     def host(x):
-        clock.now += 0.125  # every call takes exactly 1/8 s on this clock
+        clock.now += next(durations)
         return x
 
     def fn(x):
         return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
 
+    return fn
+
+
+def test_measure_stops_when_the_ci_goal_is_met(monkeypatch):
+    durations = 1e-3 * (1 + 0.3 * np.random.default_rng(0).random(1000))  # +-15% around 1.15 ms
+    m = measure(_clocked(monkeypatch, durations), (jnp.ones(3),), warmup=2, min_repeats=10, max_repeats=1000,
+                rel_ci=0.05, time_limit_s=10.0)
+    assert m.ok and m.error == ""
+    assert m.ci_met
+    n = len(m.samples)
+    assert 10 <= n < 1000
+    assert m.samples == pytest.approx(durations[2:2 + n], rel=1e-9)  # after the two warm-up calls
+    # it stopped at the first sample count (from min_repeats on) at which the goal was met
+    assert _ci_met(m.samples, 0.05)
+    assert not any(_ci_met(m.samples[:k], 0.05) for k in range(10, n))
+    # consistent statistics
+    x = np.array(m.samples)
+    assert m.median_s == pytest.approx(np.median(x))
+    assert m.min_s == x.min() <= m.ci_low_s <= m.median_s <= m.ci_high_s <= x.max()
+    assert m.median_s - m.ci_low_s <= 0.05 * m.median_s and m.ci_high_s - m.median_s <= 0.05 * m.median_s
+    assert m.iqr_s == pytest.approx(np.percentile(x, 75) - np.percentile(x, 25)) and m.iqr_s >= 0
+    assert (m.ci_low_s, m.ci_high_s) == median_ci(x)
+
+
+def test_measure_takes_min_repeats_when_the_goal_is_met_at_once(matmul):
+    fn, args = matmul
+    m = measure(fn, args, min_repeats=12, rel_ci=100.0, **FAST)
+    assert m.ok and m.ci_met and len(m.samples) == 12
+    assert np.all(np.array(m.samples) > 0) and m.compile_s > 0
+    assert m.program_bytes["argument_size_in_bytes"] == args[0].nbytes
+    assert m.program_bytes["output_size_in_bytes"] == args[0].nbytes
+
+
+def test_measure_stops_at_max_repeats(matmul):
+    fn, args = matmul
+    m = measure(fn, args, min_repeats=5, max_repeats=15, rel_ci=1e-12, **FAST)
+    assert m.ok and not m.ci_met and len(m.samples) == 15
+
+
+def test_time_limit_stops_the_repeats(monkeypatch):
+    fn = _clocked(monkeypatch, itertools.repeat(0.125))  # every call takes exactly 1/8 s on this clock
     m = measure(fn, (jnp.ones(3),), warmup=2, min_repeats=10**6, max_repeats=10**6, rel_ci=1e-12,
                 time_limit_s=1.0)
     assert m.ok and not m.ci_met

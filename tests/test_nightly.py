@@ -1,4 +1,5 @@
-"""The nightly grid: numbering, bad input, exactly-once cells, resume after a kill, the extraction cache, Ray."""
+"""The nightly grid: numbering, bad input (of nightly and measure), exactly-once cells, resume after a kill, the
+extraction cache, Ray."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cell_faults import fail_policy
 
+from harness.device.machine import this_machine
 from harness.runs import cells, nightly, programs
 from harness.results import store
 from harness.cli.main import main
@@ -29,13 +32,15 @@ def test_grid_numbers_each_cell_once_with_unbudgeted_policies_once_per_workload(
     twice = nightly.make_spec("ci", workload_names=SMALL["workload_names"] * 2, policies=SMALL["policies"] * 2,
                               budgets=SMALL["budgets"] * 2, profile=SMALL["profile"])
     assert twice.cells() == spec.cells()                       # a name given twice is one cell
-    cells = spec.cells()
-    assert [c.index for c in cells] == list(range(len(cells)))
-    assert len(cells) == 2 * (2 + 3 * 2)
-    keys = {(c.workload, c.policy, c.budget) for c in cells}
-    assert len(keys) == len(cells)
-    assert {c.budget for c in cells if c.policy in ("xla-native", "all-fast")} == {None}
-    assert spec.cells() == cells.RunSpec.from_manifest(spec.meta() | {"kind": "nightly"}).cells()
+    grid = spec.cells()
+    assert [c.index for c in grid] == list(range(len(grid)))
+    assert len(grid) == 2 * (2 + 3 * 2)
+    keys = {(c.workload, c.policy, c.budget) for c in grid}
+    assert len(keys) == len(grid)
+    assert {c.budget for c in grid if c.policy in ("xla-native", "all-fast")} == {None}
+    assert spec.cells() == cells.RunSpec.from_manifest(spec.meta()).cells()
+    old = {k: v for k, v in spec.meta().items() if k not in ("sizes", "kind")} | {"size": "ci", "kind": "nightly"}
+    assert cells.RunSpec.from_manifest(old).cells() == grid      # a manifest written before sizes were a list
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -78,8 +83,13 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
-    assert "describes a tpu" in summary["calibration"]["skipped"]       # a TPU profile is not fitted to CPU times
-    assert store.read_manifest(run_id, root)["status"] == "finished"
+    # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs (two: too few)
+    assert summary["calibration"]["skipped"].startswith("cpu-local: 2 points cannot fit")
+    manifest = store.read_manifest(run_id, root)
+    assert manifest["status"] == "finished"
+    here = this_machine()                            # the run and each of its rows say which machine they ran on
+    assert manifest["machine_id"] == here.machine_id and manifest["cpu_model"] == here.cpu_model
+    assert (frame.machine_id == here.machine_id).all() and (frame.cpu_cores == here.cpu_cores).all()
 
 
 def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -87,14 +97,7 @@ def test_a_failing_step_is_stored_with_its_stage_and_the_run_goes_on(tmp_path, m
     spec = nightly.make_spec("ci", workload_names=["matmul-chain"], policies=["xla-msa", "first-fit"], budgets=[0.5],
                              profile="tpu-v4i-cmem")
     run_id = cells.plan(spec, root)
-    real = cells.cell_mapping
-
-    def broken(instance, spec_, profile, cell):
-        if cell.policy == "first-fit":
-            raise RuntimeError("solver exploded")
-        return real(instance, spec_, profile, cell)
-
-    monkeypatch.setattr(cells, "cell_mapping", broken)
+    fail_policy(monkeypatch, "first-fit", "solver exploded")
     cells.run_local(spec, run_id, root)
     frame = _cells(root, run_id).set_index("policy")
     assert frame.loc["first-fit", "status"] == "failed" and frame.loc["first-fit", "stage"] == "solve"
@@ -123,26 +126,49 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-c", "import sys; from harness.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
+# A nightly that, once it has stored HELD cells, writes its run id to the file named by argv[1] and waits
+# there to be killed: the kill lands after exactly HELD cells, however fast or slow the machine is.
+HELD = 4
+_HOLDING_NIGHTLY = f"""
+import sys, threading
+from harness.runs import cells
+from harness.cli.main import main
+real, stored, marker = cells.store_cell, [], sys.argv.pop(1)
+
+def store_then_hold(row, cell, run_id, root):
+    out = real(row, cell, run_id, root)
+    stored.append(cell.key)
+    if len(stored) == {HELD}:
+        with open(marker + ".tmp", "w") as f:
+            f.write(run_id)
+        __import__("os").replace(marker + ".tmp", marker)
+        threading.Event().wait()
+    return out
+
+cells.store_cell = store_then_hold
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
-    root = str(tmp_path)
+    root = str(tmp_path / "results")
+    marker = tmp_path / "held"
     grid = ["--workloads", "matmul-chain,mlp-train", "--policies", "xla-native,all-slow,xla-msa,first-fit,all-fast",
             "--budgets", "0.25,0.5,0.75", "--profile", "h100-offload", "--results", root, "--no-report"]
-    proc = subprocess.Popen(_cli("nightly", *grid), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    cells_dir, deadline = None, time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        parts = list(Path(root, "cells").glob("*/part-*.parquet"))
-        if len(parts) >= 4:
-            cells_dir = parts[0].parent
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, f"the nightly ended before it was killed: {proc.stdout.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    run_id = cells_dir.name
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDING_NIGHTLY, str(marker), "nightly", *grid],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while not marker.exists():  # the child holds once it has stored HELD cells: no race with its end
+            assert proc.poll() is None, f"the nightly ended before holding: {proc.stdout.read().decode()[-2000:]}"
+            time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run_id = marker.read_text()
     spec, manifest = cells.load_run(run_id, root)
     assert manifest["status"] == "running"
-    left = cells.pending(spec, run_id, root)
-    assert 0 < len(left) < len(spec.cells())
+    assert len(store.keys("cells", run_id, root)) == HELD
+    assert len(cells.pending(spec, run_id, root)) == len(spec.cells()) - HELD
     done = subprocess.run(_cli("nightly", "--resume", run_id, "--results", root, "--no-report"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -159,12 +185,17 @@ def test_a_killed_nightly_resumes_and_holds_every_cell_exactly_once(tmp_path):
     (["nightly", "--policies", "xla-msa,oracle"], "unknown policy 'oracle'"),
     (["nightly", "--profile", "a100"], "unknown profile 'a100'"),
     (["nightly", "--budgets", "0.5,half"], "budget 'half': not a number"),
+    (["measure", "--workloads", "nope"], "unknown workload 'nope'"),
+    (["measure", "--policies", "fastest"], "unknown policy 'fastest'"),
+    (["measure", "--budgets", "1.5"], "budget must be a fraction of peak live bytes in (0, 1], got 1.5"),
+    (["measure", "--budgets", "half"], "budget 'half'"),
+    (["measure", "--sizes", "huge"], "unknown size 'huge'"),
 ])
 def test_cli_bad_input_names_what_is_wrong_and_stores_nothing(tmp_path, capsys, argv, message):
     root = tmp_path / "results"
     assert main([*argv, "--results", str(root)]) == 2
     assert message in capsys.readouterr().err.replace("\n", "")
-    assert not (root / "cells").exists()
+    assert not (root / "cells").exists() and not (root / "runs").exists()  # nothing stored
 
 
 def test_cli_plan_then_one_cell_then_gather(tmp_path, capsys):
@@ -203,3 +234,13 @@ def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys):
     index = Path(root, "reports", "index.html").read_text()
     assert f"{second}/index.html" in index and "broken-run" in index and "not a readable JSON manifest" in index
     assert Path(root, "reports", second, "simulated-budget-0.5.csv").is_file()
+
+
+@pytest.mark.parametrize("backend, device, profiles", [
+    ("cpu", "cpu", ("tpu-v4i-cmem", "h100-offload")),         # one memory tier: the two-tier profiles, simulated
+    ("gpu", "NVIDIA H100 80GB HBM3", ("h100-offload",)),
+    ("cuda", "NVIDIA H200", ("h200-offload",)),
+    ("tpu", "TPU v5 lite", ("tpu-v5e-offload",)),
+])
+def test_a_night_runs_the_profiles_of_its_machine(backend, device, profiles):
+    assert nightly.default_profiles(backend, device) == profiles

@@ -24,7 +24,9 @@ GRID = dict(workload_names=["matmul-chain", "mlp-train"], policies=["xla-native"
 def cluster():
     with warnings.catch_warnings():  # fork + exec of Ray's processes beside JAX's threads
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # two GPUs and two TPUs that are not there: only for tasks to ask for (none here touches one)
+        ray.init(num_cpus=2, num_gpus=2, resources={"TPU": 2}, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
     ray.shutdown()
@@ -72,11 +74,21 @@ def test_a_worker_killed_mid_task_loses_and_doubles_nothing(cluster, tmp_path):
     assert (frame.status == "ok").all()
 
 
-def test_measuring_cells_ask_for_the_device_and_solving_cells_for_a_cpu():
-    spec = nightly.make_spec("ci", **GRID)
-    native = next(c for c in spec.cells() if c.policy == "xla-native")
-    solving = next(c for c in spec.cells() if c.policy == "xla-msa")
-    assert cells.ray_resources(native, "gpu") == {"num_gpus": 1, "num_cpus": 1}
-    assert cells.ray_resources(solving, "gpu") == {"num_gpus": 1, "num_cpus": 1}  # measured on a GPU too
-    assert cells.ray_resources(solving, "tpu") == {"resources": {"TPU": 1}, "num_cpus": 1}
-    assert cells.ray_resources(solving, "cpu") == {"num_cpus": 1}                # not realizable on a CPU
+def _observes_its_resources(spec, cell, solved, run_id, root):
+    """A measuring task that stores nothing and reports what Ray gave it."""
+    granted = ray.get_runtime_context().get_assigned_resources()
+    return {"policy": cell.policy, "resources": {k: v for k, v in granted.items() if v}}
+
+
+@pytest.mark.parametrize("backend, device", [("cuda", {"GPU": 1.0}), ("tpu", {"TPU": 1.0}), ("cpu", {})])
+def test_measuring_tasks_hold_the_device_they_measure_on(cluster, tmp_path, backend, device):
+    """The rule: a cell measured on an accelerator (on an accelerator, every cell) holds one device, so that two
+    measurements never share it, and a CPU; on the CPU (where only xla-native is measured) a task holds one
+    CPU. The cluster declares two GPUs and two TPUs, so a task asking for more than one would show it."""
+    spec = nightly.make_spec("ci", workload_names=["matmul-chain"], policies=["xla-native", "xla-msa"],
+                             budgets=[0.5], profile="h100-offload")
+    run_id = cells.plan(spec, str(tmp_path), executor="ray")
+    rows = []
+    cells.run_ray(spec, run_id, str(tmp_path), on_cell=rows.append, task=_observes_its_resources, backend=backend)
+    assert sorted(r["policy"] for r in rows) == ["xla-msa", "xla-native"]
+    assert all(r["resources"] == {"CPU": 1.0, **device} for r in rows), rows

@@ -107,6 +107,9 @@ def test_headline_is_the_geometric_mean_speedup_per_policy_and_budget(run):
     table = report.simulated_table(cells, 0.25)
     assert head.loc["cpsat", "speedup @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat speedup"])
     assert head.loc["cpsat", "speedup @ 0.25"] >= 1 - 1e-9          # warm-started with xla-msa: never worse
+    assert head.loc["cpsat", "captured @ 0.25"] == pytest.approx(table.loc["geometric mean", "cpsat captured"])
+    assert head.loc["xla-msa", "captured @ 0.25"] == 0 and head.loc["all-fast", "captured @ 0.25"] == 1
+    assert "xla-native" not in head.index                            # measured only: no simulated speedup
     assert head.loc["first-fit", "failed"] == 2 and head.loc["xla-msa", "ok"] == 4
 
 
@@ -227,9 +230,17 @@ def test_the_html_report_renders_in_headless_chromium_with_every_image_and_table
     for table_id in ("manifest", "failures"):
         assert f'id="{table_id}"' in dom
     assert dom.count("<table") >= len(sections) + 3
+    # the summary comes first: what ran, the headline, the speedup figure (loaded) and every table's formats
+    assert re.search(r'data-summary-figure="loaded"', dom)
+    summary = dom[dom.index('id="summary"'):dom.index('id="manifest"')]
+    assert 'id="what-ran"' in summary and 'id="headline"' in summary and 'src="speedup.png"' in summary
+    assert "cpsat" in summary and "xla-msa" in summary and "Simulated" in summary
+    for name in sections:
+        for fmt in ("md", "tex", "csv"):
+            assert f'href="{name}.{fmt}"' in summary
     shot = tmp_path / "report.png"
-    subprocess.run([browser, *flags, "--window-size=1280,2000", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(["bash", str(REPO / "scripts" / "screenshot_report.sh"), str(paths["html"]), str(shot)],
+                   check=True, timeout=120)
     assert shot.stat().st_size > 10_000
     artifacts = REPO / ".artifacts"
     artifacts.mkdir(exist_ok=True)

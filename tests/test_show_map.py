@@ -106,4 +106,8 @@ def test_many_buffers_are_drawn(tmp_path):
 def test_helpers(problem):
     instance, mapping = problem
     assert human_bytes(512) == "512 B" and human_bytes(3 << 20) == "3.0 MiB"
-    assert 0 < fast_buffer_bytes(instance, mapping) <= sum(b.bytes for b in instance.buffers)
+    assert human_seconds(0.0123) == "12.3 ms" and human_seconds(2e-7) == "200 ns" and human_seconds(3.0) == "3 s"
+    total = fast_buffer_bytes(instance, mapping)
+    assert 0 < total <= sum(b.bytes for b in instance.buffers)
+    # the peak at one step holds at least the largest fast buffer and at most every fast alias group
+    assert max(instance.buffers[b].bytes for b in mapping.offsets) <= fast_peak_bytes(instance, mapping) <= total

@@ -1,5 +1,8 @@
 """Synthetic instances: determinism, JSON round trip, invariants, and the training pattern's shape."""
 
+import dataclasses
+import hashlib
+import json
 import re
 
 import numpy as np
@@ -149,6 +152,32 @@ def test_random_pattern_intervals_spread():
     values = [b for b in inst.buffers if not b.is_parameter and not b.is_output]
     spans = np.array([b.end - b.start for b in values])
     assert spans.min() >= 1 and spans.max() > len(inst.ops) / 2 and np.median(spans) > 10
+
+
+# SHA-256 of each instance's ops, buffers and compiler figures (versions left out), taken from the code
+# before its split into named steps: the same seed must give the same instance, bit for bit.
+FINGERPRINTS = {
+    (0, 50, None, "training"): "261715f5aeb22e5b1cee34c39788636111e4c0dd793b8f6005a5862006ca7461",
+    (3, 40, None, "inference"): "820cc14adc7b3416a6c56a46973818aa9705b810708221d35d039dae529ab84f",
+    (5, 60, None, "random"): "c66241b57efc6c5c42a3d09d3404d3c3844d463374289bc54c8e6ad36bd216a3",
+    (7, 8, None, "training"): "730ad39c5d2210c81fe807e532ac5ac34df620c1726be9273ebf9eb7bfe2baee",
+    (1, 30, 90, "training"): "436c10b5bbe451b5ccda87963c85d1c2160b5080e78d68c08f860a4dea41f4a6",
+    (2, 1, None, "training"): "8a0b1eb4e3523f073c094059469f666af481ddc53e2b3fdd51840b8d835cf1ba",
+    (9, 25, 70, "random"): "057df7387c184fa9ffec67fd004bb2e0167321e984e8af1fe958672d5e3aa1cc",
+    (11, 400, None, "training"): "9f771f80d03753f6699c22313da1569513b65aef6f493b57ab6bcbe56857038f",
+}
+
+
+def _fingerprint(inst: Instance) -> str:
+    content = {"name": inst.name, "ops": [dataclasses.asdict(o) for o in inst.ops],
+               "buffers": [dataclasses.asdict(b) for b in inst.buffers], "compiler": dataclasses.asdict(inst.compiler)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("seed, n_buffers, n_ops, pattern", list(FINGERPRINTS))
+def test_same_seed_gives_the_recorded_instance(seed, n_buffers, n_ops, pattern):
+    inst = synthetic(seed, n_buffers, n_ops=n_ops, pattern=pattern)
+    assert _fingerprint(inst) == FINGERPRINTS[seed, n_buffers, n_ops, pattern]
 
 
 def test_large_instance_has_the_requested_size():

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from workloads.registry import register
-from workloads.training import Arrays, mse_loss
+from workloads.training import Arrays, mse_loss, supervised_loss
 
 FAMILY = "attention"
 
@@ -67,10 +67,7 @@ def build_mha_fwd_bwd(size: str, abstract: bool = False) -> tuple[Callable[..., 
     target = arrays.normal(x.shape)
     params = arrays.params(model.init, x)["params"]
 
-    def loss_fn(params: Any, x: jax.Array, target: jax.Array) -> jax.Array:
-        with jax.named_scope("attention"):
-            y = model.apply({"params": params}, x)
-        return mse_loss(y, target)
+    loss_fn = supervised_loss(model, mse_loss, scope="attention")
 
     def mha_fwd_bwd(params: Any, x: jax.Array, target: jax.Array) -> tuple[jax.Array, Any, jax.Array]:
         """The loss and its gradients w.r.t. `params` and `x`."""

@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from workloads.mlp import dense_classifier
 from workloads.registry import register
-from workloads.training import Arrays, cross_entropy_loss, training_workload
+from workloads.training import Arrays, cross_entropy_loss, supervised_loss, training_workload
 
 FAMILY = "cnn"
 
@@ -41,9 +42,14 @@ DIMS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _images(d: dict[str, Any], arrays: Arrays) -> Any:
-    """Random NHWC images of the sizes in `d`."""
-    return arrays.normal((d["batch"], d["image"], d["image"], d["channels"]))
+def _model_and_images(name: str, size: str, abstract: bool, model: type[nn.Module],
+                      *fields: str) -> tuple[dict[str, Any], nn.Module, Arrays, Any]:
+    """The workload's dimensions at `size`, its `model` made of those `fields`, its arrays and random NHWC
+    images (shapes only if `abstract`)."""
+    d = DIMS[name][size]
+    arrays = Arrays(abstract)
+    return d, model(**{f: d[f] for f in fields}), arrays, arrays.normal((d["batch"], d["image"], d["image"],
+                                                                           d["channels"]))
 
 
 # --- ResNet ---------------------------------------------------------------------------------
@@ -97,10 +103,7 @@ def build_resnet_block_train(size: str, abstract: bool = False) -> tuple[Callabl
 
     The step returns `(params, opt_state, loss, batch_stats)`, the batch statistics updated.
     """
-    d = DIMS["resnet-block-train"][size]
-    model = ResNet(widths=d["widths"], classes=d["classes"])
-    arrays = Arrays(abstract)
-    images = _images(d, arrays)
+    d, model, arrays, images = _model_and_images("resnet-block-train", size, abstract, ResNet, "widths", "classes")
     labels = arrays.labels((d["batch"],), d["classes"])
     variables = arrays.params(model.init, images, collections=("params", "batch_stats"))
 
@@ -132,29 +135,19 @@ class AlexNet(nn.Module):
                 x = nn.relu(nn.Conv(features, (side, side), (stride, stride), name=f"conv_{i}")(x))
                 if i in (0, 1, 4):
                     x = nn.max_pool(x, (3, 3), (2, 2))
-        x = x.reshape(x.shape[0], -1)
-        for i, features in enumerate(self.dense):
-            with jax.named_scope(f"layer_{len(self.conv) + i}"):
-                x = nn.relu(nn.Dense(features, name=f"dense_{i}")(x))
-        return nn.Dense(self.classes, name="head")(x)
+        return dense_classifier(x.reshape(x.shape[0], -1), self.dense, self.classes, first_layer=len(self.conv))
 
 
 @register("alexnet-train", FAMILY, "AlexNet training step: 5 conv, 3 max pools, 3 dense, cross entropy, Adam")
 def build_alexnet_train(size: str, abstract: bool = False) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """`(train_step, (params, opt_state, images, labels))` at `size` (shapes only if `abstract`)."""
-    d = DIMS["alexnet-train"][size]
-    model = AlexNet(conv=d["conv"], dense=d["dense"], classes=d["classes"])
-    arrays = Arrays(abstract)
-    images = _images(d, arrays)
+    d, model, arrays, images = _model_and_images("alexnet-train", size, abstract, AlexNet, "conv", "dense",
+                                                 "classes")
     labels = arrays.labels((d["batch"],), d["classes"])
     params = arrays.params(model.init, images)["params"]
 
-    def loss_fn(params: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
-        with jax.named_scope("forward"):
-            logits = model.apply({"params": params}, images)
-        return cross_entropy_loss(logits, labels)
-
-    return training_workload(loss_fn, params, (images, labels), arrays, name="alexnet_train_step")
+    return training_workload(supervised_loss(model, cross_entropy_loss), params, (images, labels), arrays,
+                             name="alexnet_train_step")
 
 
 # --- U-Net ----------------------------------------------------------------------------------
@@ -199,10 +192,7 @@ class UNet(nn.Module):
 @register("unet", FAMILY, "U-Net inference: conv encoder/decoder, max-pool down, transposed-conv up, skips")
 def build_unet(size: str, abstract: bool = False) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """`(unet, (params, images))` at `size` (shapes only if `abstract`)."""
-    d = DIMS["unet"][size]
-    model = UNet(base=d["base"], levels=d["levels"], classes=d["classes"])
-    arrays = Arrays(abstract)
-    images = _images(d, arrays)
+    d, model, arrays, images = _model_and_images("unet", size, abstract, UNet, "base", "levels", "classes")
     params = arrays.params(model.init, images)["params"]
 
     def unet(params: Any, images: jax.Array) -> jax.Array:

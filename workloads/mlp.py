@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 
 from workloads.registry import register
-from workloads.training import Arrays, cross_entropy_loss, training_workload
+from workloads.training import Arrays, cross_entropy_loss, supervised_loss, training_workload
 
 FAMILY = "mlp"
 
@@ -31,10 +31,16 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        for i, width in enumerate(self.hidden):
-            with jax.named_scope(f"layer_{i}"):
-                x = nn.relu(nn.Dense(width, name=f"dense_{i}")(x))
-        return nn.Dense(self.classes, name="head")(x)
+        return dense_classifier(x, self.hidden, self.classes)
+
+
+def dense_classifier(x: jax.Array, widths: tuple[int, ...], classes: int, first_layer: int = 0) -> jax.Array:
+    """Dense + ReLU layers of `widths` (modules dense_<i>, named scopes layer_<first_layer + i>), then a dense
+    head of `classes` logits; to be called inside a module's compact method, which owns the layers."""
+    for i, width in enumerate(widths):
+        with jax.named_scope(f"layer_{first_layer + i}"):
+            x = nn.relu(nn.Dense(width, name=f"dense_{i}")(x))
+    return nn.Dense(classes, name="head")(x)
 
 
 @register("mlp-train", FAMILY, "MLP classifier training step: 3 hidden Dense+ReLU layers, cross entropy, Adam")
@@ -47,9 +53,5 @@ def build_mlp_train(size: str, abstract: bool = False) -> tuple[Callable[..., An
     labels = arrays.labels((d["batch"],), d["classes"])
     params = arrays.params(model.init, x)["params"]
 
-    def loss_fn(params: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
-        with jax.named_scope("forward"):
-            logits = model.apply({"params": params}, x)
-        return cross_entropy_loss(logits, labels)
-
-    return training_workload(loss_fn, params, (x, labels), arrays, name="mlp_train_step")
+    return training_workload(supervised_loss(model, cross_entropy_loss), params, (x, labels), arrays,
+                             name="mlp_train_step")

@@ -97,6 +97,19 @@ def mse_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
         return jnp.mean(jnp.square(predictions - targets))
 
 
+def supervised_loss(model: Any, loss: Callable[[jax.Array, jax.Array], jax.Array],
+                    scope: str = "forward") -> Callable[..., jax.Array]:
+    """`loss_fn(params, inputs, targets)`: `loss` of the flax `model`'s outputs on `inputs` (its forward
+    pass under the named scope `scope`) against `targets`."""
+
+    def loss_fn(params: Any, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+        with jax.named_scope(scope):
+            outputs = model.apply({"params": params}, inputs)
+        return loss(outputs, targets)
+
+    return loss_fn
+
+
 def make_train_step(
     loss_fn: Callable[..., Any], optimizer: optax.GradientTransformation, *, has_aux: bool = False
 ) -> Callable[..., tuple[Any, ...]]:

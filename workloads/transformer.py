@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from workloads.attention import MultiHeadAttention
 from workloads.registry import register
-from workloads.training import Arrays, mse_loss, training_workload
+from workloads.training import Arrays, mse_loss, supervised_loss, training_workload
 
 FAMILY = "transformer"
 
@@ -114,12 +114,8 @@ def build_gpt_block_train(size: str, abstract: bool = False) -> tuple[Callable[.
     target = arrays.normal(x.shape)
     params = arrays.params(model.init, x)["params"]
 
-    def loss_fn(params: Any, x: jax.Array, target: jax.Array) -> jax.Array:
-        with jax.named_scope("forward"):
-            y = model.apply({"params": params}, x)
-        return mse_loss(y, target)
-
-    return training_workload(loss_fn, params, (x, target), arrays, name="gpt_block_train_step")
+    return training_workload(supervised_loss(model, mse_loss), params, (x, target), arrays,
+                             name="gpt_block_train_step")
 
 
 @register("vit-encoder", FAMILY, "ViT-style encoder inference: patch embedding, 2 encoder blocks, class head")

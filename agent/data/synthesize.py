@@ -149,102 +149,166 @@ def _elements(rng: np.random.Generator, n: int) -> np.ndarray:
 def _layered(rng: np.random.Generator, n_buffers: int, n_ops: int, training: bool) -> tuple[list[_Buf], list[_Op]]:
     training = training and n_buffers >= _TRAINING_MIN_BUFFERS
     layers, n_temps = _layered_plan(n_buffers, training)
-    act_el = _elements(rng, layers + 1)  # act_el[0]: the input batch
-    w_el = _elements(rng, layers + 1)  # w_el[0] unused
-    temp_el = _elements(rng, n_temps)
-    label_el = int(_elements(rng, 1)[0])
-    act_kind = rng.random(layers + 1) < 0.25  # tanh (transcendental) rather than relu
-
-    bufs: list[_Buf] = []
-
-    def buf(name: str, elements: int, **kw) -> int:
-        bufs.append(_Buf("syn." + name, int(elements), **kw))
-        return len(bufs) - 1
-
-    params = [buf("x", act_el[0], is_param=True, op_name="synthetic/inputs/x")]
+    sizes = _LayerSizes.draw(rng, layers, n_temps)
+    net = _Network()
+    _forward(net, sizes, layers, training)
     if training:
-        y = buf("y", label_el, is_param=True, op_name="synthetic/inputs/y")
-        params.append(y)
-    weights = [-1] + [buf(f"w{l}", w_el[l], is_param=True, op_name=f"synthetic/params/layer{l}/w")
-                      for l in range(1, layers + 1)]
-    params += weights[1:]
-
-    core: list[_Op] = []
-
-    def op(opcode: str, phase: str, label: str, reads: list[int], out: int, cap: Optional[int],
-           trans: bool = False) -> None:
-        where = phase
-        name = bufs[out].name
-        bufs[out].op_name = f"synthetic/{phase}/{label}"
-        core.append(_Op(name, opcode, bufs[out].op_name, reads, [out], trans, cap, where))
-
-    act = [params[0]] + [-1] * layers
-    for l in range(1, layers + 1):
-        pre = buf(f"pre{l}", act_el[l])
-        op("dot", f"fwd/layer{l}", "dot", [act[l - 1], weights[l]], pre, cap=1)
-        act[l] = buf(f"act{l}", act_el[l], is_output=not training and l == layers)
-        op("fusion", f"fwd/layer{l}", "tanh" if act_kind[l] else "relu", [pre], act[l], cap=None,
-           trans=bool(act_kind[l]))
-    if training:
-        loss = buf("loss", 1, is_output=True, scalar=True)
-        op("fusion", "loss", "exp", [act[layers], y], loss, cap=1, trans=True)
-        gact = buf(f"gact{layers}", act_el[layers])
-        op("fusion", "loss", "grad", [act[layers], y, loss], gact, cap=0)
-        grads = [-1] * (layers + 1)
-        for l in range(layers, 0, -1):
-            gpre = buf(f"gpre{l}", act_el[l])
-            op("fusion", f"bwd/layer{l}", f"{'tanh' if act_kind[l] else 'relu'}_grad", [gact, act[l]], gpre,
-               cap=0)
-            grads[l] = buf(f"gw{l}", w_el[l])
-            op("dot", f"bwd/layer{l}", "dot", [act[l - 1], gpre], grads[l], cap=1 if l > 1 else None)
-            if l > 1:
-                gact = buf(f"gact{l - 1}", act_el[l - 1])
-                op("dot", f"bwd/layer{l}", "dot", [gpre, weights[l]], gact, cap=1)
-        for l in range(1, layers + 1):
-            new = buf(f"w{l}.new", w_el[l], is_output=True)
-            op("fusion", f"update/layer{l}", "sub", [weights[l], grads[l]], new, cap=None)
-    if core:
-        core[-1].cap = 0
-
-    # Extra temporaries and reading fusions, placed in the gaps between core ops:
-    # gap g is before core[g]; a gap with cap 1 (a short temporary spans it) gets at most one.
-    n_params = len(params)
+        _backward_and_update(net, sizes, layers)
+    if net.core:
+        net.core[-1].cap = 0
     has_tuple = training  # the loss and the new weights: two or more outputs
-    n_fill = n_ops - n_params - len(core) - n_temps - has_tuple
-    assert n_fill >= 0 and (core or n_fill >= 1)
-    kinds = np.array([1] * n_temps + [0] * n_fill, dtype=np.int8)  # 1: temporary, 0: reading fusion
-    rng.shuffle(kinds)
-    caps = [None] + [c.cap for c in core]
-    tight = [g for g, c in enumerate(caps) if c == 1]
-    free = [g for g, c in enumerate(caps) if c is None]
-    chosen = [g for g, take in zip(tight, rng.random(len(tight)) < 0.5) if take][: len(kinds)]
-    gaps = np.concatenate([np.array(chosen, dtype=np.int64),
-                           rng.choice(np.array(free, dtype=np.int64), size=len(kinds) - len(chosen))])
-    order = np.argsort(gaps, kind="stable")
-    per_gap = np.bincount(gaps, minlength=len(core) + 1)
-    if not core and len(kinds) and kinds[-1] == 1 and (kinds == 0).any():
-        last_reader = int(np.flatnonzero(kinds == 0)[-1])  # let the last temporary be read
-        kinds[last_reader], kinds[-1] = 1, 0
-    delays = rng.integers(1, 4, size=len(kinds))
-    weight_read = rng.random(len(kinds)) < _WEIGHT_EXTRA_READ
-    weight_pick = rng.integers(1, layers + 1, size=len(kinds)) if layers else np.zeros(len(kinds), np.int64)
-    trans_pick = rng.random(len(kinds)) < 0.1
+    fill = _Fills.draw(rng, net.core, n_temps, n_ops - len(net.params) - len(net.core) - n_temps - has_tuple, layers)
+    seq, item_of = _interleave(net.core, fill)
+    _fill(net, seq, item_of, fill, sizes.temp, layers, n_ops)
+    bufs = net.bufs
+    ops = [_Op(bufs[p].name, "parameter", bufs[p].op_name, [], [], cap=None) for p in net.params] + seq
+    outputs = [i for i, b in enumerate(bufs) if b.is_output]
+    if len(outputs) >= 2:
+        ops.append(_Op("syn.tuple", "tuple", "", [-1] * len(outputs), []))
+    assert len(bufs) == n_buffers and len(ops) == n_ops, (len(bufs), n_buffers, len(ops), n_ops)
+    return bufs, ops
 
+
+@dataclasses.dataclass(frozen=True)
+class _LayerSizes:
+    """Element counts of a layered instance: activations (act[0] the input batch), weights (w[0] unused),
+    extra temporaries and labels; and which layers use tanh (transcendental) rather than relu."""
+
+    act: np.ndarray
+    w: np.ndarray
+    temp: np.ndarray
+    label: int
+    tanh: np.ndarray
+
+    @staticmethod
+    def draw(rng: np.random.Generator, layers: int, n_temps: int) -> _LayerSizes:
+        act, w, temp = _elements(rng, layers + 1), _elements(rng, layers + 1), _elements(rng, n_temps)
+        label = int(_elements(rng, 1)[0])
+        return _LayerSizes(act, w, temp, label, rng.random(layers + 1) < 0.25)
+
+
+@dataclasses.dataclass
+class _Network:
+    """A layered instance as it is built: its buffers, parameters (x, y, the weights), weights by layer
+    (weights[0] unused), activations by layer, and its core ops in schedule order."""
+
+    bufs: list[_Buf] = dataclasses.field(default_factory=list)
+    params: list[int] = dataclasses.field(default_factory=list)
+    weights: list[int] = dataclasses.field(default_factory=list)
+    act: list[int] = dataclasses.field(default_factory=list)
+    core: list[_Op] = dataclasses.field(default_factory=list)
+
+    def buf(self, name: str, elements: int, **kw) -> int:
+        """A new buffer "syn.<name>"; its index."""
+        self.bufs.append(_Buf("syn." + name, int(elements), **kw))
+        return len(self.bufs) - 1
+
+    def op(self, opcode: str, phase: str, label: str, reads: list[int], out: int, cap: Optional[int],
+           trans: bool = False) -> None:
+        """A core op of `phase` ("fwd/layer3") writing buffer `out`."""
+        self.bufs[out].op_name = f"synthetic/{phase}/{label}"
+        self.core.append(_Op(self.bufs[out].name, opcode, self.bufs[out].op_name, reads, [out], trans, cap, phase))
+
+
+def _forward(net: _Network, sizes: _LayerSizes, layers: int, training: bool) -> None:
+    """The parameters, then per layer dot(act, w) -> pre and relu/tanh(pre) -> act."""
+    net.params.append(net.buf("x", sizes.act[0], is_param=True, op_name="synthetic/inputs/x"))
+    if training:
+        net.params.append(net.buf("y", sizes.label, is_param=True, op_name="synthetic/inputs/y"))
+    net.weights = [-1] + [net.buf(f"w{l}", sizes.w[l], is_param=True, op_name=f"synthetic/params/layer{l}/w")
+                          for l in range(1, layers + 1)]
+    net.params += net.weights[1:]
+    net.act = [net.params[0]] + [-1] * layers
+    for l in range(1, layers + 1):
+        pre = net.buf(f"pre{l}", sizes.act[l])
+        net.op("dot", f"fwd/layer{l}", "dot", [net.act[l - 1], net.weights[l]], pre, cap=1)
+        net.act[l] = net.buf(f"act{l}", sizes.act[l], is_output=not training and l == layers)
+        net.op("fusion", f"fwd/layer{l}", "tanh" if sizes.tanh[l] else "relu", [pre], net.act[l], cap=None,
+               trans=bool(sizes.tanh[l]))
+
+
+def _backward_and_update(net: _Network, sizes: _LayerSizes, layers: int) -> None:
+    """The loss and its gradient, the backward pass from layer L to 1, and the weights' updates."""
+    act, weights, y = net.act, net.weights, net.params[1]
+    loss = net.buf("loss", 1, is_output=True, scalar=True)
+    net.op("fusion", "loss", "exp", [act[layers], y], loss, cap=1, trans=True)
+    gact = net.buf(f"gact{layers}", sizes.act[layers])
+    net.op("fusion", "loss", "grad", [act[layers], y, loss], gact, cap=0)
+    grads = [-1] * (layers + 1)
+    for l in range(layers, 0, -1):
+        gpre = net.buf(f"gpre{l}", sizes.act[l])
+        net.op("fusion", f"bwd/layer{l}", f"{'tanh' if sizes.tanh[l] else 'relu'}_grad", [gact, act[l]], gpre, cap=0)
+        grads[l] = net.buf(f"gw{l}", sizes.w[l])
+        net.op("dot", f"bwd/layer{l}", "dot", [act[l - 1], gpre], grads[l], cap=1 if l > 1 else None)
+        if l > 1:
+            gact = net.buf(f"gact{l - 1}", sizes.act[l - 1])
+            net.op("dot", f"bwd/layer{l}", "dot", [gpre, weights[l]], gact, cap=1)
+    for l in range(1, layers + 1):
+        new = net.buf(f"w{l}.new", sizes.w[l], is_output=True)
+        net.op("fusion", f"update/layer{l}", "sub", [weights[l], grads[l]], new, cap=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fills:
+    """The extra temporaries and reading fusions placed between the core ops: for each item k its kind
+    (1: temporary, 0: reading fusion), how many go in each gap (gap g is before core[g]), the items in gap
+    order, a temporary's read delay, and a reading fusion's extra weight read (whether, which layer)."""
+
+    kinds: np.ndarray
+    per_gap: np.ndarray
+    order: np.ndarray
+    delays: np.ndarray
+    weight_read: np.ndarray
+    weight_pick: np.ndarray
+    trans_pick: np.ndarray
+
+    @staticmethod
+    def draw(rng: np.random.Generator, core: list[_Op], n_temps: int, n_fill: int, layers: int) -> _Fills:
+        """A gap with cap 1 (a short temporary spans it) gets at most one item; cap None any number."""
+        assert n_fill >= 0 and (core or n_fill >= 1)
+        kinds = np.array([1] * n_temps + [0] * n_fill, dtype=np.int8)
+        rng.shuffle(kinds)
+        caps = [None] + [c.cap for c in core]
+        tight = [g for g, c in enumerate(caps) if c == 1]
+        free = [g for g, c in enumerate(caps) if c is None]
+        chosen = [g for g, take in zip(tight, rng.random(len(tight)) < 0.5) if take][: len(kinds)]
+        gaps = np.concatenate([np.array(chosen, dtype=np.int64),
+                               rng.choice(np.array(free, dtype=np.int64), size=len(kinds) - len(chosen))])
+        order = np.argsort(gaps, kind="stable")
+        per_gap = np.bincount(gaps, minlength=len(core) + 1)
+        if not core and len(kinds) and kinds[-1] == 1 and (kinds == 0).any():
+            last_reader = int(np.flatnonzero(kinds == 0)[-1])  # let the last temporary be read
+            kinds[last_reader], kinds[-1] = 1, 0
+        delays = rng.integers(1, 4, size=len(kinds))
+        weight_read = rng.random(len(kinds)) < _WEIGHT_EXTRA_READ
+        weight_pick = rng.integers(1, layers + 1, size=len(kinds)) if layers else np.zeros(len(kinds), np.int64)
+        trans_pick = rng.random(len(kinds)) < 0.1
+        return _Fills(kinds, per_gap, order, delays, weight_read, weight_pick, trans_pick)
+
+
+def _interleave(core: list[_Op], fill: _Fills) -> tuple[list[_Op], dict[int, int]]:
+    """The core ops with an empty fusion for each fill item in its gap; and which item each of those is
+    (position in the sequence -> item)."""
     seq: list[_Op] = []
-    item_of: dict[int, int] = {}  # position in seq -> item index
-    items = iter(order.tolist())
+    item_of: dict[int, int] = {}
+    items = iter(fill.order.tolist())
     for g in range(len(core) + 1):
-        for _ in range(int(per_gap[g])):
-            k = next(items)
+        for _ in range(int(fill.per_gap[g])):
             where = core[g - 1].where if g > 0 else (core[0].where if core else "fwd")
-            item_of[len(seq)] = k
+            item_of[len(seq)] = next(items)
             seq.append(_Op("", "fusion", "", [], [], where=where))
         if g < len(core):
             seq.append(core[g])
+    return seq, item_of
 
+
+def _fill(net: _Network, seq: list[_Op], item_of: dict[int, int], fill: _Fills, temp_el: np.ndarray, layers: int,
+          n_ops: int) -> None:
+    """Make each fill item of `seq` a temporary (read `delays` steps later) or a reading fusion, each reading
+    a recent value still live (else a weight, or the input)."""
     last = len(seq) - 1
-    planned_end = np.full(len(bufs) + n_temps, -1, dtype=np.int64)
-    for b in params + [i for i, b in enumerate(bufs) if b.is_output]:
+    planned_end = np.full(len(net.bufs) + len(temp_el), -1, dtype=np.int64)
+    for b in net.params + [i for i, b in enumerate(net.bufs) if b.is_output]:
         planned_end[b] = n_ops
     for pos, o in enumerate(seq):
         if o.reads:
@@ -256,18 +320,19 @@ def _layered(rng: np.random.Generator, n_buffers: int, n_ops: int, training: boo
         if k is not None:
             source = next((b for b in reversed(recent[-_RECENT:]) if planned_end[b] >= pos), -1)
             if source < 0:
-                source = weights[int(weight_pick[k])] if layers else params[0]
-            if kinds[k] == 1 or not o.reads:  # a reading fusion already consuming a temporary needs no more
+                source = net.weights[int(fill.weight_pick[k])] if layers else net.params[0]
+            if fill.kinds[k] == 1 or not o.reads:  # a reading fusion already consuming a temporary needs no more
                 o.reads.append(source)
-            if kinds[k] == 0 and layers and weight_read[k]:
-                o.reads.append(weights[int(weight_pick[k])])
-            if kinds[k] == 1:
-                t = buf(f"t{n_temp}", temp_el[n_temp], op_name=f"synthetic/{o.where}/fusion")
+            if fill.kinds[k] == 0 and layers and fill.weight_read[k]:
+                o.reads.append(net.weights[int(fill.weight_pick[k])])
+            if fill.kinds[k] == 1:
+                t = net.buf(f"t{n_temp}", temp_el[n_temp], op_name=f"synthetic/{o.where}/fusion")
                 n_temp += 1
-                o.name, o.op_name, o.writes, o.trans = bufs[t].name, bufs[t].op_name, [t], bool(trans_pick[k])
+                o.name, o.op_name, o.writes = net.bufs[t].name, net.bufs[t].op_name, [t]
+                o.trans = bool(fill.trans_pick[k])
                 if o.trans:
-                    bufs[t].op_name = o.op_name = f"synthetic/{o.where}/exp"
-                consumer = min(pos + int(delays[k]), last)
+                    net.bufs[t].op_name = o.op_name = f"synthetic/{o.where}/exp"
+                consumer = min(pos + int(fill.delays[k]), last)
                 planned_end[t] = consumer
                 if consumer > pos:
                     seq[consumer].reads.append(t)
@@ -275,13 +340,6 @@ def _layered(rng: np.random.Generator, n_buffers: int, n_ops: int, training: boo
                 o.name, o.op_name = f"syn.r{n_read}", f"synthetic/{o.where}/reduce"
                 n_read += 1
         recent.extend(o.writes)
-
-    ops = [_Op(bufs[p].name, "parameter", bufs[p].op_name, [], [], cap=None) for p in params] + seq
-    outputs = [i for i, b in enumerate(bufs) if b.is_output]
-    if len(outputs) >= 2:
-        ops.append(_Op("syn.tuple", "tuple", "", [-1] * len(outputs), []))
-    assert len(bufs) == n_buffers and len(ops) == n_ops, (len(bufs), n_buffers, len(ops), n_ops)
-    return bufs, ops
 
 
 # --- random ---------------------------------------------------------------------------------

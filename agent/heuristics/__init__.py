@@ -2,7 +2,7 @@
 
 from agent.heuristics.baselines import all_fast, all_slow, first_fit, random_legal
 from agent.heuristics.cpsat import CpsatResult, solve_cpsat
-from agent.heuristics.xla_msa import memory_boundedness, xla_msa
+from agent.heuristics.xla_msa import memory_boundedness, memory_boundedness_order, xla_msa
 
-__all__ = ["CpsatResult", "all_fast", "all_slow", "first_fit", "memory_boundedness", "random_legal", "solve_cpsat",
+__all__ = ["CpsatResult", "all_fast", "all_slow", "first_fit", "memory_boundedness", "memory_boundedness_order", "random_legal", "solve_cpsat",
            "xla_msa"]

@@ -116,107 +116,18 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
     returned mapping passes `validate(instance, mapping, profile, budget)`.
     """
     t0 = time.perf_counter()
-    if budget is None:
-        raise ValueError("budget: cpsat needs a fraction of peak live bytes in (0, 1], got None")
-    if hint is not None:
-        try:
-            validate(instance, hint, profile, budget)
-        except MappingError as err:
-            raise MappingError(f"hint: {err}") from None
+    _check_inputs(instance, profile, budget, hint)
     game = make_game(instance, profile, budget)
-    cands = game.candidates
-    # The game keeps at least one slot; where the capacity is less than one slot there are none.
-    n, slot_bytes = cands.n, game.slot_bytes
-    n_slots = min(game.n_slots, game.capacity // slot_bytes)
-    size = np.asarray(game.spec.slots, dtype=np.int64)[:n]
-    start = np.asarray(cands.start, dtype=np.int64)
-    end = np.asarray(cands.end, dtype=np.int64)
+    plane = _Plane.of(game)
     offload = profile.memory_model == "offload"
-
-    hint_x = np.zeros(n, dtype=bool)
-    hint_slot = np.full(n, -1, dtype=np.int64)
-    if hint is not None:
-        for c, members in enumerate(cands.members):
-            off = hint.offsets.get(members[0])
-            if off is not None:
-                hint_x[c] = True
-                if off % slot_bytes == 0 and off // slot_bytes + size[c] <= n_slots:
-                    hint_slot[c] = off // slot_bytes
-
-    objective = _offload_objective(game, n) if offload else _direct_objective(game, n)
-    useful = objective.useful & (size <= n_slots)
-
-    model = cp_model.CpModel()
-    x: dict[int, cp_model.IntVar] = {}
-    o: dict[int, cp_model.IntVar] = {}
-    t_iv, a_iv = [], []
-    for c in np.flatnonzero(useful).tolist():
-        x[c] = model.new_bool_var(f"x{c}")
-        o[c] = model.new_int_var(0, int(n_slots - size[c]), f"o{c}")
-        t_iv.append(model.new_optional_fixed_size_interval_var(int(start[c]), int(end[c] - start[c] + 1), x[c],
-                                                               f"t{c}"))
-        a_iv.append(model.new_optional_fixed_size_interval_var(o[c], int(size[c]), x[c], f"a{c}"))
-    if len(x) > 1:
-        model.add_no_overlap_2d(t_iv, a_iv)
-    _add_clique_cuts(model, x, start, end, size, n_slots)
-
-    # Objective terms: max(floor, const - sum_c coef_c x_c) units each.
-    terms = []
-    constant_units = 0
-    hint_value = {}
-    for const, coef, cs, floor in objective.terms:
-        pairs = [(c, d) for c, d in zip(cs, coef) if c in x and d != 0]
-        lo = const - sum(max(d, 0) for _, d in pairs)
-        hi = const - sum(min(d, 0) for _, d in pairs)
-        expr = const - sum(d * x[c] for c, d in pairs)
-        if floor >= hi:  # the floor whatever is fast (compute-bound)
-            constant_units += floor
-        elif floor <= lo:  # the affine term whatever is fast (memory-bound)
-            terms.append(expr)
-        else:
-            e = model.new_int_var(floor, hi, f"e{len(terms)}")
-            model.add(e >= expr)
-            terms.append(e)
-            hint_value[e] = max(floor, const - sum(d for c, d in pairs if hint_x[c]))
-    model.minimize(sum(terms))
-
-    if hint is not None:
-        for c in x:
-            model.add_hint(x[c], bool(hint_x[c]))
-            model.add_hint(o[c], int(max(hint_slot[c], 0)))
-        for e, v in hint_value.items():
-            model.add_hint(e, int(v))
-
-    solver = cp_model.CpSolver()
-    if time_limit is not None:
-        solver.parameters.max_time_in_seconds = max(float(time_limit), 0.0)
-    solver.parameters.num_workers = max(1, int(workers))
-    solver.parameters.random_seed = int(seed)
-    status = solver.solve(model)
-    status_name = solver.status_name(status)
-    if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):  # all-slow is always feasible
-        raise RuntimeError(f"CP-SAT: {status_name} on {instance.name!r}: {model.validate()}")
-    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
-
-    offsets = {}
-    if found:
-        for c in x:
-            if solver.boolean_value(x[c]):
-                for b in cands.members[c]:
-                    offsets[b] = int(solver.value(o[c])) * slot_bytes
+    objective = _offload_objective(game, plane.n) if offload else _direct_objective(game, plane.n)
+    model = _Model.build(plane, objective, _hint_on_grid(hint, game.candidates, plane))
+    solver, status = _solve(model.cp, time_limit, seed, workers, instance.name)
+    offsets = _offsets(solver, status, model, game.candidates, plane.slot_bytes)
     mapping = Mapping(offsets, len(instance.buffers), instance.name, "cpsat", budget)
     seconds = simulate(instance, mapping, profile)
-
-    if offload:
-        bound = objective.floor_seconds
-    else:
-        model_bound = float(solver.best_objective_bound) if terms else 0.0
-        if not np.isfinite(model_bound):
-            model_bound = 0.0
-        units = max(model_bound + constant_units - objective.eps_units, 0.0)
-        bound = units / objective.scale + objective.constant_seconds
+    bound = objective.floor_seconds if offload else _direct_bound(solver, model, objective)
     optimal = (not offload) and status == cp_model.OPTIMAL
-
     if hint is not None:
         hint_seconds = simulate(instance, hint, profile)
         if hint_seconds < seconds:
@@ -225,7 +136,154 @@ def solve_cpsat(instance: Instance, profile: Profile, budget: float, time_limit:
             # A hint off the slot grid can beat the grid's optimum: then the bound is not its.
             optimal = optimal and hint_seconds >= bound * (1 - FLOAT32_SLACK)
     bound = min(bound, seconds)  # the simulator's float32 rounding must not lift the bound above
-    return CpsatResult(mapping, float(seconds), float(bound), optimal, status_name, time.perf_counter() - t0)
+    return CpsatResult(mapping, float(seconds), float(bound), optimal, solver.status_name(status),
+                       time.perf_counter() - t0)
+
+
+def _check_inputs(instance: Instance, profile: Profile, budget: Optional[float], hint: Optional[Mapping]) -> None:
+    """A budget is given, and the hint (if any) is a feasible mapping: MappingError names the hint."""
+    if budget is None:
+        raise ValueError("budget: cpsat needs a fraction of peak live bytes in (0, 1], got None")
+    if hint is not None:
+        try:
+            validate(instance, hint, profile, budget)
+        except MappingError as err:
+            raise MappingError(f"hint: {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plane:
+    """The game's time x address plane: n candidates with their live steps [start, end] and sizes in
+    slots, and the usable slots (the game keeps at least one; where the capacity is less than one slot
+    there are none)."""
+
+    n: int
+    slot_bytes: int
+    n_slots: int
+    size: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    @staticmethod
+    def of(game) -> _Plane:
+        cands, n = game.candidates, game.candidates.n
+        return _Plane(n, game.slot_bytes, min(game.n_slots, game.capacity // game.slot_bytes),
+                      np.asarray(game.spec.slots, dtype=np.int64)[:n], np.asarray(cands.start, dtype=np.int64),
+                      np.asarray(cands.end, dtype=np.int64))
+
+
+def _hint_on_grid(hint: Optional[Mapping], cands, plane: _Plane) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """None without a hint; else per candidate whether the hint makes it fast, and its slot where its
+    offset lies on the slot grid inside the plane (-1 elsewhere)."""
+    if hint is None:
+        return None
+    fast = np.zeros(plane.n, dtype=bool)
+    slot = np.full(plane.n, -1, dtype=np.int64)
+    for c, members in enumerate(cands.members):
+        off = hint.offsets.get(members[0])
+        if off is not None:
+            fast[c] = True
+            if off % plane.slot_bytes == 0 and off // plane.slot_bytes + plane.size[c] <= plane.n_slots:
+                slot[c] = off // plane.slot_bytes
+    return fast, slot
+
+
+@dataclasses.dataclass
+class _Model:
+    """The CP-SAT model: per useful candidate c a Bool x[c] (fast) and its slot o[c]; the objective's
+    variable terms, and its units that no mapping changes (ops compute-bound whatever is fast)."""
+
+    cp: cp_model.CpModel
+    x: dict[int, cp_model.IntVar]
+    o: dict[int, cp_model.IntVar]
+    terms: list = dataclasses.field(default_factory=list)
+    constant_units: int = 0
+
+    @staticmethod
+    def build(plane: _Plane, objective: _Objective, hint: Optional[tuple[np.ndarray, np.ndarray]]) -> _Model:
+        """Placement variables, no-overlap and clique cuts, the objective, and the hint (if any)."""
+        model = _Model(cp_model.CpModel(), {}, {})
+        useful = objective.useful & (plane.size <= plane.n_slots)
+        model.place(np.flatnonzero(useful).tolist(), plane)
+        hint_x = hint[0] if hint is not None else np.zeros(plane.n, dtype=bool)
+        hint_value = model.minimize(objective, hint_x)
+        if hint is not None:
+            for c in model.x:
+                model.cp.add_hint(model.x[c], bool(hint_x[c]))
+                model.cp.add_hint(model.o[c], int(max(hint[1][c], 0)))
+            for e, v in hint_value.items():
+                model.cp.add_hint(e, int(v))
+        return model
+
+    def place(self, chosen: list[int], plane: _Plane) -> None:
+        """Rectangles of steps x slots, present iff fast, that do not overlap."""
+        t_iv, a_iv = [], []
+        for c in chosen:
+            self.x[c] = self.cp.new_bool_var(f"x{c}")
+            self.o[c] = self.cp.new_int_var(0, int(plane.n_slots - plane.size[c]), f"o{c}")
+            t_iv.append(self.cp.new_optional_fixed_size_interval_var(
+                int(plane.start[c]), int(plane.end[c] - plane.start[c] + 1), self.x[c], f"t{c}"))
+            a_iv.append(self.cp.new_optional_fixed_size_interval_var(self.o[c], int(plane.size[c]), self.x[c],
+                                                                     f"a{c}"))
+        if len(self.x) > 1:
+            self.cp.add_no_overlap_2d(t_iv, a_iv)
+        _add_clique_cuts(self.cp, self.x, plane.start, plane.end, plane.size, plane.n_slots)
+
+    def minimize(self, objective: _Objective, hint_x: np.ndarray) -> dict:
+        """The objective's terms, max(floor, const - sum_c coef_c x_c) units each; the hint's value of each
+        term variable."""
+        hint_value = {}
+        for const, coef, cs, floor in objective.terms:
+            pairs = [(c, d) for c, d in zip(cs, coef) if c in self.x and d != 0]
+            lo = const - sum(max(d, 0) for _, d in pairs)
+            hi = const - sum(min(d, 0) for _, d in pairs)
+            expr = const - sum(d * self.x[c] for c, d in pairs)
+            if floor >= hi:  # the floor whatever is fast (compute-bound)
+                self.constant_units += floor
+            elif floor <= lo:  # the affine term whatever is fast (memory-bound)
+                self.terms.append(expr)
+            else:
+                e = self.cp.new_int_var(floor, hi, f"e{len(self.terms)}")
+                self.cp.add(e >= expr)
+                self.terms.append(e)
+                hint_value[e] = max(floor, const - sum(d for c, d in pairs if hint_x[c]))
+        self.cp.minimize(sum(self.terms))
+        return hint_value
+
+
+def _solve(model: cp_model.CpModel, time_limit: Optional[float], seed: int, workers: int,
+           name: str) -> tuple[cp_model.CpSolver, int]:
+    """The solver after its search, and its status; RuntimeError if the model is infeasible or invalid
+    (all-slow is always feasible, so that is a bug)."""
+    solver = cp_model.CpSolver()
+    if time_limit is not None:
+        solver.parameters.max_time_in_seconds = max(float(time_limit), 0.0)
+    solver.parameters.num_workers = max(1, int(workers))
+    solver.parameters.random_seed = int(seed)
+    status = solver.solve(model)
+    if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
+        raise RuntimeError(f"CP-SAT: {solver.status_name(status)} on {name!r}: {model.validate()}")
+    return solver, status
+
+
+def _offsets(solver: cp_model.CpSolver, status: int, model: _Model, cands, slot_bytes: int) -> dict[int, int]:
+    """Byte offsets of the buffers of the fast candidates of the solution found (none if none was)."""
+    offsets = {}
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        for c in model.x:
+            if solver.boolean_value(model.x[c]):
+                for b in cands.members[c]:
+                    offsets[b] = int(solver.value(model.o[c])) * slot_bytes
+    return offsets
+
+
+def _direct_bound(solver: cp_model.CpSolver, model: _Model, objective: _Objective) -> float:
+    """CP-SAT's proven bound less the rounding allowance, in seconds, plus the ops outside the model."""
+    model_bound = float(solver.best_objective_bound) if model.terms else 0.0
+    if not np.isfinite(model_bound):
+        model_bound = 0.0
+    units = max(model_bound + model.constant_units - objective.eps_units, 0.0)
+    return units / objective.scale + objective.constant_seconds
 
 
 def _add_clique_cuts(model: cp_model.CpModel, x: dict, start: np.ndarray, end: np.ndarray, size: np.ndarray,

@@ -54,6 +54,16 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     return benefit / np.sqrt(np.maximum(game.candidates.bytes, 1))
 
 
+def memory_boundedness_order(game: G.Game, profile: Profile) -> np.ndarray:
+    """[candidates] candidate ids in XLA's order: memory boundedness (descending), then size
+    (descending), duration (descending), start and id."""
+    cands = game.candidates
+    score = memory_boundedness(game, profile)
+    duration = cands.end - cands.start
+    return np.array(sorted(range(cands.n), key=lambda c: (-score[c], -cands.bytes[c], -duration[c], cands.start[c], c)),
+                    dtype=np.int64)
+
+
 def xla_msa(instance: Instance, profile: Profile, budget, seed, time_limit) -> Mapping:
     """XLA's memory space assignment greedy, re-implemented on the game's plane.
 
@@ -68,9 +78,7 @@ def xla_msa(instance: Instance, profile: Profile, budget, seed, time_limit) -> M
     """
     game = G.make_game(instance, profile, budget)
     cands = game.candidates
-    score = memory_boundedness(game, profile)
-    duration = cands.end - cands.start
-    order = sorted(range(cands.n), key=lambda c: (-score[c], -cands.bytes[c], -duration[c], cands.start[c], c))
+    order = memory_boundedness_order(game, profile)
     size = np.asarray(game.spec.slots)
     plane = np.zeros((len(instance.ops) + 1, game.n_slots), dtype=bool)
     offsets = {}

@@ -2,7 +2,6 @@
 
 from agent.muzero.checkpoint import Checkpoint, CheckpointError
 from agent.muzero.learner import TrainConfig
-from agent.muzero.policy import SHIPPED, candidates, load_agent, solve_mallocmuzero
+from agent.muzero.policy import SHIPPED, candidates, load_agent, play
 
-__all__ = ["SHIPPED", "Checkpoint", "CheckpointError", "TrainConfig", "candidates", "load_agent",
-           "solve_mallocmuzero"]
+__all__ = ["SHIPPED", "Checkpoint", "CheckpointError", "TrainConfig", "candidates", "load_agent", "play"]

@@ -1,10 +1,17 @@
-"""The `mallocmuzero` policy: a trained checkpoint plays the instance's game with search.
+"""The `mallocmuzero` policies: a trained checkpoint's network playing the instance's game.
 
-`candidates(instance, profile, budget, ...)` plays `episodes` searched episodes (Gumbel
-noise makes them differ) and returns the distinct mappings, fastest first by the
-simulator: the top-K to hand to `harness.select`, which measures them and keeps the
-fastest on the hardware. `solve_mallocmuzero` keeps the first, the best of K by
-simulated time. The shipped checkpoint (`SHIPPED`) is used unless another is named.
+- `mallocmuzero`: rollout search (`agent.muzero.rollout`) over the exact game. The network's
+  policy proposes the slots the search scores beside the placement rules' slots; every
+  action is chosen by the exact returns of the completed episodes (leaves) it scored.
+- `mallocmuzero-fortified`: the same search, fortified (it keeps the best episode scored
+  so far): never slower than the completion of the empty state, which is xla-msa's
+  mapping; reported under its own name.
+- `mallocmuzero-greedy`: the network alone, each decision its most likely legal action.
+
+`candidates(instance, profile, budget, k)` gives the distinct mappings of these three,
+fastest (simulated) first: the top-K to hand to `harness.select`, which measures them and
+keeps the fastest on the hardware. The shipped checkpoint (`SHIPPED`) is used unless
+another is named.
 """
 
 from __future__ import annotations
@@ -13,18 +20,21 @@ import functools
 from pathlib import Path
 from typing import Optional
 
-import jax
 import numpy as np
 
-from agent.muzero import checkpoint
-from agent.game.rules import to_mapping
-from agent.muzero.learner import best_of, padded_game
-from harness.xla.instance import Instance
+from agent.game.rules import make_game
+from agent.heuristics.xla_msa import memory_boundedness_order
+from agent.muzero import checkpoint, rollout
+from agent.muzero.learner import padded_game
+from agent.muzero.netprior import NetworkPolicy, greedy
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
+from harness.model.simulator import simulate
+from harness.xla.instance import Instance
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "ci"
-EPISODES = 8
+SIMULATIONS = 8  # leaves scored per decision by default
+MODES = ("search", "fortified", "greedy")
 
 
 @functools.lru_cache(maxsize=4)
@@ -33,34 +43,38 @@ def load_agent(path: Optional[str] = None) -> checkpoint.Checkpoint:
     return checkpoint.load(Path(path) if path else SHIPPED, with_replay=False)
 
 
-def candidates(instance: Instance, profile: Profile, budget: float, k: int = 4, episodes: int = EPISODES,
-               simulations: Optional[int] = None, checkpoint_path: Optional[str] = None, seed: int = 0,
-               policy: str = "mallocmuzero") -> list[Mapping]:
-    """Up to `k` distinct mappings from `episodes` searched episodes, fastest (simulated) first."""
-    if k < 1 or episodes < 1:
-        raise ValueError(f"k and episodes must be at least 1, got k={k}, episodes={episodes}")
-    if simulations is not None and simulations < 1:
-        raise ValueError(f"simulations: must be at least 1, got {simulations}")
+def play(instance: Instance, profile: Profile, budget: float, mode: str = "search",
+         simulations: Optional[int] = None, checkpoint_path: Optional[str] = None) -> tuple[Mapping, dict]:
+    """The mapping the checkpoint's network plays in `mode` (`MODES`), and counts of what the search did."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     agent = load_agent(str(checkpoint_path) if checkpoint_path else None)
-    game = padded_game(instance, profile, budget)
-    final, times = best_of(agent.state.params, agent.config, game, jax.random.PRNGKey(seed), episodes, simulations)
-    offsets = np.asarray(final.offset)
-    seen, out = set(), []
-    for i in np.argsort(times, kind="stable"):
-        key = offsets[i].tobytes()
-        if key in seen:
-            continue
-        seen.add(key)
-        state = jax.tree_util.tree_map(lambda x: x[i], final)
-        out.append(to_mapping(game, state, instance, policy, budget))
-        if len(out) == k:
-            break
-    return out
+    game = make_game(instance, profile, budget)
+    policy = NetworkPolicy(agent.state.params, agent.config.network(), game, padded_game(instance, profile, budget))
+    board = rollout.Board.of(game, memory_boundedness_order(game, profile))
+    if mode == "greedy":
+        slots, stats = np.full(game.candidates.n, rollout.SLOW), {"leaves": 0, "kept_incumbent": 0}
+        slots[board.order] = greedy(policy, game.candidates.n)
+    else:
+        config = rollout.RolloutConfig(SIMULATIONS if simulations is None else simulations,
+                                       fortified=mode == "fortified")
+        slots, stats = rollout.play(game, board, config, policy)
+    offsets = {b: int(s) * game.slot_bytes for c, s in enumerate(slots) if s != rollout.SLOW
+               for b in game.candidates.members[c]}
+    return Mapping(offsets, len(instance.buffers), instance.name, "mallocmuzero", budget), stats
 
 
-def solve_mallocmuzero(instance: Instance, profile: Profile, budget: float, seed: int = 0,
-                       time_limit: Optional[float] = None, simulations: Optional[int] = None,
-                       checkpoint_path: Optional[str] = None, episodes: int = EPISODES) -> Mapping:
-    """The best of `episodes` searched episodes by simulated time (`time_limit` is not used)."""
-    del time_limit
-    return candidates(instance, profile, budget, 1, episodes, simulations, checkpoint_path, seed)[0]
+def candidates(instance: Instance, profile: Profile, budget: float, k: int = 3, simulations: Optional[int] = None,
+               checkpoint_path: Optional[str] = None, policy: str = "mallocmuzero") -> list[Mapping]:
+    """Up to `k` distinct mappings of the agent's modes (search, fortified, greedy), fastest (simulated) first."""
+    if k < 1:
+        raise ValueError(f"k: must be at least 1, got {k}")
+    found = [play(instance, profile, budget, m, simulations, checkpoint_path)[0] for m in MODES]
+    found.sort(key=lambda m: simulate(instance, m, profile))
+    out, seen = [], set()
+    for m in found:
+        key = tuple(sorted(m.offsets.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(Mapping(m.offsets, m.n_buffers, m.instance, policy, budget))
+    return out[:k]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli.common import console, err_console, progress
+from harness.cli.common import add_command, console, err_console, progress
 
 
 def _train_bar() -> Progress:
@@ -85,10 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with progress() as bar:
         task = bar.add_task("evaluating", total=None)
         rows, summary = evaluate_checkpoint(
-            str(ckpt) if ckpt else None, profile, args.budget, args.split, args.simulations, args.episodes,
+            str(ckpt) if ckpt else None, profile, args.budget, args.split, args.simulations,
             args.cpsat_time_limit, on_instance=lambda n: bar.update(task, advance=1, description=n))
     summary = {"checkpoint": str(args.checkpoint or "shipped"), "profile": profile.name, "budget": args.budget,
-               "split": args.split, "simulations": args.simulations, "episodes": args.episodes,
+               "split": args.split, "simulations": args.simulations,
                "cpsat_time_limit": args.cpsat_time_limit, **summary}
     out = Path(args.out)
     stem = out / f"{name}-{profile.name}-{args.budget:g}"
@@ -102,7 +102,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     gap = summary["mean_gap_to_optimum"]
     console.print(f"{summary['n_instances']} held-out instances on {profile.name} at budget {args.budget:g}: "
                   f"geomean speedup over xla-msa {100 * (summary['geomean_speedup_vs_xla_msa'] - 1):+.2f}%, "
-                  f"no worse than xla-msa on {summary['share_no_worse_than_xla_msa']:.0%}, mean gap to the "
+                  f"no worse than xla-msa on {summary['share_no_worse_than_xla_msa']:.0%}, share of the room "
+                  f"captured {_percent(summary['share_of_room_captured'])}, network alone "
+                  f"{100 * (summary['geomean_speedup_greedy_vs_xla_msa'] - 1):+.2f}%, mean gap to the "
                   f"optimum {'n/a (none proven)' if gap is None else f'{100 * gap:.2f}%'} "
                   f"({summary['n_optimal']} proven); CP-SAT's bounds cap any mapping's geomean speedup at "
                   f"{100 * (summary['geomean_speedup_bound_vs_xla_msa'] - 1):+.2f}% -> {stem}.csv, {stem}.json",
@@ -110,15 +112,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _percent(share) -> str:
+    return "n/a (no room)" if share is None else f"{share:.0%}"
+
+
 def add_commands(sub) -> None:
     """Register `train` and `eval` on the `mallocbench` parser."""
     from agent.evaluation import SPLITS
     from agent.muzero.search import MODES
 
-    p = sub.add_parser("train", help="train mallocMuZero by self-play (progress bar, checkpoints, curve)",
-                       description="Self-play with Gumbel MuZero search on the training split, a replay buffer "
-                       "and Adam; a held-out evaluation against xla-msa, a checkpoint and the curve "
-                       "(curve.csv, curve.png) every eval_every iterations. Ctrl-C saves a checkpoint.")
+    p = add_command(sub, "train", cmd_train, help="train mallocMuZero by self-play (progress bar, checkpoints, curve)",
+                    description="Self-play with Gumbel MuZero search on the training split, a replay buffer "
+                    "and Adam; a held-out evaluation against xla-msa, a checkpoint and the curve "
+                    "(curve.csv, curve.png) every eval_every iterations. Ctrl-C saves a checkpoint.")
     p.add_argument("--preset", default="ci", choices=("ci", "full"), help="network and run size (default: ci)")
     p.add_argument("--mode", default="muzero", choices=MODES,
                    help="search model: learned dynamics (muzero) or the exact game (alphazero)")
@@ -133,18 +139,15 @@ def add_commands(sub) -> None:
     p.add_argument("--split", metavar="FILE", help="JSON {\"train\": [...], \"held_out\": [...]} of instance names "
                    "(default: AlphaTensor, vit-encoder, lstm-scan and synthetic seeds >= 1000 held out)")
     p.add_argument("--export", metavar="DIR", help="also copy the final checkpoint, without replay, to DIR")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint against xla-msa and cpsat on its split",
-                       description="Solve each instance of the checkpoint's split with mallocmuzero, xla-msa and "
-                       "cpsat; write OUT/CHECKPOINT-PROFILE-BUDGET.csv (instance, split, policy, "
-                       "simulated_seconds, optimal) and a summary JSON beside it.")
+    p = add_command(sub, "eval", cmd_eval, help="evaluate a checkpoint against xla-msa and cpsat on its split",
+                    description="Solve each instance of the checkpoint's split with mallocmuzero, xla-msa and "
+                    "cpsat; write OUT/CHECKPOINT-PROFILE-BUDGET.csv (instance, split, policy, "
+                    "simulated_seconds, optimal) and a summary JSON beside it.")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint directory (default: the shipped one)")
     p.add_argument("--profile", required=True, metavar="NAME", help="hardware profile")
     p.add_argument("--budget", type=float, default=0.5, help="fast memory fraction of peak (default: 0.5)")
     p.add_argument("--split", default="held-out", choices=SPLITS, help="instances to evaluate (default: held-out)")
-    p.add_argument("--simulations", type=int, help="search simulations per move (default: the checkpoint's)")
-    p.add_argument("--episodes", type=int, default=8, help="episodes per instance, the best kept (default: 8)")
+    p.add_argument("--simulations", type=int, help="leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--cpsat-time-limit", type=float, default=10.0, metavar="S", help="cpsat seconds (default: 10)")
     p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: results/eval)")
-    p.set_defaults(func=cmd_eval)

@@ -1,11 +1,14 @@
-"""What the `mallocbench` commands share: the consoles, the progress bar and the list and budget parsers."""
+"""What the `mallocbench` commands share: the consoles, the progress bar, the list and budget parsers and the
+options of several commands."""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness.model.mapping import check_budget
@@ -40,3 +43,37 @@ def parse_budget(text: str) -> float:
     except ValueError:
         raise ValueError(f"budget {text!r}: not a number") from None
     return check_budget(value)
+
+
+def add_command(sub, name: str, func: Callable[[argparse.Namespace], int], help: str,
+                description: Optional[str] = None) -> argparse.ArgumentParser:
+    """A sub-command `name` of the `mallocbench` parser, run by `func(args)` (its exit status)."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_results_option(p: argparse.ArgumentParser) -> None:
+    """`--results DIR`: the results store."""
+    p.add_argument("--results", default="results", help="results store directory (default: results)")
+
+
+def add_time_limits(p: argparse.ArgumentParser, measure_s: float, solve_s: float, searchers: str) -> None:
+    """`--time-limit S` (timing per measured cell) and `--solve-time-limit S` (a policy's search; `searchers`
+    names the policies that search), with their defaults in seconds."""
+    p.add_argument("--time-limit", type=float, default=measure_s, metavar="S",
+                   help=f"seconds of timing per measured cell at most (default: {measure_s:g})")
+    p.add_argument("--solve-time-limit", type=float, default=solve_s, metavar="S",
+                   help=f"seconds a policy may search ({searchers}; default: {solve_s:g})")
+def print_plugin_problems(problems) -> None:
+    """Name each plugin left out (an import error, a wrong signature) on stderr; the command goes on."""
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/] {escape(str(problem))}", soft_wrap=True)
+
+
+def plugin_problems() -> list:
+    """The installed workload and policy plugins that could not be loaded."""
+    import workloads
+    from agent.registry import problems
+
+    return [*workloads.problems(), *problems()]

@@ -7,7 +7,8 @@ import math
 
 from rich.table import Table
 
-from harness.cli.common import console, err_console, parse_budget, parse_list, progress
+from harness.cli.common import (add_command, add_results_option, add_time_limits, console, err_console, parse_budget,
+                                 parse_list, plugin_problems, print_plugin_problems, progress)
 from harness.results import store
 from harness.runs import cells
 
@@ -16,12 +17,19 @@ def cmd_measure(args: argparse.Namespace) -> int:
     """Measure a suite's programs under each policy and budget on the local device; store every cell."""
     import jax
 
+    import workloads
+
+    print_plugin_problems(plugin_problems())
+    names, policies, problems = cells.usable(
+        parse_list(args.workloads, "workload") if args.workloads else workloads.names(args.suite),
+        parse_list(args.policies, "policy"))
+    print_plugin_problems(problems)
     spec = cells.make_spec(
-        "measure", args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
-        parse_list(args.policies, "policy"), [parse_budget(b) for b in parse_list(args.budgets, "budget")],
+        "measure", args.suite, names, policies, [parse_budget(b) for b in parse_list(args.budgets, "budget")],
         args.profile, sizes=parse_list(args.sizes, "size"), seed=args.seed, solve_time_limit=args.solve_time_limit,
         measure_time_limit=args.time_limit)
-    run_id = cells.plan(spec, args.results, label=args.label)
+    run_id = cells.plan(spec, args.results, label=args.label,
+                        plugin_problems=[str(p) for p in [*plugin_problems(), *problems]])
     rows = []
     with progress() as bar:
         task = bar.add_task("measuring", total=len(spec.cells()))
@@ -190,11 +198,12 @@ def add_commands(sub, suites, sizes) -> None:
     from agent.registry import policies
     from harness.device.realization import NATIVE
 
-    p = sub.add_parser("measure", help="measure a suite under policies and budgets on this device; store the rows",
-                       description="Extract each workload's scoped program, map it with each policy at each "
-                       "budget, realize the mapping, time it, simulate it, and append every row to the results "
-                       "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
-                       "untouched program is timed.")
+    p = add_command(sub, "measure", cmd_measure,
+                    help="measure a suite under policies and budgets on this device; store the rows",
+                    description="Extract each workload's scoped program, map it with each policy at each "
+                    "budget, realize the mapping, time it, simulate it, and append every row to the results "
+                    "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
+                    "untouched program is timed.")
     p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
     p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
@@ -205,19 +214,16 @@ def add_commands(sub, suites, sizes) -> None:
                    "xla-native and all-fast are measured once, without a budget")
     p.add_argument("--profile", metavar="NAME", help="profile for the predictions (default: the backend's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=5.0, metavar="S",
-                   help="seconds of timing per cell at most (default: 5)")
-    p.add_argument("--solve-time-limit", type=float, default=30.0, metavar="S",
-                   help="seconds a policy may search (cpsat; default: 30)")
+    add_time_limits(p, measure_s=5.0, solve_s=30.0, searchers="cpsat")
     p.add_argument("--label", default="measure", help="label in the run id (default: measure)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_measure)
+    add_results_option(p)
 
-    p = sub.add_parser("optimes", help="time a suite's programs whole and op by op (the profiler); store both",
-                       description="Compile each workload's scoped program at each size and time it in interleaved "
-                       "rounds: whole (the least of a round's calls; the median over rounds is stored as an "
-                       "xla-native measurement) and op by op from jax.profiler's per-op events (table op_times). "
-                       "`mallocbench calibrate` fits on both.")
+    p = add_command(sub, "optimes", cmd_optimes,
+                    help="time a suite's programs whole and op by op (the profiler); store both",
+                    description="Compile each workload's scoped program at each size and time it in interleaved "
+                    "rounds: whole (the least of a round's calls; the median over rounds is stored as an "
+                    "xla-native measurement) and op by op from jax.profiler's per-op events (table op_times). "
+                    "`mallocbench calibrate` fits on both.")
     p.add_argument("--suite", default="ci", choices=suites)
     p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite (default: all)")
     p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
@@ -225,34 +231,32 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--calls", type=int, default=5, help="calls per program per round, each way (default: 5)")
     p.add_argument("--profile", metavar="NAME", help="profile for the stored predictions (default: the backend's)")
     p.add_argument("--label", default="op-times", help="label in the run id (default: op-times)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_optimes)
+    add_results_option(p)
 
-    p = sub.add_parser("device-check", help="on an H100/H200: everything only a GPU can show, in one command",
-                       description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
-                       "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
-                       "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
-                       "print the plan and check the cuda export of every mapping it would realize.")
+    p = add_command(sub, "device-check", cmd_device_check,
+                    help="on an H100/H200: everything only a GPU can show, in one command",
+                    description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
+                    "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
+                    "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
+                    "print the plan and check the cuda export of every mapping it would realize.")
     p.add_argument("--dry-run", action="store_true", help="plan and export-check only (no GPU needed)")
     p.add_argument("--workloads", metavar="W1,W2", help="dry run: workloads to export-check (default: the ci suite)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_device_check)
+    add_results_option(p)
 
-    p = sub.add_parser("results", help="list the stored runs, or show one run as a table")
+    p = add_command(sub, "results", cmd_results, help="list the stored runs, or show one run as a table")
     p.add_argument("run", nargs="?", help="run id to show (default: list the runs)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_results)
+    add_results_option(p)
 
-    p = sub.add_parser("calibrate", help="fit a profile to measured runs and report the simulator's accuracy",
-                       description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
-                       "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
-                       "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
-                       "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
+    p = add_command(sub, "calibrate", cmd_calibrate,
+                    help="fit a profile to measured runs and report the simulator's accuracy",
+                    description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
+                    "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
+                    "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
+                    "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
+    add_results_option(p)
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")
     p.add_argument("--profiles-dir", metavar="DIR",
                    help="where to write the fitted profile (default: beside the shipped profiles)")
-    p.set_defaults(func=cmd_calibrate)

@@ -5,47 +5,54 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import console, err_console, progress as _progress
+from harness.cli import agent as cli_agent
+from harness.cli import hardware as cli_hardware
+from harness.cli import nightly as cli_nightly
+from harness.cli.common import add_command, console, err_console, plugin_problems, print_plugin_problems
+from harness.cli.common import progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
 
 
 
 
-def _run_suite_with_progress(suite: str, size: str):
-    import workloads
+def _run_suite_with_progress(names: list[str], size: str):
     from harness.runs.suite import run_suite
 
-    names = workloads.names(suite)
     with _progress() as progress:
-        task = progress.add_task(f"extracting {suite} suite", total=len(names))
-        return run_suite(suite, size, on_done=lambda row: progress.update(
+        task = progress.add_task(f"extracting {len(names)} workloads", total=len(names))
+        return run_suite(size=size, names=names, on_done=lambda row: progress.update(
             task, advance=1, description=f"extracted {row.workload}"))
 
 
 def cmd_workloads(args: argparse.Namespace) -> int:
-    """List the workloads of a suite with the flops and buffers of their ci-size instance."""
+    """List the workloads of a suite (with the plugins' and those given by --workload) with the flops and
+    buffers of their ci-size instance; name the plugins that cannot be loaded."""
     import workloads
 
-    rows = {r.workload: r for r in _run_suite_with_progress(args.suite, "ci")} if args.extract else {}
+    given, bad = workloads.resolve(args.workload or [])
+    print_plugin_problems([*plugin_problems(), *bad])
+    listed = list(dict.fromkeys([*workloads.names(args.suite), *given]))
+    rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci")} if args.extract else {}
     table = Table(title=f"mallocbench workloads (suite {args.suite})")
     for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", "description"):
         table.add_column(col)
-    for name in workloads.names(args.suite):
+    for name in listed:
         w = workloads.get(name)
         row = rows.get(name)
         flops = f"{row.flops:.3g}" if row and not row.error else ("error" if row else "-")
         bufs = str(row.buffers) if row and not row.error else ("error" if row else "-")
         table.add_row(name, w.family, ", ".join(workloads.SIZES), flops, bufs, w.description)
     console.print(table)
-    families = {workloads.get(n).family for n in workloads.names(args.suite)}
-    console.print(f"{len(workloads.names(args.suite))} workloads from {len(families)} families")
+    families = {workloads.get(n).family for n in listed}
+    console.print(f"{len(listed)} workloads from {len(families)} families")
     return 0
 
 
@@ -176,39 +183,77 @@ def _versus(t: float, slow: float, fast: float) -> str:
             f"speed-up {slow / t if t > 0 else float('inf'):.3f}x over all-slow{gain})")
 
 
+def _solve_input(args: argparse.Namespace):
+    """The instance to solve (the INSTANCE file, or the --workload extracted) and the stem of files written."""
+    if (args.instance is None) == (args.workload is None):
+        raise ValueError("give an INSTANCE file or --workload NAME (a workload or module:function), one of them")
+    if args.instance is not None:
+        return _read_instance(args.instance), os.path.splitext(os.path.basename(args.instance))[0]
+    from harness.runs.suite import extract_workload
+
+    with err_console.status(f"compiling {args.workload} ({args.size})"):
+        instance, _ = extract_workload(args.workload, args.size)
+    return instance, _file_name(f"{args.workload}-{args.size}")
+
+
+def _file_name(name: str) -> str:
+    """`name` with every character but [A-Za-z0-9._-] replaced by "_" (a module:function reference)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
-    """Solve an instance with a policy, validate the mapping and write it as JSON."""
-    from agent.registry import policies, solve
+    """Solve an instance (or a workload) with one or more policies, validate each mapping, write it as JSON,
+    print its simulated time beside all-slow and all-fast, and draw the memory maps when asked."""
+    from agent.registry import resolve, solve
     from harness.model.mapping import capacity, check_budget, fast_peak_bytes
     from harness.model.simulator import simulate
+    from harness.report.memory_map import plot_memory_map
     from harness.results.artifacts import write_bytes
 
-    if args.policy not in policies():
-        raise ValueError(f"unknown policy {args.policy!r}; valid policies: {', '.join(policies())}")
+    print_plugin_problems(plugin_problems())
+    names, problems = resolve([p.strip() for p in args.policy.split(",") if p.strip()])
+    if problems:
+        raise ValueError("; ".join(map(str, problems)))
+    if not names:
+        raise ValueError("--policy: empty list; give one or more policies, comma-separated")
+    if args.output and len(names) > 1:
+        raise ValueError(f"-o names one mapping file; {len(names)} policies write INSTANCE.POLICY.map.json each")
     check_budget(args.budget, "--budget")
-    if args.budget is None and args.policy != "all-fast":
-        raise ValueError(f"policy {args.policy!r} needs --budget, a fraction of peak live bytes in (0, 1]")
+    needy = [p for p in names if p != "all-fast"]
+    if args.budget is None and needy:
+        raise ValueError(f"policy {needy[0]!r} needs --budget, a fraction of peak live bytes in (0, 1]")
     if args.time_limit is not None and not args.time_limit > 0:
         raise ValueError(f"--time-limit must be positive seconds, got {args.time_limit:g}")
-    instance = _read_instance(args.instance)
+    instance, stem = _solve_input(args)
     profile = _profile(args.profile)
-    budget = None if args.policy == "all-fast" else args.budget
-    with err_console.status(f"solving {instance.name} with {args.policy} on {profile.name}"
-                            + (f" (budget {budget:g})" if budget is not None else "")):
-        mapping = solve(instance, profile, budget, policy=args.policy, seed=args.seed, time_limit=args.time_limit,
-                        simulations=args.simulations, episodes=args.episodes, checkpoint=args.checkpoint)
-    _validate(instance, mapping, profile, "solution")
-    with err_console.status("simulating"):
-        t = simulate(instance, mapping, profile)
+    with err_console.status("simulating all-slow and all-fast"):
         slow, fast = _baselines(instance, profile)
-    out = args.output or f"{os.path.splitext(os.path.basename(args.instance))[0]}.{args.policy}.map.json"
-    write_bytes(out, mapping.to_json().encode())
-    cap = capacity(instance, profile, budget)
-    console.print(f"{instance.name} on {profile.name}: policy {args.policy}, "
-                  f"{len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
-                  f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once"
-                  + (f" (capacity {_human_bytes(cap)})" if cap is not None else " (no budget)"), soft_wrap=True)
-    console.print(f"simulated time {_versus(t, slow, fast)} -> {out}", soft_wrap=True)
+    mappings = []
+    for policy in names:
+        budget = None if policy == "all-fast" else args.budget
+        with err_console.status(f"solving {instance.name} with {policy} on {profile.name}"
+                                + (f" (budget {budget:g})" if budget is not None else "")):
+            options = {"simulations": args.simulations, "checkpoint": args.checkpoint} \
+                if policy.startswith("mallocmuzero") else {}
+            mapping = solve(instance, profile, budget, policy=policy, seed=args.seed, time_limit=args.time_limit,
+                            **options)
+        _validate(instance, mapping, profile, f"the mapping of policy {policy!r}")
+        t = simulate(instance, mapping, profile)
+        out = args.output or f"{stem}.{_file_name(policy)}.map.json"
+        write_bytes(out, mapping.to_json().encode())
+        cap = capacity(instance, profile, budget)
+        console.print(f"{instance.name} on {profile.name}: policy {policy}, "
+                      f"{len(mapping.offsets)} of {len(instance.buffers)} buffers fast, "
+                      f"peak {_human_bytes(fast_peak_bytes(instance, mapping))} fast at once"
+                      + (f" (capacity {_human_bytes(cap)})" if cap is not None else " (no budget)"), soft_wrap=True)
+        console.print(f"simulated time {_versus(t, slow, fast)} -> {out}", soft_wrap=True)
+        mappings.append(mapping)
+    if args.map:
+        with err_console.status(f"drawing {instance.name}"):
+            plot_memory_map(instance, mappings[0], args.map, compare=mappings[1] if len(mappings) > 1 else None,
+                            profile=profile)
+        shown = " beside ".join(m.policy for m in mappings[:2])
+        console.print(f"memory map of {shown}: {args.map}", soft_wrap=True, markup=False, highlight=False)
     return 0
 
 
@@ -272,85 +317,87 @@ def cmd_show_map(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mallocbench`."""
     import workloads
+    from agent.registry import policies
 
     parser = argparse.ArgumentParser(prog="mallocbench", description=__doc__.strip() + (
         " Benchmark memory mappings of compiled JAX programs."))
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_instance_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_nightly.add_commands(sub)
+    _add_mapping_commands(sub, policies(), workloads.SIZES)
+    cli_hardware.add_commands(sub, workloads.SUITES, workloads.SIZES)
+    cli_agent.add_commands(sub)
+    return parser
 
-    p = sub.add_parser("workloads", help="list the workloads of a suite")
-    p.add_argument("--suite", default="ci", choices=workloads.SUITES)
+
+def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> None:
+    """`workloads`, `extract` and `instance`: the suite and the instances of its workloads."""
+    p = add_command(sub, "workloads", cmd_workloads, help="list the workloads of a suite")
+    p.add_argument("--suite", default="ci", choices=suites)
+    p.add_argument("--workload", action="append", metavar="MODULE:FUNCTION",
+                   help="also list this plugin workload, a function returning (fn, args) (repeatable)")
     p.add_argument("--no-extract", dest="extract", action="store_false",
                    help="list only, without compiling each workload for its flops and buffers")
-    p.set_defaults(func=cmd_workloads)
 
-    p = sub.add_parser("extract", help="extract a workload's instance as JSON")
+    p = add_command(sub, "extract", cmd_extract, help="extract a workload's instance as JSON")
     p.add_argument("workload")
-    p.add_argument("--size", default="ci", choices=workloads.SIZES)
+    p.add_argument("--size", default="ci", choices=sizes)
     p.add_argument("-o", "--output", help="instance file to write (default: WORKLOAD-SIZE.json)")
-    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("instance", help="summarise an instance file")
+    p = add_command(sub, "instance", cmd_instance, help="summarise an instance file")
     p.add_argument("file")
-    p.set_defaults(func=cmd_instance)
 
-    from harness.cli import nightly as cli_nightly
 
-    cli_nightly.add_commands(sub)
+def _add_profile_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--profile", metavar="NAME", help=f"hardware profile{what}, a shipped name or a JSON file "
+                   "(default: the one of JAX's backend)")
 
-    from agent.registry import policies
 
-    p = sub.add_parser("solve", help="map an instance's buffers to fast and slow memory with a policy",
-                       description="Solve an instance with a policy, validate the mapping, write it as JSON "
-                       "and print its simulated time beside all-slow and all-fast.")
-    p.add_argument("instance", help="instance JSON file (from `mallocbench extract`)")
-    p.add_argument("--policy", default="xla-msa", metavar="POLICY",
-                   help=f"mapping policy: {', '.join(policies())} (default: xla-msa)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+def _add_mapping_commands(sub, policy_names: Sequence[str], sizes: Sequence[str]) -> None:
+    """`solve`, `simulate` and `show-map`: a mapping of an instance, its simulated time and its picture."""
+    p = add_command(sub, "solve", cmd_solve, help="map an instance's buffers to fast and slow memory with policies",
+                    description="Solve an instance (a file, or a workload extracted on the fly) with one or more "
+                    "policies, validate each mapping, write it as JSON and print its simulated time beside "
+                    "all-slow and all-fast; --map draws the first mapping beside the second.")
+    p.add_argument("instance", nargs="?", help="instance JSON file (from `mallocbench extract`)")
+    p.add_argument("--workload", metavar="NAME", help="instead of a file: a workload (see `mallocbench workloads`) "
+                   "or module:function returning (fn, args), extracted at --size")
+    p.add_argument("--size", default="ci", choices=sizes, help="size of --workload (default: ci)")
+    p.add_argument("--policy", default="xla-msa", metavar="P1[,P2]",
+                   help=f"mapping policies, comma-separated: {', '.join(policy_names)} or module:function "
+                   "(default: xla-msa)")
+    _add_profile_option(p)
     p.add_argument("--budget", type=float, default=None,
                    help="fast memory as a fraction of peak live bytes, in (0, 1] (not for all-fast)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the policy (default: 0)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="seconds the policy may search (cpsat)")
     p.add_argument("--simulations", type=int, metavar="N",
-                   help="mallocmuzero: search simulations per move (default: the checkpoint's)")
-    p.add_argument("--episodes", type=int, metavar="K", help="mallocmuzero: episodes played, the best kept (default: 8)")
+                   help="mallocmuzero: leaves the rollout search scores per decision (default: 8)")
     p.add_argument("--checkpoint", metavar="DIR", help="mallocmuzero: checkpoint directory (default: the shipped one)")
     p.add_argument("-o", "--output", metavar="MAP",
-                   help="mapping file to write (default: INSTANCE.POLICY.map.json here)")
-    p.set_defaults(func=cmd_solve)
+                   help="mapping file to write, with one policy (default: INSTANCE.POLICY.map.json here)")
+    p.add_argument("--map", metavar="FIGURE", help="draw the first policy's mapping beside the second's on the "
+                   "time x address plane (.png, .svg or .pdf)")
 
-    p = sub.add_parser("simulate", help="simulated time of a mapping and its costliest ops",
-                       description="Validate a mapping with the budget stored in it and print its simulated "
-                       "time and the ops that take the most time.")
+    p = add_command(sub, "simulate", cmd_simulate, help="simulated time of a mapping and its costliest ops",
+                    description="Validate a mapping with the budget stored in it and print its simulated "
+                    "time and the ops that take the most time.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file (from `mallocbench solve`)")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile, a shipped name or a JSON file (default: the one of JAX's backend)")
+    _add_profile_option(p)
     p.add_argument("--top", type=int, default=10, help="ops to list (default: 10)")
-    p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("show-map", help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
-                       description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
-                       "addresses, with the capacity line and a list of the slow buffers.")
+    p = add_command(sub, "show-map", cmd_show_map, help="draw a mapping on the time x address plane (PNG, SVG or PDF)",
+                    description="Draw the fast buffers of a mapping as rectangles of schedule steps x "
+                    "addresses, with the capacity line and a list of the slow buffers.")
     p.add_argument("instance", help="instance JSON file")
     p.add_argument("mapping", help="mapping JSON file")
     p.add_argument("-o", "--output", metavar="FIGURE",
                    help="figure to write, .png, .svg or .pdf (default: MAPPING.png here)")
     p.add_argument("--compare", metavar="MAP2", help="a second mapping to draw beside the first")
-    p.add_argument("--profile", metavar="NAME",
-                   help="hardware profile for the capacity line and simulated times (default: the one of "
-                   "JAX's backend)")
+    _add_profile_option(p, " for the capacity line and simulated times")
     p.add_argument("--title", help="figure title (default: instance name and size)")
-    p.set_defaults(func=cmd_show_map)
-
-    from harness.cli.hardware import add_commands
-
-    add_commands(sub, workloads.SUITES, workloads.SIZES)
-    from harness.cli import agent as cli_agent
-
-    cli_agent.add_commands(sub)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

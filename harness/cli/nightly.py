@@ -10,7 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.cli.common import console, err_console
+from harness.cli.common import add_command, add_results_option, add_time_limits, console, err_console
+from harness.cli.common import plugin_problems, print_plugin_problems
+from harness.humanize import human_budget
 
 _GRID_OPTIONS = ("workloads", "policies", "budgets", "profile")
 
@@ -22,7 +24,8 @@ def _bar() -> Progress:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    """Run (or resume, or run one cell of) a nightly grid; then calibrate, report and print the headline."""
+    """Run (or resume, or run one cell of) a night: one run per profile; then calibrate, report, and print what
+    was simulated and measured and the headline of each profile."""
     from harness.cli.common import parse_budget, parse_list
     from harness.runs import cells, nightly
 
@@ -33,27 +36,63 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         given = [f"--{o}" for o in _GRID_OPTIONS if getattr(args, o) is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: a resumed run keeps the grid of its manifest")
-        spec, _ = cells.load_run(args.resume, root)
-        run_id = args.resume
+        runs = [(cells.load_run(args.resume, root)[0], args.resume)]
     else:
-        spec = nightly.make_spec(
-            args.suite, parse_list(args.workloads, "workload") if args.workloads else None,
-            parse_list(args.policies, "policy") if args.policies else None,
-            [parse_budget(b) for b in parse_list(args.budgets, "budget")] if args.budgets else None, args.profile,
-            solve_time_limit=args.solve_time_limit, measure_time_limit=args.time_limit)
-        run_id = cells.plan(spec, root, args.executor)
-    grid = spec.cells()
+        import jax
+
+        print_plugin_problems(plugin_problems())
+        names, policies, problems = cells.usable(
+            parse_list(args.workloads, "workload") if args.workloads else _suite(args.suite),
+            parse_list(args.policies, "policy") if args.policies else nightly.default_policies())
+        print_plugin_problems(problems)
+        profiles = parse_list(args.profile, "profile") if args.profile else \
+            nightly.default_profiles(jax.default_backend(), jax.devices()[0].device_kind)
+        budgets = [parse_budget(b) for b in parse_list(args.budgets, "budget")] if args.budgets else None
+        specs = [nightly.make_spec(args.suite, names, policies, budgets, profile,
+                                   solve_time_limit=args.solve_time_limit, measure_time_limit=args.time_limit)
+                 for profile in profiles]  # every spec checked before any run starts
+        left_out = [str(p) for p in [*plugin_problems(), *problems]]
+        runs = [(spec, cells.plan(spec, root, args.executor, plugin_problems=left_out)) for spec in specs]
     if args.cell is not None:
+        spec, run_id = runs[0]
+        grid = spec.cells()
         if not 0 <= args.cell < len(grid):
             raise ValueError(f"--cell {args.cell}: run {run_id} has cells 0 to {len(grid) - 1}")
         row = cells.run_cell(spec, grid[args.cell], run_id, root)
         console.print(f"cell {args.cell} of run {run_id}: {_describe(row)}")
         return 1 if row["status"] == "failed" else 0
     if args.plan_only:
-        console.print(f"planned run {run_id}: {len(grid)} cells (0 to {len(grid) - 1}); run one with\n"
-                      f"  mallocbench nightly --resume {run_id} --cell INDEX --results {root}\n"
-                      f"and gather them with  mallocbench nightly --resume {run_id} --results {root}")
+        for spec, run_id in runs:
+            n = len(spec.cells())
+            console.print(f"planned run {run_id} (profile {spec.profile}): {n} cells (0 to {n - 1}); run one with\n"
+                          f"  mallocbench nightly --resume {run_id} --cell INDEX --results {root}\n"
+                          f"and gather them with  mallocbench nightly --resume {run_id} --results {root}")
         return 0
+    t0, status = time.perf_counter(), 0
+    for spec, run_id in runs:
+        outcome = _run(spec, run_id, args)
+        if outcome == 130:
+            return outcome
+        status = max(status, outcome)
+    if not args.no_report:
+        _report([run_id for _, run_id in runs], root)
+    console.print(f"night of {len(runs)} run(s) in {time.perf_counter() - t0:.0f} s")
+    return status
+
+
+def _suite(suite: str) -> list[str]:
+    import workloads
+
+    return workloads.names(suite)
+
+
+def _run(spec, run_id: str, args: argparse.Namespace) -> int:
+    """Run one run's pending cells with a progress bar, then calibrate and close it; 130 when interrupted,
+    1 when cells failed or are missing, else 0."""
+    from harness.runs import cells, nightly
+
+    root = args.results
+    grid = spec.cells()
     todo = cells.pending(spec, run_id, root)
     console.print(f"run {run_id}: suite {spec.suite}, {len(spec.workloads)} workloads, {len(grid)} cells "
                   f"({len(grid) - len(todo)} done before), profile {spec.profile}, executor {args.executor}")
@@ -66,7 +105,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             def done(row: dict) -> None:
                 failed[0] += row.get("status") == "failed"
                 bar.update(task, advance=1, failed=failed[0], left=bar.tasks[0].total - bar.tasks[0].completed - 1,
-                           description=f"{row.get('workload', '')} {row.get('policy', '')}")
+                           description=f"{spec.profile} {row.get('workload', '')} {row.get('policy', '')}")
 
             if args.executor == "ray":
                 cells.run_ray(spec, run_id, root, address=args.address, on_cell=done)
@@ -79,13 +118,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         err_console.print(f"interrupted; the finished cells are stored. Resume with: "
                           f"mallocbench nightly --resume {run_id} --results {root}")
         return 130
-    with err_console.status("calibrating the profile on the measured cells"):
+    with err_console.status("calibrating on the measured cells"):
         summary = nightly.finish(run_id, root)
     console.print(f"{summary['cells_ok']} cells ok, {summary['cells_failed']} failed, {summary['cells_missing']} "
                   f"missing in {time.perf_counter() - t0:.0f} s; stored as run {run_id} in {root}")
     _print_calibration(summary["calibration"])
-    if not args.no_report:
-        _report(run_id, root)
     return 1 if summary["cells_failed"] or summary["cells_missing"] else 0
 
 
@@ -95,8 +132,8 @@ def _describe(row: dict) -> str:
     if row["status"] == "failed":
         return f"failed at {row['stage']}: {row['error'].splitlines()[0]}"
     measured = "" if math.isnan(row["median_s"]) else f", measured {row['median_s'] * 1e3:.3f} ms"
-    return f"{row['workload']} {row['policy']} budget {row['budget']}: simulated {row['simulated_s'] * 1e3:.3f} ms" \
-           f"{measured}"
+    return (f"{row['workload']} {row['policy']} budget {human_budget(row['budget'])}: simulated "
+            f"{row['simulated_s'] * 1e3:.3f} ms{measured}")
 
 
 def _print_calibration(calibration) -> None:
@@ -105,7 +142,7 @@ def _print_calibration(calibration) -> None:
     if "skipped" in calibration:
         console.print(f"calibration skipped: {calibration['skipped']}")
         return
-    console.print(f"calibration on {calibration['n_points']} measured cells: MAPE {calibration['mape']:.1%} "
+    console.print(f"calibration of {calibration['profile']} on {calibration['n_points']} measured cells: MAPE {calibration['mape']:.1%} "
                   f"(leave one workload out {calibration['lowo_mape']:.1%}), Kendall tau "
                   f"{calibration['kendall_tau']:.3f} ({calibration['lowo_kendall_tau']:.3f})")
 
@@ -120,33 +157,42 @@ def _write_report(run_id: str, root: str, out_dir=None) -> dict:
     return report.build_report(run_id, root, out_dir, history=past, regressions=regressions.regressions(past))
 
 
-def _report(run_id: str, root: str) -> None:
-    from harness.report import build as report
-    from harness.results import store
+def _report(run_ids: list[str], root: str) -> None:
+    """Write each run's report and the index; print what was simulated and measured, each profile's headline,
+    the regressions (or that a run is its machine's first night) and the reports' paths."""
     from harness.model.profiles import load_profile
+    from harness.report import build as report
 
-    paths = _write_report(run_id, root)
+    written = {run_id: _write_report(run_id, root) for run_id in run_ids}
     report.write_index(root)
-    headline = paths["headline"]
-    table = Table(title=f"headline: run {run_id}")
-    for col in headline.columns:
-        table.add_column(str(col), justify="left" if col == "policy" else "right")
-    for rec in headline.itertuples(index=False):
-        table.add_row(*[("-" if math.isnan(v) else f"{v:.3f}") if isinstance(v, float) else escape(str(v)) for v in rec])
-    console.print(table)
-    if load_profile(store.read_manifest(run_id, root)["profile"]).one_tier:
-        console.print("The profile has one memory tier: every mapping simulates alike. For the policies' simulated "
-                      "speedups, pass a two-tier profile (--profile tpu-v4i-cmem or h100-offload).")
-    if paths.get("regressions_found"):
-        console.print(f"[red]{paths['regressions_found']} regressions flagged[/] (see the report)")
-    console.print(f"report: {paths['html']}")
+    runs = [report.read_run(run_id, root)[:2] for run_id in run_ids]
+    console.print(report.what_ran(runs), soft_wrap=True)
+    for (manifest, _), (run_id, paths) in zip(runs, written.items()):
+        head = report.headline_text(paths["headline"]) if len(paths["headline"]) else None
+        table = Table(title=f"headline, {manifest['profile']}: geometric-mean simulated speedup over xla-msa (share "
+                            f"of the room to all-fast captured), run {run_id}")
+        for col in head.columns if head is not None else []:
+            table.add_column(str(col), justify="left" if col == "policy" else "right")
+        for rec in head.itertuples(index=False) if head is not None else []:
+            table.add_row(*[escape(str(v)) for v in rec])
+        console.print(table)
+        if load_profile(manifest["profile"]).one_tier:
+            console.print("The profile has one memory tier: every mapping simulates alike. For the policies' "
+                          "simulated speedups, pass a two-tier profile (--profile tpu-v4i-cmem,h100-offload).")
+        if paths["nights"] <= 1:
+            console.print(f"{manifest['profile']}: the first night of this suite and profile on this machine, "
+                          "nothing to compare with: no regression flagged")
+        elif paths["regressions_found"]:
+            console.print(f"[red]{paths['regressions_found']} regressions flagged[/] against the "
+                          f"{paths['nights'] - 1} earlier nights on this machine (see the report)")
+        console.print(f"report: {paths['html']}", soft_wrap=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the differences between two runs' cells: medians, their ratio and p-value, simulated times."""
     from harness.runs.history import compare
 
-    diff = compare(args.results, args.run_a, args.run_b)
+    diff = compare(args.results, args.run_a, args.run_b, across_machines=args.across_machines)
     shown = diff if args.all else diff[diff.flag != ""]
     table = Table(title=f"{args.run_b} against {args.run_a} ({len(shown)} of {len(diff)} cells"
                   f"{'' if args.all else ' differ'})")
@@ -186,8 +232,9 @@ def add_commands(sub) -> None:
     import workloads
     from harness.runs import cells, nightly
 
-    p = sub.add_parser(
-        "nightly", help="the main job: run a suite's grid of workloads x policies x budgets and report it",
+    p = add_command(
+        sub, "nightly", cmd_nightly,
+        help="the main job: run a suite's grid of workloads x policies x budgets and report it",
         description="Extract every workload of the suite (cached by the hash of its compiled program), solve it "
         "with every policy at every budget, validate and simulate the mapping, realize and measure it on the "
         "local device, store each cell as it finishes, calibrate the profile on the measured cells, compare "
@@ -200,7 +247,8 @@ def add_commands(sub) -> None:
                    " mallocmuzero where its checkpoint is present)")
     p.add_argument("--budgets", metavar="B1,B2", help="fast-memory budgets as fractions of peak live bytes "
                    "(default: 0.25,0.5,0.75)")
-    p.add_argument("--profile", metavar="NAME", help="hardware profile (default: the one of the local backend)")
+    p.add_argument("--profile", metavar="P1,P2", help="hardware profiles, one run each (default: with no "
+                   f"accelerator the two-tier {','.join(nightly.TWO_TIER)}, simulated; on a GPU or TPU its own)")
     p.add_argument("--executor", default="local", choices=cells.EXECUTORS,
                    help="local (default; no Ray needed) or ray (pip install 'mallocbench[ray]')")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: a local cluster, or "
@@ -208,28 +256,24 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_ID", help="go on with a stored run; finished cells are not redone")
     p.add_argument("--cell", type=int, metavar="INDEX", help="run only this cell of the run given by --resume")
     p.add_argument("--plan-only", action="store_true", help="start the run and print its cells; run nothing")
-    p.add_argument("--solve-time-limit", type=float, default=10.0, metavar="S",
-                   help="seconds a policy may search (cpsat, mallocmuzero; default: 10)")
-    p.add_argument("--time-limit", type=float, default=3.0, metavar="S",
-                   help="seconds of timing per measured cell at most (default: 3)")
+    add_time_limits(p, measure_s=3.0, solve_s=10.0, searchers="cpsat, mallocmuzero")
     p.add_argument("--no-report", action="store_true", help="store and calibrate only; write no report")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_nightly)
+    add_results_option(p)
 
-    p = sub.add_parser("compare", help="differences between two runs, cell by cell",
-                       description="Per cell: simulated and measured medians in both runs, their ratio, a "
-                       "Mann-Whitney p-value on the raw samples, and a flag where B is slower or faster (by at "
-                       "least 2%% and significantly) or its simulated time changed.")
+    p = add_command(sub, "compare", cmd_compare, help="differences between two runs, cell by cell",
+                    description="Per cell: simulated and measured medians in both runs, their ratio, a "
+                    "Mann-Whitney p-value on the raw samples, and a flag where B is slower or faster (by at "
+                    "least 2%% and significantly) or its simulated time changed.")
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--all", action="store_true", help="show every cell, not only those that differ")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_compare)
+    p.add_argument("--across-machines", action="store_true",
+                   help="compare runs of two different machines (their timings say little about each other)")
+    add_results_option(p)
 
-    p = sub.add_parser("report", help="write a run's paper-style report and the index of runs",
-                       description="Tables (Markdown, LaTeX, CSV), plots (PNG, SVG) and an HTML page for the run, "
-                       "with its regressions against earlier nights; and results/reports/index.html over runs.")
+    p = add_command(sub, "report", cmd_report, help="write a run's paper-style report and the index of runs",
+                    description="Tables (Markdown, LaTeX, CSV), plots (PNG, SVG) and an HTML page for the run, "
+                    "with its regressions against earlier nights; and results/reports/index.html over runs.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-o", "--output", metavar="DIR", help="report directory (default: RESULTS/reports/RUN)")
-    p.add_argument("--results", default="results", help="results store directory (default: results)")
-    p.set_defaults(func=cmd_report)
+    add_results_option(p)

@@ -363,6 +363,42 @@ def measure(
     the executable after the first (always untimed) call. Prefer binding static arguments
     with `functools.partial`.
     """
+    args = _check_arguments(fn, args, warmup, min_repeats, max_repeats, rel_ci, time_limit_s)
+    if budget_bytes is not None:
+        _check_int("budget_bytes", budget_bytes, 0)
+        budget_bytes = int(budget_bytes)
+    env = environment()
+    try:
+        args = _on_device(args)
+        jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+        t0 = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+    except Exception as exc:
+        return _failed(_error_text(exc), env, budget_bytes=budget_bytes)
+    program_bytes = _program_bytes(compiled)
+    try:
+        call, warmup = _callable(compiled, jitted, args, warmup)
+        device = _program_device(compiled)
+        before = _memory_stats(device)
+        arg_device_bytes = _argument_device_bytes(args, device) if before else None
+        samples, ci_met = _timed_calls(call, args, warmup, min_repeats, max_repeats, rel_ci, time_limit_s)
+    except Exception as exc:
+        return _failed(_error_text(exc), env, compile_s, program_bytes, budget_bytes)
+    peak_bytes, within_budget = _peak_and_budget(before, _memory_stats(device), arg_device_bytes, budget_bytes)
+    x = np.asarray(samples, dtype=float)
+    q75, q25 = np.percentile(x, [75, 25])
+    ci_low, ci_high = median_ci(x)
+    return Measurement(
+        ok=True, error="", samples=tuple(float(s) for s in samples), median_s=float(np.median(x)),
+        iqr_s=float(q75 - q25), min_s=float(x.min()), ci_low_s=ci_low, ci_high_s=ci_high, ci_met=ci_met,
+        compile_s=compile_s, peak_bytes=peak_bytes, program_bytes=program_bytes, budget_bytes=budget_bytes,
+        within_budget=within_budget, env=env,
+    )
+
+
+def _check_arguments(fn, args, warmup, min_repeats, max_repeats, rel_ci, time_limit_s) -> tuple:
+    """`args` as a tuple, after checking measure()'s arguments (TypeError / ValueError naming the argument)."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if isinstance(args, list):
@@ -376,39 +412,26 @@ def measure(
         raise ValueError(f"min_repeats ({min_repeats}) must be <= max_repeats ({max_repeats})")
     _check_positive("rel_ci", rel_ci)
     _check_positive("time_limit_s", time_limit_s)
-    if budget_bytes is not None:
-        _check_int("budget_bytes", budget_bytes, 0)
-        budget_bytes = int(budget_bytes)
+    return args
 
-    env = environment()
 
-    # Compile, timed apart.
-    try:
-        args = _on_device(args)
-        jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-        t0 = time.perf_counter()
-        compiled = jitted.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-    except Exception as exc:
-        return _failed(_error_text(exc), env, budget_bytes=budget_bytes)
-    program_bytes = _program_bytes(compiled)
+def _callable(compiled, jitted, args: tuple, warmup: int) -> tuple[Callable[..., Any], int]:
+    """What the timed calls call, and the warm-up calls to make: the executable itself, or, for a function
+    with static arguments, jit's own dispatch (and cache) after at least one warm-up call. ValueError for a
+    function that donates its arguments (it cannot be called twice with the same ones)."""
+    if any(getattr(info, "donated", False) for info in jax.tree_util.tree_leaves(compiled.args_info)):
+        raise ValueError("fn donates some of its arguments, so it cannot be called repeatedly with the "
+                         "same arguments: measure it jitted without donate_argnums/donate_argnames")
+    if _n_positional(compiled) in (None, len(args)):
+        return compiled, warmup
+    return jitted, max(warmup, 1)
 
-    try:
-        if _n_positional(compiled) in (None, len(args)):
-            call = compiled
-        else:  # static arguments: go through jit's own dispatch (and cache)
-            call, warmup = jitted, max(warmup, 1)
-        if any(getattr(info, "donated", False) for info in jax.tree_util.tree_leaves(compiled.args_info)):
-            raise ValueError("fn donates some of its arguments, so it cannot be called repeatedly with the "
-                             "same arguments: measure it jitted without donate_argnums/donate_argnames")
-        device = _program_device(compiled)
-        before = _memory_stats(device)
-        arg_device_bytes = _argument_device_bytes(args, device) if before else None
-    except Exception as exc:
-        return _failed(_error_text(exc), env, compile_s, program_bytes, budget_bytes)
 
+def _timed_calls(call: Callable[..., Any], args: tuple, warmup: int, min_repeats: int, max_repeats: int,
+                 rel_ci: float, time_limit_s: float) -> tuple[list[float], bool]:
+    """The seconds of each timed call, and whether the median's CI met `rel_ci`: steps 3 to 5 of the
+    protocol, with garbage collection off (restored whatever happens)."""
     samples: list[float] = []
-    ci_met = False
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -428,28 +451,12 @@ def measure(
             del out
             samples.append(t1 - t0)
             if len(samples) >= min_repeats and _ci_met(samples, rel_ci):
-                ci_met = True
-                break
+                return samples, True
             if len(samples) >= max_repeats or time.perf_counter() >= deadline:
-                break
-    except Exception as exc:
-        return _failed(_error_text(exc), env, compile_s, program_bytes, budget_bytes)
+                return samples, False
     finally:
         if gc_was_enabled:
             gc.enable()
-
-    after = _memory_stats(device)
-    peak_bytes, within_budget = _peak_and_budget(before, after, arg_device_bytes, budget_bytes)
-
-    x = np.asarray(samples, dtype=float)
-    q75, q25 = np.percentile(x, [75, 25])
-    ci_low, ci_high = median_ci(x)
-    return Measurement(
-        ok=True, error="", samples=tuple(float(s) for s in samples), median_s=float(np.median(x)),
-        iqr_s=float(q75 - q25), min_s=float(x.min()), ci_low_s=ci_low, ci_high_s=ci_high, ci_met=ci_met,
-        compile_s=compile_s, peak_bytes=peak_bytes, program_bytes=program_bytes, budget_bytes=budget_bytes,
-        within_budget=within_budget, env=env,
-    )
 
 
 def _peak_and_budget(before: dict, after: dict, arg_device_bytes: Optional[int],

@@ -25,7 +25,10 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from harness.device.machine import machine_label, machine_of
+from harness.humanize import human_budget
 from harness.results import artifacts, store
+from harness.runs.history import nights
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.device.realization import NATIVE
@@ -37,6 +40,8 @@ ROOM = 1e-3  # the least room, t_xla - t_all-fast relative to t_xla, for a share
 FORMATS = ("png", "svg")
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True,
                                 undefined=jinja2.StrictUndefined)
+
+_TEMPLATES.filters["budget"] = human_budget
 
 
 def reports_dir(root: str) -> Path:
@@ -153,19 +158,50 @@ def _with_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per policy: the geometric-mean simulated speedup over xla-msa at each budget, and its cells ok and
-    failed: the table the nightly prints."""
+    """Per policy simulated (not xla-native, which is measured only): at each budget its geometric-mean
+    simulated speedup over xla-msa ("speedup @ b") and the share of the room it captured over all workloads
+    ("captured @ b", `simulated_table`'s summary), and its cells ok and failed: the table the nightly prints."""
     means = {b: simulated_table(cells, b).loc[SUMMARY] for b in _budgets(cells)}
     rows = []
-    for policy in _policy_order(cells):
+    for policy in [p for p in _policy_order(cells) if p != NATIVE]:
         mine = cells[cells.policy == policy]
         row = {"policy": policy}
         for b, mean in means.items():
-            col = f"{policy} speedup"
-            row[f"speedup @ {b:g}"] = mean[col] if col in mean else (1.0 if policy == XLA_SIM else math.nan)
+            own = {XLA_SIM: {"speedup": 1.0, "captured": 0.0}, FLOOR: {"captured": 1.0}}.get(policy, {})
+            for what in ("speedup", "captured"):
+                col = f"{policy} {what}"
+                row[f"{what} @ {b:g}"] = mean[col] if col in mean else own.get(what, math.nan)
         row |= {"ok": int((mine.status == "ok").sum()), "failed": int((mine.status == "failed").sum())}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def headline_text(head: pd.DataFrame) -> pd.DataFrame:
+    """The headline for people: per budget one column "b" reading "speedup (captured)", e.g. "1.004 (12.3%)",
+    and "-" where there is no figure."""
+    shown = pd.DataFrame({"policy": head.policy})
+    for col in [c for c in head.columns if c.startswith("speedup @ ")]:
+        budget = col.removeprefix("speedup @ ")
+        captured = head.get(f"captured @ {budget}", pd.Series(math.nan, index=head.index))
+        shown[f"budget {budget}"] = ["-" if pd.isna(v) else f"{v:.3f}" + ("" if pd.isna(c) else f" ({c:.1%})")
+                                     for v, c in zip(head[col], captured)]
+    return shown.assign(ok=head.ok, failed=head.failed)
+
+
+def what_ran(runs: list[tuple[dict, pd.DataFrame]]) -> str:
+    """One line saying what a night simulated and what it measured, from its runs' (manifest, cells)."""
+    profiles = [m.get("profile", "?") for m, _ in runs]
+    simulated = sum(int(c.simulated_s.notna().sum()) for _, c in runs)
+    policies = list(dict.fromkeys(p for _, c in runs for p in c[c.simulated_s.notna()].policy))
+    measured = pd.concat([c[c.median_s.notna()] for _, c in runs]) if runs else pd.DataFrame()
+    line = (f"Simulated {simulated} cells on {' and '.join(profiles)} ({', '.join(p for p in policies if p != NATIVE)}); ")
+    machine = machine_label(runs[0][0]) if runs else "this machine"
+    if not len(measured):
+        return line + f"measured nothing on {machine}."
+    kinds = ", ".join(dict.fromkeys(measured.policy))
+    unrealizable = NATIVE in kinds and len(set(measured.policy)) == 1
+    return line + (f"measured {len(measured)} cells on {machine}: {kinds}" +
+                   (" (the untouched programs: this device has one memory tier)" if unrealizable else "") + ".")
 
 
 # --------------------------------------------------------------------------- formats
@@ -222,32 +258,49 @@ def _figure(width: float = 7.0, height: float = 4.0):
     return fig
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def _save(fig, out: Path, name: str, dpi: int = 110) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
         artifacts.write_bytes(out / f"{name}.{fmt}", buffer.getvalue())
         paths.append(out / f"{name}.{fmt}")
     return paths
 
 
+_MARKERS = "oD^sv<>pP*Xh"
+
+
 def plot_speedups(cells: pd.DataFrame, budget: float, out: Path) -> list[Path]:
-    """Grouped bars: each policy's simulated speedup over xla-msa per workload at `budget`."""
-    table = simulated_table(cells, budget).drop(index=SUMMARY)
+    """A dot plot, one row per workload (and the geometric mean), one marker per policy: its simulated time's
+    speedup over xla-msa in percent, (speedup - 1) x 100, on an axis around 0% (right of it: faster than the
+    XLA default). Sized for a paper column (3.4 inches wide), at 220 dpi for the page."""
+    table = simulated_table(cells, budget)
     cols = [c for c in table.columns if c.endswith("speedup")]
-    fig = _figure(max(7.0, 0.55 * len(table) + 2), 4.2)
+    rows = [w for w in table.index if w != SUMMARY] + [SUMMARY]
+    fig = _figure(3.4, 0.8 + 0.24 * (len(rows) + 1))
     ax = fig.add_subplot()
-    width = 0.8 / max(len(cols), 1)
-    x = np.arange(len(table))
+    y = np.arange(len(rows))[::-1].astype(float)
+    y[-1] -= 0.6  # the geometric mean apart from the workloads
+    step = 0.6 / max(len(cols), 1)
+    spread = [1.0]  # the axis spans at least -1% to +1%, so that equal policies read as equal
     for i, col in enumerate(cols):
-        ax.bar(x + i * width - 0.4 + width / 2, [_num(v) for v in table[col]], width, label=col.replace(" speedup", ""))
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(x, table.index, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"simulated speedup over {XLA_SIM}")
-    ax.set_title(f"speedup over the XLA default, budget {budget:g}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, out, "speedup")
+        values = np.array([(_num(table.loc[w, col]) - 1.0) * 100.0 for w in rows])
+        ax.scatter(values, y + 0.3 - step / 2 - i * step, s=14, marker=_MARKERS[i % len(_MARKERS)], zorder=3,
+                   label=col.replace(" speedup", ""))
+        spread += list(np.abs(values[np.isfinite(values)]))
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_xlim(-1.08 * max(spread), 1.08 * max(spread))
+    ax.axhline(y[-1] + 0.8, color="0.6", lw=0.5)
+    ax.set_yticks(y, rows, fontsize=6.5)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(y[-1] - 0.6, y[0] + 0.6)
+    ax.grid(axis="x", color="0.9", lw=0.5)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.3g}%" if abs(v) > 1e-9 else "0")
+    ax.set_xlabel(f"simulated speedup over {XLA_SIM}, budget {budget:g}", fontsize=7)
+    ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(cols), 4),
+              frameon=False, handletextpad=0.2, columnspacing=0.8)
+    return _save(fig, out, "speedup", dpi=220)
 
 
 def _measured_points(cells: pd.DataFrame) -> pd.DataFrame:
@@ -274,37 +327,57 @@ def read_calibration(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[di
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path) -> list[Path]:
+def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict], out: Path,
+                               not_comparable: Optional[str] = None) -> list[Path]:
     """Simulated (and, where the run was calibrated, fitted) seconds against measured ones, with y = x; the
-    title gives the calibration's figures, else the simulator's accuracy on the run's own cells. Without
-    measured cells the figure says so."""
+    title gives the calibration's figures, else the simulator's accuracy on the run's own cells. With
+    `not_comparable` (why the run's profile does not describe the measured device) only the calibrated
+    profile's points are drawn, and the title says why. Without points to draw the figure says so."""
     measured = _measured_points(cells)
+    fitted = pd.DataFrame(calibration["points"]) if calibration and "points" in calibration else None
     fig = _figure(5.5, 5.0)
     ax = fig.add_subplot()
-    if not len(measured):
-        ax.text(0.5, 0.5, "no measured cells in this run", ha="center", va="center", transform=ax.transAxes)
+    if not len(measured) or (not_comparable and fitted is None):
+        ax.text(0.5, 0.5, not_comparable or "no measured cells in this run", ha="center", va="center",
+                transform=ax.transAxes, wrap=True)
         ax.set_axis_off()
         return _save(fig, out, "predicted_vs_measured")
-    ax.scatter(measured.median_s, measured.simulated_s, s=16, label="profile's prediction")
-    title = "predicted against measured"
-    values = list(measured.median_s) + list(measured.simulated_s)
-    if calibration and "points" in calibration:
-        points = pd.DataFrame(calibration["points"])
-        ax.scatter(points.measured_s, points.predicted_s, s=16, marker="x", label="calibrated")
-        values += list(points.predicted_s)
-        title += (f"\ncalibrated on {calibration['n_points']} cells: MAPE {calibration['mape']:.1%} (LOWO "
-                  f"{calibration['lowo_mape']:.1%}), tau {calibration['kendall_tau']:.2f} (LOWO "
-                  f"{calibration['lowo_kendall_tau']:.2f})")
+    title, values = "predicted against measured", []
+    if not not_comparable:
+        ax.scatter(measured.median_s, measured.simulated_s, s=16, label="profile's prediction")
+        values += list(measured.median_s) + list(measured.simulated_s)
+    if fitted is not None:
+        ax.scatter(fitted.measured_s, fitted.predicted_s, s=16, marker="x", label=f"{calibration['profile']} calibrated")
+        values += list(fitted.measured_s) + list(fitted.predicted_s)
+        title += (f"\n{calibration['profile']} calibrated on {calibration['n_points']} cells: MAPE "
+                  f"{calibration['mape']:.1%} (LOWO {calibration['lowo_mape']:.1%}), tau "
+                  f"{calibration['kendall_tau']:.2f} (LOWO {calibration['lowo_kendall_tau']:.2f})")
     else:
         accuracy = prediction_accuracy(cells)
         title += (f"\nprofile's prediction on {accuracy['n_points']} cells: MAPE {accuracy['mape']:.1%}, "
                   f"tau {accuracy['kendall_tau']:.2f}")
+    if not_comparable:
+        title += f"\n({not_comparable})"
     lo, hi = min(values) / 2, max(values) * 2
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
     return _save(fig, out, "predicted_vs_measured")
+
+
+def prediction_mismatch(manifest: dict) -> Optional[str]:
+    """Why the run's profile does not predict its measurements (it describes another kind of device), or None."""
+    from harness.model.profiles import ProfileError, device_kind, load_profile
+
+    try:
+        profile = load_profile(manifest.get("profile", ""))
+    except ProfileError:
+        return None
+    device = device_kind(manifest.get("backend", ""))
+    if not device or profile.backend == device:
+        return None
+    return f"{profile.name} describes a {profile.backend}, the cells ran on a {device}: its predictions are not drawn"
 
 
 def plot_memory_maps(cells: pd.DataFrame, root: str, budget: float, out: Path, n: int = 2) -> list[Path]:
@@ -370,11 +443,13 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                  history: Optional[pd.DataFrame] = None, regressions: Optional[pd.DataFrame] = None) -> dict:
     """Write the run's tables, plots and HTML page to `out_dir` (default `<root>/reports/<run>/`); returns
     the paths ("html", "dir", "tables", "plots"), "regressions_found" (the number of this run's
-    regressions) and "headline" (`headline_table` of its cells). A run whose cells are partly unreadable is still reported, the problem named on the page."""
+    regressions), "headline" (`headline_table` of its cells) and "nights" (the runs of its history: 1 on a
+    machine's first night). A run whose cells are partly unreadable is still reported, the problem named on the
+    page."""
     manifest, cells, problems = read_run(run_id, root)
     out = Path(out_dir) if out_dir else reports_dir(root) / run_id
     calibration = read_calibration(run_id, root)
-    tables, sections, plots = [], [], []
+    tables, sections, plots, links = [], [], [], {}
     groups = [("all workloads", cells), ("AlphaTensor workloads", cells[cells.family == "alphatensor"])] \
         if "family" in cells else [("all workloads", cells)]
     for b in _budgets(cells):
@@ -388,13 +463,14 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
                            "last row: geometric mean of the speedups" +
                            (", total share captured" if kind == "simulated" else ""))
                 tables += _write_table(table, out, name, caption)
+                links.setdefault(f"{b:g}", {})[("AlphaTensor " if tag else "") + kind] = name
                 sections.append({"caption": caption, "name": name,
                                  "html": _display(table).to_html(classes="numbers", border=0)})
     budget = headline_budget(cells)
     if budget is not None and (cells.status == "ok").any():
         plots += plot_speedups(cells, budget, out)
         plots += plot_memory_maps(cells, root, budget, out)
-    plots += plot_predicted_vs_measured(cells, calibration, out)
+    plots += plot_predicted_vs_measured(cells, calibration, out, prediction_mismatch(manifest))
     plots += plot_history(history, out)
     mine = regressions[regressions.run_id == run_id] if regressions is not None and len(regressions) else \
         pd.DataFrame()
@@ -402,15 +478,23 @@ def build_report(run_id: str, root: str = store.DEFAULT_ROOT, out_dir: Optional[
     head = headline_table(cells) if len(cells) else pd.DataFrame()
     html = _TEMPLATES.get_template("report.html.j2").render(
         run_id=run_id, manifest=manifest, n_cells=len(cells), problems=problems, calibration=calibration,
-        headline=head.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-", classes="numbers"),
+        machine=machine_label(manifest), nights=nights(history) if history is not None else 0,
+        plugin_problems=manifest.get("plugin_problems", []),
+        what_ran=what_ran([(manifest, cells)]),
+        table_kinds=list(dict.fromkeys(k for row in links.values() for k in row)),
+        table_links=[{"budget": b, "names": [row.get(k, "") for k in dict.fromkeys(
+            k for r in links.values() for k in r)]} for b, row in links.items()],
+        speedup_figure=next((p.name for p in plots if p.name == "speedup.png"), ""),
+        headline=headline_text(head).to_html(index=False, border=0, classes="numbers") if len(head) else "",
         sections=sections, images=[p.name for p in plots if p.suffix == ".png"],
         regressions=mine.to_dict("records"),
         failures=[{"cell": int(r.cell), "workload": r.workload, "policy": r.policy,
-                   "budget": "-" if pd.isna(r.budget) else f"{r.budget:g}", "stage": getattr(r, "stage", ""),
+                   "budget": human_budget(r.budget), "stage": getattr(r, "stage", ""),
                    "error": r.error} for r in failures.itertuples()])
     artifacts.write_bytes(out / "index.html", html.encode())
     return {"html": out / "index.html", "dir": out, "tables": tables, "plots": plots,
-            "regressions_found": len(mine), "headline": head}
+            "regressions_found": len(mine), "headline": head,
+            "nights": nights(history) if history is not None else 0}
 
 
 def _write_table(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
@@ -437,6 +521,7 @@ def write_index(root: str = store.DEFAULT_ROOT, out_dir: Optional[str] = None) -
         runs.append({"run_id": run_id, "href": Path(os.path.relpath(page, out)).as_posix(),
                      "started": manifest.get("started", ""), "suite": manifest.get("suite", ""),
                      "profile": manifest.get("profile", ""), "device": manifest.get("device_kind", ""),
+                     "machine_id": machine_of(manifest), "machine": machine_label(manifest),
                      "status": manifest.get("status", ""), "ok": manifest.get("cells_ok", ""),
                      "failed": manifest.get("cells_failed", "")})
     html = _TEMPLATES.get_template("runs.html.j2").render(runs=runs, problems=problems)

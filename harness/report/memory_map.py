@@ -108,7 +108,8 @@ def _draw_panel(ax, text_ax, instance: Instance, mapping: Mapping, cap: Optional
         ax.legend(loc="upper right", fontsize="small", framealpha=0.85)
     ax.set_xlim(0, n_steps)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, y_top / scale * 1.05 if y_top > 0 else 1.0)
+    # headroom above the capacity line for its legend, so that the legend hides no buffer
+    ax.set_ylim(0, y_top / scale * (1.18 if cap is not None else 1.05) if y_top > 0 else 1.0)
     ax.set_xlabel("schedule step")
     ax.set_ylabel(f"fast-memory address ({unit})")
     budget = "no budget" if mapping.budget is None else f"budget {mapping.budget:g} x peak live"

@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
+from harness.device.machine import machine_of
 from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.costmodel import op_kind
@@ -451,7 +452,8 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
                       instances: Optional[dict[str, Instance]] = None, statistic: str = "median",
                       ) -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
-    of cells (nightly, measure) and the "measurements" of the sweeps and per-op runs. `instances`
+    of cells (nightly, measure) and the "measurements" of the sweeps and per-op runs. CalibrationError when
+    the runs were measured on more than one machine (a profile describes one machine's timings). `instances`
     (instance file -> Instance) is a cache shared with `op_points_from_store`, so both levels price the
     same instance objects. `statistic` "min" takes a row's least time instead of its median: on a machine
     loaded by other processes the least is the program's own time, the median also holds waits for a core."""
@@ -463,6 +465,11 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
     if frame.empty:
         raise CalibrationError(f"no measured rows in runs {', '.join(ids) if ids else 'of the store'}")
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
+    machines = {run_id: machine_of(store.read_manifest(run_id, root)) for run_id in frame.run_id.unique()}
+    if len(set(machines.values())) > 1:
+        found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
+        raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
+                               "one machine")
     instances = {} if instances is None else instances
     points = []
     for row in frame.to_dict("records"):

@@ -29,8 +29,10 @@ from typing import Any, Callable, Iterable, Optional
 import jax
 
 import workloads
-from agent.registry import policies as known_policies
+from workloads.plugins import PluginError
+from agent.registry import resolve as resolve_policies
 from agent.registry import solve_detailed
+from harness.device.machine import this_machine
 from harness.device.realization import NATIVE, realize
 from harness.device.timing import environment, measure
 from harness.model.mapping import Mapping, capacity, check_budget, validate
@@ -103,12 +105,15 @@ class RunSpec:
         return RunSpec(**values)
 
 
-def plan(spec: RunSpec, root: str = store.DEFAULT_ROOT, executor: str = "local", label: Optional[str] = None) -> str:
-    """Start a run of `spec` in the store (its manifest holds the spec) and return its id; `label`
-    (default: kind-suite) names it in the run id."""
+def plan(spec: RunSpec, root: str = store.DEFAULT_ROOT, executor: str = "local", label: Optional[str] = None,
+         plugin_problems: Iterable[str] = ()) -> str:
+    """Start a run of `spec` in the store (its manifest holds the spec, this machine's identity and the
+    plugins left out, `plugin_problems`) and return its id; `label` (default: kind-suite) names it in the run
+    id."""
     env = environment()
-    meta = spec.meta() | {"n_cells": len(spec.cells()), "executor": executor, "backend": jax.default_backend()}
-    meta |= {k: env[k] for k in ("device_kind", "jax_version", "git_commit", "host")}
+    meta = spec.meta() | {"n_cells": len(spec.cells()), "executor": executor, "backend": jax.default_backend(),
+                          "plugin_problems": [str(p) for p in plugin_problems]}
+    meta |= {k: env[k] for k in ("device_kind", "jax_version", "git_commit", "host")} | this_machine().row()
     return store.start_run(meta, root, run_id=store.new_run_id(label or f"{spec.kind}-{spec.suite}"))
 
 
@@ -122,23 +127,39 @@ def make_spec(kind: str, suite: str, workload_names: Optional[Iterable[str]], po
               budgets: Iterable[float], profile: Optional[str] = None, sizes: Iterable[str] = ("ci",),
               **options: Any) -> RunSpec:
     """A checked spec: unknown kinds, suites, workloads, sizes, policies or profiles and bad budgets
-    raise ValueError naming the valid ones; a name given twice counts once. `workload_names` None:
-    every workload of the suite; `profile` None: the local backend's."""
+    raise ValueError naming the valid ones, plugins that cannot be loaded PluginError (`usable` leaves
+    them out beforehand); a name given twice counts once. `workload_names` None: every workload of the
+    suite; `profile` None: the local backend's. Workloads and policies may be `module:function` plugins."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind of run {kind!r}; valid: {', '.join(KINDS)}")
     suite_names = workloads.names(suite)  # ValueError listing the suites
-    names = tuple(dict.fromkeys(workload_names)) if workload_names else tuple(suite_names)
-    chosen, sizes = tuple(dict.fromkeys(policies)), tuple(dict.fromkeys(sizes))
-    for what, items, valid in (("workload", names, suite_names), ("policy", chosen, [NATIVE] + known_policies()),
-                               ("size", sizes, workloads.SIZES)):
-        bad = [x for x in items if x not in valid]
-        if bad or not items:
-            raise ValueError(f"unknown {what} {bad[0]!r}; valid: {', '.join(valid)}" if bad else f"no {what} given")
+    names, chosen, _ = usable(workload_names or suite_names, policies, raise_problems=True)
+    sizes = tuple(dict.fromkeys(sizes))
+    bad = [s for s in sizes if s not in workloads.SIZES]
+    if bad:
+        raise ValueError(f"unknown size {bad[0]!r}; valid: {', '.join(workloads.SIZES)}")
+    for what, items in (("workload", names), ("policy", chosen), ("size", sizes)):
+        if not items:
+            raise ValueError(f"no {what} given")
     budgets = tuple(dict.fromkeys(check_budget(float(b)) for b in budgets))
     profile = profile or default_profile(jax.default_backend())
     if profile not in profile_names():
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(profile_names())}")
     return RunSpec(kind, suite, names, chosen, budgets, profile, sizes=sizes, **options)
+
+
+def usable(workload_names: Iterable[str], policies: Iterable[str], raise_problems: bool = False
+           ) -> tuple[tuple[str, ...], tuple[str, ...], list]:
+    """The workloads and policies of a run that can be loaded, each once, and the plugins among them that
+    cannot (`workloads.plugins.Problem`s: a run goes on without them; with `raise_problems` the first one
+    raises PluginError instead). An unknown plain name raises UnknownWorkloadError or ValueError naming the
+    valid ones."""
+    names, bad_workloads = workloads.resolve(tuple(workload_names))
+    chosen, bad_policies = resolve_policies(tuple(policies), extra=(NATIVE,))
+    problems = [*bad_workloads, *bad_policies]
+    if problems and raise_problems:
+        raise PluginError(str(problems[0]))
+    return tuple(names), tuple(chosen), problems
 
 
 def pending(spec: RunSpec, run_id: str, root: str = store.DEFAULT_ROOT) -> list[Cell]:
@@ -217,7 +238,7 @@ def measure_cell(spec: RunSpec, cell: Cell, solved: tuple[dict, Optional[Mapping
                  "linked_share": report.linked_share}
     if not report.realizable and cell.policy != NATIVE:
         return row | {"measure_note": f"not measured: {report.reason}; only {NATIVE} (the untouched program) is"}
-    measured = measure(realized.fn, prog.args, time_limit_s=spec.measure_time_limit).row()
+    measured = measure(realized.fn, prog.args, time_limit_s=spec.measure_time_limit).row() | this_machine().row()
     return row | measured | ({"stage": "measure"} if measured["status"] != "ok" else {})
 
 
@@ -231,7 +252,7 @@ def _base_row(spec: RunSpec, cell: Cell) -> dict:
     return {"cell": cell.index, "workload": cell.workload, "size": cell.size, "policy": cell.policy,
             "budget": math.nan if cell.budget is None else cell.budget, "suite": spec.suite, "profile": spec.profile,
             "family": workloads.get(cell.workload).family, "simulated_s": math.nan, "median_s": math.nan,
-            "samples": []}
+            "samples": []} | this_machine().row()
 
 
 def _artifact(run_id: str, root: str, relative: str, text: str) -> str:

@@ -1,7 +1,8 @@
 """History over nights, step detection and regressions; `compare` of two runs.
 
 A cell of a nightly grid is followed across the nightly runs of the same suite,
-device and profile. Its measured medians form a series over runs; as airspeed
+profile and machine (`harness.device.machine`: timings of two machines are never
+compared unless asked, and a machine's first night has nothing to compare with). Its measured medians form a series over runs; as airspeed
 velocity does, the series is fitted with a piecewise-constant level and the run
 where the level changes is found (the best single change point by the L1 cost of
 log medians around each side's median, kept when it lowers the cost by more than
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from harness.device.machine import machine_of, same_machine
 from harness.results import store
 
 MIN_EFFECT = 0.02
@@ -35,9 +37,9 @@ REGRESSION_COLUMNS = [*CELL, "kind", "run_id", "previous_run_id", "before_s", "a
 
 
 def nightly_history(root: str, manifest: dict) -> pd.DataFrame:
-    """The cells of every nightly run of `manifest`'s suite, device and profile that started no later than it,
-    with the run's `started` time, ordered by it. Runs with a bad manifest or unreadable cells are skipped
-    (unreadable part files are moved aside by the store, with a warning)."""
+    """The cells of every nightly run of `manifest`'s suite, device, profile and machine that started no later
+    than it, with the run's `started` time, ordered by it. Runs with a bad manifest or unreadable cells are
+    skipped (unreadable part files are moved aside by the store, with a warning)."""
     ids = []
     for run_id in store.list_runs(root).run_id:
         try:
@@ -45,7 +47,7 @@ def nightly_history(root: str, manifest: dict) -> pd.DataFrame:
         except store.StoreError:
             continue
         if other.get("kind") == "nightly" and all(other.get(k) == manifest.get(k) for k in _SAME) \
-                and other["started"] <= manifest["started"]:
+                and same_machine(other, manifest) and other["started"] <= manifest["started"]:
             ids.append((other["started"], run_id))
     frames = []
     for started, run_id in sorted(ids):
@@ -162,14 +164,24 @@ def _flag(sim_a: float, sim_b: float, med_a: float, med_b: float, p: float, min_
     return ""
 
 
-def compare(root: str, run_a: str, run_b: str, min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> pd.DataFrame:
+def nights(history: pd.DataFrame) -> int:
+    """How many runs a history holds (1: the run is its machine's first night of its suite and profile)."""
+    return int(history.run_id.nunique()) if len(history) else 0
+
+
+def compare(root: str, run_a: str, run_b: str, min_effect: float = MIN_EFFECT, alpha: float = ALPHA,
+            across_machines: bool = False) -> pd.DataFrame:
     """Per cell of either run: simulated and measured times in A and B, the ratio B/A of the medians, a
     two-sided Mann-Whitney p-value on the raw samples and a flag ("failed in A", "failed in B", "failed in
     both", "slower", "faster", "simulated worse", "simulated better", "only in A", "only in B" or "").
-    StoreError names a run that does not exist."""
+    StoreError names a run that does not exist, and two runs of different machines unless `across_machines`."""
+    manifests = [store.read_manifest(run_id, root) for run_id in (run_a, run_b)]
+    if not across_machines and not same_machine(*manifests):
+        raise store.StoreError(f"runs {run_a} and {run_b} were measured on different machines "
+                               f"({machine_of(manifests[0])} and {machine_of(manifests[1])}): their timings do not "
+                               "compare; pass --across-machines to compare them anyway")
     frames = []
     for tag, run_id in (("a", run_a), ("b", run_b)):
-        store.read_manifest(run_id, root)
         frame = _cell_key(store.read("cells", root, run_ids=[run_id]))
         frames.append(frame[CELL + ["status", "simulated_s", "median_s", "samples"]].rename(
             columns={"status": f"status_{tag}", "simulated_s": f"simulated_{tag}", "median_s": f"median_{tag}",

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import jax
 
 import workloads
-from harness.results import artifacts, store
+from harness.results import artifacts
 from harness.xla.extraction import from_compiled
 from harness.xla.instance import SCHEMA_VERSION as INSTANCE_SCHEMA, Instance
 from harness.xla.linking import compile_scoped

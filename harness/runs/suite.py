@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import workloads
 from harness.runs.programs import load_program
@@ -58,12 +58,13 @@ def extract_workload(name: str, size: str = "ci", root: Optional[str] = None) ->
 
 
 def run_suite(suite: str = "ci", size: Optional[str] = None,
-              on_done: Callable[[SummaryRow], None] = lambda row: None) -> list[SummaryRow]:
-    """Extract every workload of `suite` at `size` (default: the suite's own); a failing workload is
-    recorded with its error and the rest go on."""
+              on_done: Callable[[SummaryRow], None] = lambda row: None,
+              names: Optional[Sequence[str]] = None) -> list[SummaryRow]:
+    """Extract every workload of `suite` (or the workloads `names`) at `size` (default: the suite's own); a
+    failing workload is recorded with its error and the rest go on."""
     size = size or suite
     rows = []
-    for name in workloads.names(suite):
+    for name in workloads.names(suite) if names is None else names:
         try:
             _, row = extract_workload(name, size)
         except Exception as err:  # a failing workload must not stop the suite

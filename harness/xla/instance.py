@@ -45,8 +45,21 @@ class Op:
     iterations: Optional[int] = None  # a while op's body executions per execution of it (None: not a loop, or unknown)
 
 
+class _HloValue:
+    """A value of XLA's buffer analysis: an instruction's `hlo_name` and the `index` of the value in its
+    (possibly tuple) shape."""
+
+    hlo_name: str
+    index: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        """The value's name as XLA's dumps write it, e.g. `while.6{1}`."""
+        return f"{self.hlo_name}{{{','.join(map(str, self.index))}}}"
+
+
 @dataclasses.dataclass(frozen=True)
-class Buffer:
+class Buffer(_HloValue):
     """One value of the program, live over schedule steps [start, end]."""
 
     id: int
@@ -66,25 +79,15 @@ class Buffer:
     op_name: str  # metadata of the instruction that computes the value (a fusion's root for fusions)
     parameter_number: int = -1  # the entry parameter it is, else -1
 
-    @property
-    def key(self) -> str:
-        """The value's name as XLA's dumps write it, e.g. `while.6{1}`."""
-        return f"{self.hlo_name}{{{','.join(map(str, self.index))}}}"
-
 
 @dataclasses.dataclass(frozen=True)
-class LeftOut:
+class LeftOut(_HloValue):
     """A value of XLA's analysis that is not a buffer of the instance, and why."""
 
     hlo_name: str
     index: tuple[int, ...]
     bytes: int
     reason: str
-
-    @property
-    def key(self) -> str:
-        """The value's name as XLA's dumps write it."""
-        return f"{self.hlo_name}{{{','.join(map(str, self.index))}}}"
 
 
 @dataclasses.dataclass(frozen=True)

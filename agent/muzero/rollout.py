@@ -1,0 +1,216 @@
+"""Rollout search over the exact mallocGame: each decision is chosen by the exact returns of completions.
+
+At each decision (the game's order: by start of live interval), the search scores a set of
+actions for the current candidate (the actions it considers: "slow", the slots the
+network's policy ranks highest, and the slots of a few placement rules: best fit, first
+fit, last fit and the completion rule's own choice). An action's value is the exact
+return of the episode that takes it and then completes every undecided candidate with a
+base rule (`complete`, a leaf evaluator): the undecided candidates in XLA's
+memory-boundedness order, each best-fit (or, a second rule, first-fit) into the plane if
+it fits; an action's value is the better of the two. Every value is the
+cost model's `total_time` of a complete mapping of the game, so the search compares
+real outcomes, not estimates. The action with the lowest completed time is played;
+ties go to the first action in the order of preference (see `RolloutConfig`).
+
+`fortified=True` is Bertsekas's fortified rollout: the search also keeps the best
+complete episode it has scored so far and, where no action scores better, plays that
+episode's action. The mapping is then never slower than the completion of the empty
+state, which is xla-msa's mapping; without it, each decision uses the values scored at
+that decision alone.
+
+The plane is held in NumPy ([schedule steps + 1, slots] booleans) and the mappings are
+scored in one jitted, vmapped call of the cost model per decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agent.game import rules as G
+from harness.model.costmodel import bucket, total_time
+
+SLOW = -1  # slot of a slow candidate in the arrays of this module
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """The static arrays of one game that the rollout reads (NumPy)."""
+
+    start: np.ndarray  # [C] first step of each candidate
+    end: np.ndarray  # [C] last step
+    size: np.ndarray  # [C] size in slots
+    order: np.ndarray  # [C] candidate decided at each step (the game's order)
+    base_order: np.ndarray  # [C] the completion rule's order (memory boundedness, then XLA's ties)
+    n_steps: int  # rows of the plane
+    n_slots: int
+
+    @classmethod
+    def of(cls, game: G.Game, base_order: np.ndarray) -> Board:
+        """The board of an unpadded `game`, completed in `base_order`."""
+        c = game.candidates
+        return cls(np.asarray(c.start), np.asarray(c.end), np.asarray(game.spec.slots), np.asarray(game.spec.order),
+                   np.asarray(base_order), int(game.spec.n_steps), game.n_slots)
+
+
+def free_runs(taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of free slots of a [slots] bool row."""
+    d = np.diff(np.concatenate(([0], (~taken).view(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    return starts, np.flatnonzero(d == -1) - starts
+
+
+def best_fit(taken: np.ndarray, width: int) -> int:
+    """Start of the smallest free run that holds `width` slots (the first of equals); SLOW if none does."""
+    starts, lengths = free_runs(taken)
+    ok = np.flatnonzero(lengths >= width)
+    return int(starts[ok[np.argmin(lengths[ok])]]) if len(ok) else SLOW
+
+
+FITS = ("best fit", "first fit")  # the completion rules: each places the undecided candidates with one fit
+
+
+def legal_slots(taken: np.ndarray, width: int) -> np.ndarray:
+    """Every slot where a rectangle of `width` slots fits the free slots of `taken`."""
+    starts, lengths = free_runs(taken)
+    out = [np.arange(s, s + n - width + 1) for s, n in zip(starts, lengths) if n >= width]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def place(board: Board, plane: np.ndarray, slots: np.ndarray, c: int, slot: int) -> None:
+    """Record candidate `c` at `slot` (or slow) in `plane` and `slots`, in place."""
+    slots[c] = slot
+    if slot != SLOW:
+        plane[board.start[c]: board.end[c] + 1, slot: slot + board.size[c]] = True
+
+
+def fits_many(taken: np.ndarray, width: int) -> np.ndarray:
+    """[2, L] for each row of [L, slots] `taken`: the best-fit slot (row 0, as `best_fit`) and the first-fit
+    slot (row 1: the start of the lowest free run that holds it) of `width` slots, SLOW where none fits."""
+    L, S = taken.shape
+    idx = np.arange(S)
+    last_taken = np.maximum.accumulate(np.where(taken, idx, -1), axis=1)
+    next_taken = np.minimum.accumulate(np.where(taken, idx, S)[:, ::-1], axis=1)[:, ::-1]
+    run = next_taken - last_taken - 1  # length of the free run through each free slot
+    ok = ~taken & (last_taken == idx - 1) & (run >= width)  # run starts that hold `width`
+    best = np.where(ok, run * (S + 1) + idx, np.iinfo(np.int64).max).argmin(axis=1)
+    first = ok.argmax(axis=1)
+    found = ok.any(axis=1)
+    return np.where(found, np.stack([best, first]), SLOW)
+
+
+def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.ndarray,
+             fit: np.ndarray) -> np.ndarray:
+    """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `plane[l]` ([L, steps,
+    slots]) and `slots[l]` ([L, C]) and places the others in `board.base_order`, each where its fit
+    (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
+    With best fit and nothing decided this is xla-msa's mapping."""
+    plane, slots = plane.copy(), slots.copy()
+    rows = np.arange(len(slots))
+    cols = np.arange(board.n_slots)
+    for c in board.base_order:
+        if not decided[c]:
+            live = slice(board.start[c], board.end[c] + 1)
+            w = int(board.size[c])
+            slot = fits_many(plane[:, live].any(axis=1), w)[fit, rows]
+            slots[:, c] = slot
+            cover = (cols >= slot[:, None]) & (cols < slot[:, None] + w) & (slot[:, None] != SLOW)
+            plane[:, live] |= cover[:, None, :]
+    return slots
+
+
+@functools.partial(jax.jit, static_argnames="offload")
+def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
+    return jax.vmap(lambda m: total_time(tables, m, offload))(masks)
+
+
+def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
+    """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
+    fast candidates are scored once)."""
+    masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
+    n = len(masks)
+    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(n) - n, axis=0)])
+    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
+    return scored[index.reshape(-1)]
+
+
+Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at first) -> [n_slots + 1] logits
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """What the search scores at each decision.
+
+    `simulations` is the most actions scored per decision: the rules' actions first (the
+    previous decision's best episode's action, the completion rules' actions, best fit,
+    first fit, last fit, slow), then the slots the network ranks highest. Each action is
+    completed by every rule of `FITS`, so it costs `len(FITS)` leaves.
+    """
+
+    simulations: int = 8
+    fortified: bool = False  # keep the best episode scored so far (see the module docstring)
+
+    def __post_init__(self):
+        if self.simulations < 1:
+            raise ValueError(f"simulations: must be at least 1, got {self.simulations}")
+
+
+def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prior] = None) -> tuple[np.ndarray, dict]:
+    """The slots of every candidate after one searched episode of `game` (SLOW for slow), and counts of what
+    the search did: leaves scored, and decisions where the fortified search kept its best episode's action."""
+    C = len(board.order)
+    plane = np.zeros((board.n_steps, board.n_slots), bool)
+    slots = np.full(C, SLOW, np.int64)
+    decided = np.zeros(C, bool)
+    incumbent, incumbent_time = None, np.inf  # the best episode scored at the last decision (or so far)
+    stats = {"leaves": 0, "kept_incumbent": 0}
+    choice, here = None, None  # here: [fits, C] the completions of the current state, where known
+    n_fits = len(FITS)
+    for k in range(C):
+        c = int(board.order[k])
+        taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
+        legal = legal_slots(taken, int(board.size[c]))
+        logits = prior(choice) if prior is not None else None
+        if here is None:
+            here = complete(board, np.repeat(plane[None], n_fits, axis=0), np.repeat(slots[None], n_fits, axis=0),
+                            decided, np.arange(n_fits))
+        previous = None if incumbent is None else int(incumbent[c])
+        actions = _considered(board, c, taken, legal, logits, config.simulations, previous, here[:, c])
+        decided[c] = True
+        planes = np.repeat(plane[None], len(actions) * n_fits, axis=0)
+        starts = np.repeat(slots[None], len(actions) * n_fits, axis=0)
+        for i, a in enumerate(actions):
+            for j in range(n_fits):
+                place(board, planes[i * n_fits + j], starts[i * n_fits + j], c, a)
+        rows = complete(board, planes, starts, decided, np.tile(np.arange(n_fits), len(actions)))
+        t = times(game, rows)
+        stats["leaves"] += len(rows)
+        best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
+        choice = actions[best // n_fits]
+        here = rows[best - best % n_fits: best - best % n_fits + n_fits]
+        if config.fortified and t[best] > incumbent_time:
+            choice, here = int(incumbent[c]), None
+            stats["kept_incumbent"] += 1
+        else:
+            incumbent, incumbent_time = rows[best], t[best]
+        place(board, plane, slots, c, choice)
+    return slots, stats
+
+
+def _considered(board, c, taken, legal, logits, simulations, previous, rules) -> list[int]:
+    """At most `simulations` actions to score at one decision, in order of preference among equal values: the
+    action of the best episode the previous decision scored, the completion rules' (`rules`), best fit,
+    first fit, last fit, slow, then the legal slots the network ranks highest."""
+    actions = [] if previous is None else [previous]
+    if len(legal):
+        actions += [int(a) for a in rules] + [best_fit(taken, int(board.size[c])), int(legal[0]), int(legal[-1])]
+    actions = list(dict.fromkeys(actions + [SLOW]))[:simulations]
+    if logits is not None and len(actions) < simulations:
+        ranked = legal[np.argsort(-logits[legal], kind="stable")]
+        actions += [int(a) for a in ranked if a not in actions][: simulations - len(actions)]
+    return actions

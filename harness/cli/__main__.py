@@ -1,0 +1,7 @@
+"""`python -m harness.cli ARGS`: the `mallocbench` command without its console script."""
+
+import sys
+
+from harness.cli.main import main
+
+sys.exit(main())

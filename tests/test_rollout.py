@@ -1,0 +1,70 @@
+"""Rollout search over the exact game: the fits, the completion rule, and searched episodes."""
+
+import numpy as np
+import pytest
+
+from agent.data.synthesize import synthetic
+from agent.game import rules as G
+from agent.heuristics.xla_msa import memory_boundedness_order
+from agent.muzero import rollout as R
+from agent.registry import solve
+from harness import load_profile, simulate
+from harness.model.mapping import Mapping, validate
+
+
+def _board(instance, profile, budget=0.5):
+    game = G.make_game(instance, profile, budget)
+    return game, R.Board.of(game, memory_boundedness_order(game, profile))
+
+
+def _mapping(game, slots, instance, budget=0.5):
+    offsets = {b: int(s) * game.slot_bytes for c, s in enumerate(slots) if s != R.SLOW
+               for b in game.candidates.members[c]}
+    return Mapping(offsets, len(instance.buffers), instance.name, "rollout", budget)
+
+
+def test_fits_agree_with_the_scalar_rules():
+    rng = np.random.default_rng(0)
+    taken = rng.random((200, 24)) < 0.5
+    for width in (1, 2, 3, 5):
+        both = R.fits_many(taken, width)
+        for row, best, first in zip(taken, *both):
+            assert best == R.best_fit(row, width)
+            legal = R.legal_slots(row, width)
+            assert first == (legal[0] if len(legal) else R.SLOW)
+
+
+@pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
+def test_best_fit_completion_of_the_empty_state_is_xla_msa(profile):
+    profile = load_profile(profile)
+    for seed, n in ((1, 40), (2, 80)):
+        instance = synthetic(seed, n, pattern="random")
+        game, board = _board(instance, profile)
+        C = game.candidates.n
+        rows = R.complete(board, np.zeros((2, board.n_steps, board.n_slots), bool), np.full((2, C), R.SLOW),
+                          np.zeros(C, bool), np.arange(2))
+        assert _mapping(game, rows[0], instance).offsets == solve(instance, profile, 0.5, policy="xla-msa").offsets
+        validate(instance, _mapping(game, rows[1], instance), profile, 0.5)
+
+
+@pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
+def test_searched_episodes_are_legal_and_fortified_never_loses_to_xla_msa(profile):
+    profile = load_profile(profile)
+    for seed in range(3):
+        instance = synthetic(seed, 30, pattern=("training", "inference", "random")[seed])
+        game, board = _board(instance, profile)
+        xla = simulate(instance, solve(instance, profile, 0.5, policy="xla-msa"), profile)
+        for fortified in (False, True):
+            slots, stats = R.play(game, board, R.RolloutConfig(4, fortified=fortified))
+            mapping = _mapping(game, slots, instance)
+            validate(instance, mapping, profile, 0.5)
+            t = simulate(instance, mapping, profile)
+            assert R.times(game, slots[None])[0] == pytest.approx(t, rel=1e-6)
+            assert 0 < stats["leaves"] <= 4 * len(R.FITS) * game.candidates.n
+            if fortified:
+                assert t <= xla * (1 + 1e-6)
+
+
+def test_simulations_must_be_positive():
+    with pytest.raises(ValueError, match="simulations: must be at least 1"):
+        R.RolloutConfig(0)
