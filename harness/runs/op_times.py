@@ -27,6 +27,7 @@ import numpy as np
 
 import workloads
 from agent.registry import solve
+from harness.device.machine import this_machine
 from harness.device.op_profile import OpTrace, trace_ops
 from harness.device.realization import NATIVE, extract_linked
 from harness.device.timing import environment, median_ci
@@ -75,7 +76,7 @@ def run_op_times(spec: OpTimesSpec, root: str = store.DEFAULT_ROOT, label: str =
     run_id = store.start_run({
         "kind": "op-times", "workloads": list(spec.workloads), "sizes": list(spec.sizes),
         "rounds": spec.rounds, "calls": spec.calls, "profile": spec.profile.name, "backend": jax.default_backend(),
-        **{k: env[k] for k in ("device_kind", "jax_version", "git_commit", "host")},
+        **{k: env[k] for k in ("device_kind", "jax_version", "git_commit", "host")}, **this_machine().row(),
     }, root, run_id=store.new_run_id(label))
     n = 0
     try:
