@@ -7,9 +7,9 @@ the prior profile, on both levels at once: whole-program points, and per-op
 points (`op_times` rows) weighted so that each level weighs as much in total.
 
 A figure the points cannot identify is held at its prior and reported so, never
-pushed to a bound: after a fit, a figure whose fitted value sits at a bound
-(1000x either way of its prior) or on which no residual depends is held, and the
-fit is repeated without it.
+pushed to a bound: after a fit, a figure on which no residual depends, else the
+one pushed furthest to a bound (1000x either way of its prior), is held, and the
+fit is repeated without it, until every fitted figure is identified.
 
 Accuracy is reported over the fitted points and under leave-one-workload-out
 (each workload predicted by a profile fitted on the others), per program and per
@@ -246,15 +246,15 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
             return prior, held
         fitted, x, sensitivity = _least_squares(points, op_points, prior, active, start or prior)
         centre = np.log([getattr(prior, f) for f in active])
-        newly = {}
-        for f, v, s0, sens in zip(active, x, centre, sensitivity):
-            if abs(v - s0) > BOUND - _AT_BOUND:
-                newly[f] = "not identified: the fit pushed it to its bound (1000x its prior); held at the prior"
-            elif sens < _INSENSITIVE * max(sensitivity):
-                newly[f] = "not identified: no point's time depends on it; held at the prior"
-        if not newly:
+        insensitive = [(sens, f) for f, sens in zip(active, sensitivity) if sens < _INSENSITIVE * max(sensitivity)]
+        at_bound = [(-abs(v - s0), f) for f, v, s0 in zip(active, x, centre) if abs(v - s0) > BOUND - _AT_BOUND]
+        if insensitive:  # one at a time: holding one figure can make another identifiable again
+            held[min(insensitive)[1]] = "not identified: no point's time depends on it; held at the prior"
+        elif at_bound:
+            held[min(at_bound)[1]] = ("not identified: the fit pushed it to its bound (1000x its prior); "
+                                      "held at the prior")
+        else:
             return fitted, held
-        held |= newly
 
 
 def _least_squares(points, op_points, prior, free, start_profile):
