@@ -193,6 +193,13 @@ def cmd_device_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_programs(p: argparse.ArgumentParser, suites, sizes) -> None:
+    """`--suite`, `--workloads` and `--sizes`: the programs a command measures."""
+    p.add_argument("--suite", default="ci", choices=suites)
+    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
+    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+
+
 def add_commands(sub, suites, sizes) -> None:
     """Register the loop's subcommands on the `mallocbench` parser."""
     from agent.registry import policies
@@ -204,9 +211,7 @@ def add_commands(sub, suites, sizes) -> None:
                     "budget, realize the mapping, time it, simulate it, and append every row to the results "
                     "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
                     "untouched program is timed.")
-    p.add_argument("--suite", default="ci", choices=suites)
-    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
-    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+    _add_programs(p, suites, sizes)
     p.add_argument("--policies", default=NATIVE, metavar="P1,P2",
                    help=f"policies, of {', '.join([NATIVE] + policies())} (default: {NATIVE})")
     p.add_argument("--budgets", default="0.5", metavar="B1,B2",
@@ -224,9 +229,7 @@ def add_commands(sub, suites, sizes) -> None:
                     "rounds: whole (the least of a round's calls; the median over rounds is stored as an "
                     "xla-native measurement) and op by op from jax.profiler's per-op events (table op_times). "
                     "`mallocbench calibrate` fits on both.")
-    p.add_argument("--suite", default="ci", choices=suites)
-    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite (default: all)")
-    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+    _add_programs(p, suites, sizes)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the programs (default: 5)")
     p.add_argument("--calls", type=int, default=5, help="calls per program per round, each way (default: 5)")
     p.add_argument("--profile", metavar="NAME", help="profile for the stored predictions (default: the backend's)")

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jaxlib
 
-from harness.xla.hlo_costs import instruction_cost, matmul_flops, op_kind
+from harness.xla.hlo_costs import first_array, instruction_cost, matmul_flops, op_kind
 from harness.xla.hlo_text import Module, TupleShape, parse_module
 from harness.xla.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
 from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
@@ -192,16 +192,10 @@ def _slice_access(module: Module, inst) -> Optional[tuple[int, int, bool]]:
             if source.opcode == "parameter" and source.computation == fused.name:
                 operand_of[k] = int(source.attrs["_payload"])
     if root.opcode == "dynamic-slice" and 0 in operand_of:
-        return operand_of[0], _first_array(root.shape).byte_size, False
+        return operand_of[0], first_array(root.shape).byte_size, False
     if root.opcode == "dynamic-update-slice" and 0 in operand_of:
-        return operand_of[0], _first_array(module.instruction(root.operands[1]).shape).byte_size, True
+        return operand_of[0], first_array(module.instruction(root.operands[1]).shape).byte_size, True
     return None
-
-
-def _first_array(shape):
-    while isinstance(shape, TupleShape):
-        shape = shape.elements[0]
-    return shape
 
 
 def _iterations(inst) -> Optional[int]:

@@ -41,7 +41,8 @@ def _elements(shape) -> int:
     return shape.elements
 
 
-def _first_array(shape) -> ArrayShape:
+def first_array(shape) -> ArrayShape:
+    """The first array of a (possibly nested) tuple shape; an array shape itself."""
     while isinstance(shape, TupleShape):
         shape = shape.elements[0]
     return shape
@@ -127,9 +128,9 @@ def _applied_cost(module: Module, inst: Instruction) -> tuple[float, float]:
     elif op == "reduce-window":
         size = re.search(r"size=([0-9x]+)", inst.attrs.get("window", ""))
         window = math.prod(int(s) for s in size.group(1).split("x")) if size else 1
-        count = _first_array(inst.shape).elements * (window - 1)
+        count = first_array(inst.shape).elements * (window - 1)
     elif op == "scatter":
-        count = _first_array(module.instruction(inst.operands[-1]).shape).elements
+        count = first_array(module.instruction(inst.operands[-1]).shape).elements
     elif op == "select-and-scatter":
         sel, _ = computation_cost(module, inst.called("select")[0])
         size = re.search(r"size=([0-9x]+)", inst.attrs.get("window", ""))
@@ -148,7 +149,7 @@ def _convolution_flops(module: Module, inst: Instruction) -> float:
     labels = inst.attrs.get("dim_labels", "")
     lhs_l, rest = labels.split("_")
     rhs_l, out_l = rest.split("->")
-    out = _first_array(inst.shape)
+    out = first_array(inst.shape)
     spatial = [c for c in out_l if c.isdigit()]
     window = {k: v for k, v in (
         (m.group(1), m.group(2)) for m in re.finditer(r"(\w+)=([^ }]+)", inst.attrs.get("window", "{}")))}
