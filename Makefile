@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: nightly test bench clean
+.PHONY: nightly test bench device-check clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ bench: $(INSTALLED)
 	mkdir -p .benchmarks
 	$(VENV)/bin/python -m pytest -q -m "" tests/test_benchmarks.py tests/test_benchmarks_game.py tests/test_benchmarks_measure.py tests/test_benchmarks_agent.py tests/test_benchmarks_nightly.py tests/test_benchmarks_report.py \
 		--benchmark-enable --benchmark-columns=min,median,max,rounds --benchmark-json=.benchmarks/latest.json
+
+# On one H100/H200: everything only a GPU can show (scripts/device_check.sh; --dry-run on any machine).
+device-check: $(INSTALLED)
+	PYTHON=$(VENV)/bin/python bash scripts/device_check.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info

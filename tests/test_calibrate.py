@@ -10,10 +10,11 @@ import pytest
 
 from harness import Mapping, load_profile
 from harness import extract
-from harness.runs.calibration import CalibrationError, Point, calibrate, evaluate, fit, free_figures, write
+from harness.runs.calibration import (CalibrationError, OpPoint, Point, calibrate, evaluate, fit, fit_figures,
+                                     free_figures, write)
 from harness.cli.main import main
 from harness.model.profiles import from_dict
-from harness.model.simulator import simulate
+from harness.model.simulator import simulate, simulate_ops
 
 PRIOR = load_profile("cpu-local")
 HIDDEN = dataclasses.replace(PRIOR, flop_rate=PRIOR.flop_rate * 3, vector_flop_rate=PRIOR.vector_flop_rate / 2,
@@ -56,8 +57,35 @@ def points():
     return out
 
 
-def test_one_tier_profile_fits_compute_bandwidth_and_overhead(points):
-    assert free_figures(PRIOR, points) == ("flop_rate", "vector_flop_rate", "fast_bandwidth", "op_overhead_seconds")
+def test_free_figures_are_those_of_the_op_kinds_present(points):
+    # dots, elementwise ops and reductions; no convolution, data movement, loop or transcendental;
+    # one tier: no slow bandwidth
+    assert free_figures(PRIOR, points) == (
+        "flop_rate", "vector_flop_rate", "reduction_flop_rate", "fast_bandwidth", "matmul_half_flops",
+        "op_overhead_seconds", "program_overhead_seconds")
+    no_saturation = dataclasses.replace(PRIOR, matmul_half_flops=0.0)  # a zero prior: the effect is off
+    assert "matmul_half_flops" not in free_figures(no_saturation, points)
+
+
+@pytest.fixture(scope="module")
+def op_points(points):
+    """Every op with time of the points' programs, timed by the hidden profile."""
+    out = []
+    for p in points:
+        seconds = simulate_ops(p.instance, p.mapping, HIDDEN)["elapsed"]
+        out += [OpPoint(p.workload, p.size, p.instance, step, float(t), 1.0, "run-a")
+                for step, t in enumerate(seconds) if t > 0]
+    return out
+
+
+def test_a_figure_no_time_depends_on_is_held_at_its_prior(points):
+    # In the hidden world memory is never the bound: no fitted bandwidth can be told from a faster one.
+    fast_memory = dataclasses.replace(HIDDEN, fast_bandwidth=PRIOR.fast_bandwidth * 1e4,
+                                      slow_bandwidth=PRIOR.fast_bandwidth * 1e4, copy_bandwidth=PRIOR.fast_bandwidth * 1e4)
+    measured = [dataclasses.replace(p, measured_s=simulate(p.instance, p.mapping, fast_memory)) for p in points]
+    fitted, held = fit_figures(measured, PRIOR)
+    assert "fast_bandwidth" in held and "not identified" in held["fast_bandwidth"]
+    assert fitted.fast_bandwidth == PRIOR.fast_bandwidth  # held, not pushed to the bound
 
 
 def test_fit_recovers_the_hidden_profile(points):
@@ -92,6 +120,17 @@ def test_calibrate_reports_fitted_and_leave_one_workload_out(points, tmp_path):
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_calibrate_on_ops_and_programs_reports_both_levels(points, op_points):
+    calibration = calibrate(points, PRIOR, ["run-a"], op_points)
+    report = calibration.report
+    per_op = report["per_op"]
+    assert per_op["fitted"]["n_points"] == len(op_points) == len(report["op_points"])
+    assert per_op["fitted"]["mape"] < per_op["prior"]["mape"] and per_op["fitted"]["mape"] < 0.1
+    assert report["mape"] < 0.05 and math.isfinite(per_op["lowo"]["mape"])
+    assert set(per_op["fitted"]["by_kind"]) == {p.kind for p in op_points}
+    assert all(v["status"] for v in report["figures"].values())
+
+
 def test_top1_slowdown_is_the_measured_time_of_the_predicted_best(points):
     a, b = points[0], points[1]
     pair = [dataclasses.replace(a, policy="p", budget=0.5, measured_s=2.0),
@@ -109,8 +148,12 @@ def test_bad_input_is_named(points):
         fit([dataclasses.replace(points[0], measured_s=0.0)] + points[1:], PRIOR)
     with pytest.raises(CalibrationError, match="unknown figure 'warp_speed'"):
         fit(points, PRIOR, free=("warp_speed",))
-    with pytest.raises(CalibrationError, match="2 points cannot fit 4 figures"):
+    with pytest.raises(CalibrationError, match="2 points cannot fit 7 figures"):
         fit(points[:2], PRIOR)
+    with pytest.raises(CalibrationError, match="step 999 is not an op"):
+        fit(points, PRIOR, op_points=[OpPoint("w", "s", points[0].instance, 999, 1.0, 1.0, "run-a")])
+    with pytest.raises(CalibrationError, match="'loop_iteration_seconds' is 0 in the prior"):
+        fit(points, dataclasses.replace(PRIOR, loop_iteration_seconds=0.0), free=("loop_iteration_seconds",))
 
 
 def test_calibrate_command_names_a_missing_run(tmp_path, capsys):

@@ -46,35 +46,35 @@ def _mapping(fast):
 
 
 def test_direct_model_by_hand():
-    # op0: 0.5 (overhead). op1: max(1, 1024/128 + 128/1024 + 0.5) = 8.625.
-    # op2: max(64/16, 128/1024 + 1024/128 + 256/128 + 0.5) = 10.625.
+    # max(work, memory) + overhead. op0: 0.5 (overhead). op1: max(1, 1024/128 + 128/1024) + 0.5 = 8.625.
+    # op2: max(64/16, 128/1024 + 1024/128 + 256/128) + 0.5 = 10.625.
     assert simulate(THREE_OPS, _mapping([1]), _profile("direct")) == pytest.approx(19.75, rel=1e-9, abs=1e-9)
-    # all fast: 0.5 + max(1, 1152/1024 + .5) + max(4, 1408/1024 + .5) = 0.5 + 1.625 + 4
-    assert simulate(THREE_OPS, _mapping([0, 1, 2]), _profile("direct")) == pytest.approx(6.125, abs=1e-9)
+    # all fast: 0.5 + max(1, 1152/1024) + .5 + max(4, 1408/1024) + .5 = 0.5 + 1.625 + 4.5
+    assert simulate(THREE_OPS, _mapping([0, 1, 2]), _profile("direct")) == pytest.approx(6.625, abs=1e-9)
 
 
 def test_offload_model_by_hand_with_the_copy_queue_as_bottleneck():
-    # Ops run from device memory: 0.5, max(1, 1.125 + .5) = 1.625, max(4, 1.375 + .5) = 4.
+    # Ops run from device memory: 0.5, max(1, 1.125) + .5 = 1.625, max(4, 1.375) + .5 = 4.5.
     # In-queue (FIFO): b0 for op1 (from op0 on), b0 again for op2 and b1 for op2 (from op2 on).
     # op0 idles 0.5 s: 64 B of b0 arrive. Before op1: 960 B left, stall 7.5 s.
     # b1 goes out after op1 (128 B). Before op2: 1152 B in while 128 B go out, sharing
-    # the link: stall (1152 + 128) / 128 = 10 s. Total 6.125 + 7.5 + 10.
+    # the link: stall (1152 + 128) / 128 = 10 s. Total 6.625 + 7.5 + 10.
     profile = _profile("offload")
-    assert simulate(THREE_OPS, _mapping([2]), profile) == pytest.approx(23.625, abs=1e-9)
+    assert simulate(THREE_OPS, _mapping([2]), profile) == pytest.approx(24.125, abs=1e-9)
     ops = simulate_ops(THREE_OPS, _mapping([2]), profile)
     assert list(ops["stall"]) == [0.0, 7.5, 10.0]
-    assert list(ops["elapsed"]) == [0.5, 1.625, 4.0]
+    assert list(ops["elapsed"]) == [0.5, 1.625, 4.5]
     # b2 slow as well: its 256 B go out after the last op, waited for at the end: + 2 s.
-    assert simulate(THREE_OPS, _mapping([]), profile) == pytest.approx(25.625, abs=1e-9)
+    assert simulate(THREE_OPS, _mapping([]), profile) == pytest.approx(26.125, abs=1e-9)
     # b0 fast: b1 out (128 B) and in (128 B) share the link before op2: 2 s; b2 out at the end: 2 s.
-    assert simulate(THREE_OPS, _mapping([0]), profile) == pytest.approx(10.125, abs=1e-9)
+    assert simulate(THREE_OPS, _mapping([0]), profile) == pytest.approx(10.625, abs=1e-9)
 
 
 def test_per_op_breakdown_adds_up():
     for model in ("direct", "offload"):
         profile = _profile(model)
         ops = simulate_ops(THREE_OPS, _mapping([1]), profile)
-        total = ops["elapsed"].sum() + ops["stall"].sum() + ops["final_stall"].sum()
+        total = ops["elapsed"].sum() + ops["stall"].sum() + ops["final_stall"].sum() + ops["launch"]
         assert total == pytest.approx(simulate(THREE_OPS, _mapping([1]), profile), rel=1e-6)
 
 
@@ -85,3 +85,41 @@ def test_cost_model_jits_and_vmaps_over_mappings():
     batched = jax.jit(jax.vmap(lambda m: total_time(tables, m, True)))(jnp.asarray(masks))
     singles = [simulate(THREE_OPS, _mapping(f), profile) for f in ([], [0], [2], [0, 1, 2])]
     np.testing.assert_allclose(np.asarray(batched), singles, rtol=1e-6)
+
+
+def _kind_op(step, kind, flops=0.0, matmul=0.0, nbytes=0, iterations=None):
+    return Op(step=step, name=f"{kind}{step}", opcode="fusion", computation="main", flops=flops, transcendentals=0.0,
+              reads=(0,) if nbytes else (), operand_bytes=(nbytes,) if nbytes else (), writes=(), output_bytes=0,
+              trip_count=1, branch=None, op_name="", matmul_flops=matmul, kind=kind, iterations=iterations)
+
+
+KINDS = Instance(
+    name="kinds", hlo_module="hand", backend="none", jax_version="", jaxlib_version="",
+    ops=(_kind_op(0, "free"), _kind_op(1, "dot", 3000.0, 2000.0), _kind_op(2, "convolution", 2000.0, 2000.0),
+         _kind_op(3, "elementwise", 200.0), _kind_op(4, "reduction", 200.0), _kind_op(5, "data-movement", nbytes=256),
+         _kind_op(6, "loop", iterations=8)),
+    buffers=(_buffer(0, "b0", 256, 0, 6, (5,), parameter=True),), left_out=(),
+    compiler=CompilerFigures(0.0, 0.0, 0.0, 256, 0, 0, 0))
+
+
+def test_each_op_kind_has_its_own_rate_by_hand():
+    import dataclasses
+    profile = dataclasses.replace(
+        _profile("direct"), fast_bandwidth=1024.0, slow_bandwidth=1024.0, flop_rate=1000.0, vector_flop_rate=100.0,
+        conv_flop_rate=500.0, reduction_flop_rate=50.0, move_bandwidth=64.0, matmul_half_flops=1000.0,
+        loop_iteration_seconds=0.25, program_overhead_seconds=1.0)
+    elapsed = simulate_ops(KINDS, _mapping([0]), profile)["elapsed"]
+    # free: 0. dot: (2000 + 1000)/1000 + 1000/100 + .5. conv: (2000 + 1000)/500 + .5. elementwise: 200/100 + .5.
+    # reduction: 200/50 + .5. data movement: max(256/64, 256/1024) + .5. loop: 8 x .25 + .5.
+    np.testing.assert_allclose(elapsed, [0.0, 13.5, 6.5, 2.5, 4.5, 4.5, 2.5], rtol=1e-6)
+    # the run's launch, once
+    assert simulate(KINDS, _mapping([0]), profile) == pytest.approx(34.0 + 1.0, rel=1e-6)
+
+
+def test_general_figures_stand_in_for_the_optional_ones():
+    profile = _profile("direct")  # no kind rates: convolutions at flop_rate, reductions at vector_flop_rate
+    elapsed = simulate_ops(KINDS, _mapping([0]), profile)["elapsed"]
+    # Every rate is 1024 flop/s; data movement is memory time only (256 B from the fast tier at 1024 B/s);
+    # loops cost their overhead.
+    expected = [0.0, 3000 / 1024 + .5, 2000 / 1024 + .5, 200 / 1024 + .5, 200 / 1024 + .5, 256 / 1024 + .5, 0.5]
+    np.testing.assert_allclose(elapsed, expected, rtol=1e-6)

@@ -84,7 +84,7 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
     # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs (two: too few)
-    assert summary["calibration"]["skipped"].startswith("cpu-local: 2 points cannot fit")
+    assert summary["calibration"]["skipped"].startswith("cpu-local-fitted: 2 points cannot fit")  # the fitted one
     manifest = store.read_manifest(run_id, root)
     assert manifest["status"] == "finished"
     here = this_machine()                            # the run and each of its rows say which machine they ran on

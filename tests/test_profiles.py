@@ -30,10 +30,27 @@ def test_load_by_path_and_defaults(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(load_profile("h200-offload").to_json())
     assert load_profile(str(path)) == load_profile("h200-offload")
-    assert default_profile("cpu") == "cpu-local" and default_profile("gpu") == "h100-offload"
+    # the CPU's default is the profile calibrated on its measured programs and ops
+    assert default_profile("cpu") == "cpu-local-fitted" and default_profile("gpu") == "h100-offload"
+    assert "measurement: fitted" in load_profile("cpu-local-fitted").sources["conv_flop_rate"]
     assert default_profile("tpu") == "tpu-v5e-offload" and default_profile("cuda") == "h100-offload"
     with pytest.raises(ProfileError, match="no default profile.*cpu-local"):
         default_profile("metal")
+
+
+def test_optional_figures_default_and_are_checked(tmp_path):
+    data = json.loads(load_profile("h100-offload").to_json())
+    for name in ("conv_flop_rate", "matmul_half_flops", "loop_iteration_seconds", "program_overhead_seconds"):
+        del data[name], data["sources"][name]
+    plain = from_dict(data)  # left out: the general figure, or no such cost
+    assert plain.conv_flop_rate is None and plain.rate("conv_flop_rate") == plain.flop_rate
+    assert plain.matmul_half_flops == plain.loop_iteration_seconds == plain.program_overhead_seconds == 0.0
+    with pytest.raises(ProfileError, match="conv_flop_rate: no source"):
+        from_dict(data | {"conv_flop_rate": 1e12})
+    with pytest.raises(ProfileError, match="loop_iteration_seconds: expected a non-negative number"):
+        from_dict(data | {"loop_iteration_seconds": -1.0})
+    with pytest.raises(ProfileError, match="move_bandwidth: expected a positive number"):
+        from_dict(data | {"move_bandwidth": 0.0})
 
 
 def test_unknown_name_lists_the_valid_ones():

@@ -245,3 +245,16 @@ def test_the_html_report_renders_in_headless_chromium_with_every_image_and_table
     artifacts = REPO / ".artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copy(shot, artifacts / "report.png")
+
+
+def test_predicted_vs_measured_draws_the_per_op_points_of_a_calibration(tmp_path):
+    import json as _json
+
+    import pandas as _pd
+
+    from harness.report.build import plot_predicted_vs_measured
+    cells_frame = _pd.DataFrame({"status": ["ok", "ok"], "median_s": [1e-3, 2e-3], "simulated_s": [1.1e-3, 1.8e-3]})
+    calibration = _json.loads(open("results/calibration/cpu-local.json").read())
+    paths = plot_predicted_vs_measured(cells_frame, calibration, tmp_path)
+    assert [p.name for p in paths][0].startswith("predicted_vs_measured") and all(p.stat().st_size for p in paths)
+    assert calibration["per_op"]["fitted"]["n_points"] == len(calibration["op_points"]) > 1000

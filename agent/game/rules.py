@@ -156,7 +156,7 @@ def _saving_alone(tables: Tables, n: int, offload: bool) -> np.ndarray:
         total += float(copies.sum() / t["copy_bw"])
     else:
         fast_mem = t["op_bytes"][acc_op] - t["acc_bytes"] * (1.0 - t["op_slow_bw"] / t["fast_bw"])
-        with_fast = np.maximum(t["compute"][acc_op], fast_mem / t["op_slow_bw"] + t["overhead"])
+        with_fast = np.maximum(t["compute"][acc_op], fast_mem / t["op_slow_bw"] + t["overhead"][acc_op])
         saved = np.bincount(acc_cand, (slow_elapsed[acc_op] - with_fast) * t["weight"][acc_op], n)
     return np.clip(saved / max(total, 1e-30), 0.0, 1.0)
 

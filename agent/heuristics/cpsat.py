@@ -20,14 +20,14 @@ Objective, memory model ``direct``: exactly the cost model
 (`harness.costmodel`), on integer-scaled times. Per op t with executions w_t,
 compute time C_t and accesses of n_tc bytes to candidate c,
 
-    w_t * elapsed_t = w_t * max(C_t, op_bytes_t / slow_bw + overhead - sum_c x_c n_tc (1/slow_bw - 1/fast_bw))
+    w_t * elapsed_t = w_t * max(C_t, op_bytes_t / slow_bw + overhead_t - sum_c x_c n_tc (1/slow_bw - 1/fast_bw))
 
 so a variable E_t >= both affine terms (scaled by w_t) and the objective is sum_t E_t. Ops
 without accesses, and ops compute-bound whatever is fast, are constants kept
 out of the model; ops memory-bound whatever is fast need no E_t (their memory
 term is the objective term). Times are scaled by S units per second, S chosen
 so the variable ops' all-slow time is ``SCALE_UNITS`` (1e9) units, and every
-coefficient (S w_t C_t, S w_t (op_bytes_t / slow_bw + overhead), and each
+coefficient (S w_t C_t, S w_t (op_bytes_t / slow_bw + overhead_t), and each
 S w_t n_tc (1/slow_bw - 1/fast_bw)) is rounded to the nearest integer. An op
 with k_t accesses is then off by at most 0.5 (1 + k_t) units for any mapping,
 so the model's objective is within eps = sum_t 0.5 (1 + k_t) units of S times
@@ -320,7 +320,8 @@ def _direct_objective(game, n: int) -> _Objective:
     n_ops = len(np.asarray(t.weight))
     weight = np.asarray(t.weight, dtype=np.float64)
     comp = weight * np.asarray(t.compute, dtype=np.float64)
-    fast_bw, slow_bw, overhead = (float(np.float32(v)) for v in (t.fast_bw, t.op_slow_bw, t.overhead))
+    fast_bw, slow_bw = (float(np.float32(v)) for v in (t.fast_bw, t.op_slow_bw))
+    overhead = np.asarray(t.overhead, dtype=np.float64)
     mem0 = weight * (np.asarray(t.op_bytes, dtype=np.float64) / slow_bw + overhead)
     delta = 1.0 / slow_bw - 1.0 / fast_bw  # seconds saved per byte moved to the fast tier
     per_op: dict[int, list[tuple[int, float]]] = {}

@@ -31,7 +31,7 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     acc_op, acc_cand, acc_bytes = (np.asarray(a) for a in (t.acc_op, t.acc_cand, t.acc_bytes))
     weight, compute = np.asarray(t.weight), np.asarray(t.compute)
     slow_elapsed = np.asarray(op_elapsed(t, jnp.zeros_like(t.op_bytes)))
-    memory = np.asarray(t.op_bytes) / float(t.op_slow_bw) + float(t.overhead)
+    memory = np.asarray(t.op_bytes) / float(t.op_slow_bw) + np.asarray(t.overhead)
     if profile.memory_model == "offload":
         benefit_acc = acc_bytes * weight[acc_op] / profile.copy_bandwidth
     else:

@@ -1,4 +1,4 @@
-"""`mallocbench measure`, `results` and `calibrate`: the hardware loop on the command line."""
+"""`mallocbench measure`, `optimes`, `results` and `calibrate`: the hardware loop on the command line."""
 
 from __future__ import annotations
 
@@ -93,13 +93,16 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import calibrate, points_from_store, write
+    from harness.runs.calibration import calibrate, op_points_from_store, points_from_store, write
     from harness.model.profiles import load_profile
 
     prior = load_profile(args.profile)
-    points, run_ids = points_from_store(args.results, parse_list(args.runs, "run"))
-    with err_console.status(f"fitting {prior.name} to {len(points)} points (and leaving each workload out)"):
-        calibration = calibrate(points, prior, run_ids)
+    runs, instances = parse_list(args.runs, "run"), {}
+    points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=args.statistic)
+    op_points = op_points_from_store(args.results, runs, instances)
+    with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
+                            "(and leaving each workload out)"):
+        calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic)
         paths = write(calibration, args.results, args.profiles_dir)
     r = calibration.report
     table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "
@@ -111,16 +114,90 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     table.add_row("tau within workloads", "", f"{r['kendall_tau_within']:.3f}", f"{r['lowo_kendall_tau_within']:.3f}")
     table.add_row("top-1 slowdown (max)", "", f"{r['top1_slowdown']['max']:.3f}", f"{r['lowo_top1_slowdown']['max']:.3f}")
     table.add_row("measurement noise (median)", "", f"{r['noise']:.2%}", "")
+    ops = r["per_op"]
+    if ops["fitted"]["n_points"]:
+        table.add_row(f"per-op MAPE ({ops['fitted']['n_points']} ops)", f"{ops['prior']['mape']:.1%}",
+                      f"{ops['fitted']['mape']:.1%}", f"{ops['lowo']['mape']:.1%}")
+        table.add_row("per-op time-weighted error", f"{ops['prior']['weighted_error']:.1%}",
+                      f"{ops['fitted']['weighted_error']:.1%}", f"{ops['lowo']['weighted_error']:.1%}")
+        table.add_row("ops' share of program time (median)", "", f"{ops['coverage_median']:.1%}", "")
     console.print(table)
     figures = Table(title="figures")
-    for col in ("figure", "prior", "fitted"):
-        figures.add_column(col, justify="left" if col == "figure" else "right")
+    for col in ("figure", "prior", "fitted", "status"):
+        figures.add_column(col, justify="right" if col in ("prior", "fitted") else "left")
     for name, v in r["figures"].items():
-        figures.add_row(name + (" (free)" if name in r["free"] else ""), f"{v['prior']:.4g}", f"{v['fitted']:.4g}")
+        if v["prior"] is not None:
+            figures.add_row(name, f"{v['prior']:.4g}", f"{v['fitted']:.4g}", v["status"])
     console.print(figures)
     for what, path in paths.items():
         console.print(f"{what}: {path}")
     return 0
+
+
+def cmd_optimes(args: argparse.Namespace) -> int:
+    """Time a suite's programs whole and op by op on the local device (jax.profiler); store both."""
+    import workloads
+    from harness.model.profiles import default_profile, load_profile
+    from harness.runs.op_times import OpTimesSpec, run_op_times
+    import jax
+
+    names = parse_list(args.workloads, "workload") if args.workloads else workloads.names(args.suite)
+    spec = OpTimesSpec(tuple(names), tuple(parse_list(args.sizes, "size")),
+                       load_profile(args.profile or default_profile(jax.default_backend())),
+                       rounds=args.rounds, calls=args.calls)
+    table = Table(title=f"whole and per-op times on {jax.devices()[0].device_kind}")
+    for col in ("program", "whole (median of rounds' least)", "ops' share of it", "profiled call"):
+        table.add_column(col, justify="left" if col == "program" else "right")
+
+    def done(row: dict) -> None:
+        table.add_row(f"{row['workload']}@{row['size']}", _ms(row["median_s"]), f"{row['op_coverage']:.1%}",
+                      _ms(row["traced_s"]))
+
+    with err_console.status(f"timing {len(names)} workloads x {len(spec.sizes)} sizes, {spec.rounds} rounds"):
+        run_id = run_op_times(spec, args.results, label=args.label, on_program=done)
+    console.print(table)
+    console.print(f"run {run_id}")
+    return 0
+
+
+def cmd_device_check(args: argparse.Namespace) -> int:
+    """Run (or, with --dry-run, plan and export-check) everything only a GPU can show."""
+    import jax
+
+    from harness.cli.main import main
+    from harness.runs import device_check
+
+    kind = device_check.DRY_RUN_DEVICE if args.dry_run else jax.devices()[0].device_kind
+    try:
+        plan = device_check.plan(kind, args.results)
+    except device_check.DeviceCheckError as err:
+        err_console.print(f"device-check: {err}")
+        return 2
+    console.print(f"device {plan.device}: profile {plan.profile}, results in {plan.results}")
+    for command in plan.commands:
+        console.print("  mallocbench " + " ".join(command))
+    if args.dry_run:
+        names = parse_list(args.workloads, "workload") if args.workloads else ()
+        with err_console.status("realizing every mapping for cuda and checking its export"):
+            rows = device_check.export_check(plan.profile, names)
+        console.print(f"export check: {len(rows)} realized mappings place exactly their linked slow values in "
+                      "host memory")
+        return 0
+    for command in plan.commands:
+        if "{runs}" in command:
+            runs = ",".join(store.list_runs(plan.results).run_id)
+            command = tuple(runs if c == "{runs}" else c for c in command)
+        code = main(list(command))
+        if code:
+            return code
+    return 0
+
+
+def _add_programs(p: argparse.ArgumentParser, suites, sizes) -> None:
+    """`--suite`, `--workloads` and `--sizes`: the programs a command measures."""
+    p.add_argument("--suite", default="ci", choices=suites)
+    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
+    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
 
 
 def add_commands(sub, suites, sizes) -> None:
@@ -134,9 +211,7 @@ def add_commands(sub, suites, sizes) -> None:
                     "budget, realize the mapping, time it, simulate it, and append every row to the results "
                     "store (one run). On a one-tier backend (CPU) mappings are not realizable and the "
                     "untouched program is timed.")
-    p.add_argument("--suite", default="ci", choices=suites)
-    p.add_argument("--workloads", metavar="W1,W2", help="workloads of the suite to measure (default: all)")
-    p.add_argument("--sizes", default="ci", metavar="S1,S2", help=f"sizes, of {', '.join(sizes)} (default: ci)")
+    _add_programs(p, suites, sizes)
     p.add_argument("--policies", default=NATIVE, metavar="P1,P2",
                    help=f"policies, of {', '.join([NATIVE] + policies())} (default: {NATIVE})")
     p.add_argument("--budgets", default="0.5", metavar="B1,B2",
@@ -146,6 +221,29 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_time_limits(p, measure_s=5.0, solve_s=30.0, searchers="cpsat")
     p.add_argument("--label", default="measure", help="label in the run id (default: measure)")
+    add_results_option(p)
+
+    p = add_command(sub, "optimes", cmd_optimes,
+                    help="time a suite's programs whole and op by op (the profiler); store both",
+                    description="Compile each workload's scoped program at each size and time it in interleaved "
+                    "rounds: whole (the least of a round's calls; the median over rounds is stored as an "
+                    "xla-native measurement) and op by op from jax.profiler's per-op events (table op_times). "
+                    "`mallocbench calibrate` fits on both.")
+    _add_programs(p, suites, sizes)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the programs (default: 5)")
+    p.add_argument("--calls", type=int, default=5, help="calls per program per round, each way (default: 5)")
+    p.add_argument("--profile", metavar="NAME", help="profile for the stored predictions (default: the backend's)")
+    p.add_argument("--label", default="op-times", help="label in the run id (default: op-times)")
+    add_results_option(p)
+
+    p = add_command(sub, "device-check", cmd_device_check,
+                    help="on an H100/H200: everything only a GPU can show, in one command",
+                    description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
+                    "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
+                    "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
+                    "print the plan and check the cuda export of every mapping it would realize.")
+    p.add_argument("--dry-run", action="store_true", help="plan and export-check only (no GPU needed)")
+    p.add_argument("--workloads", metavar="W1,W2", help="dry run: workloads to export-check (default: the ci suite)")
     add_results_option(p)
 
     p = add_command(sub, "results", cmd_results, help="list the stored runs, or show one run as a table")
@@ -161,5 +259,7 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
     add_results_option(p)
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")
     p.add_argument("--profiles-dir", metavar="DIR",
                    help="where to write the fitted profile (default: beside the shipped profiles)")

@@ -1,11 +1,24 @@
 """The one cost model: predicted run time of an instance under a memory mapping.
 
-Per op, as XLA's memory-space-assignment cost analysis:
+Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
 
-    elapsed = max(compute, memory + overhead)
-    compute = max(matmul flops / flop_rate + other flops / vector_flop_rate,
-                  transcendentals / transcendental_rate)
-    memory  = fast bytes / fast bandwidth + slow bytes / slow bandwidth
+    elapsed  = max(compute, memory + overhead)  (= max(work, memory) + overhead)
+    compute  = work + overhead
+    work     = by the op's kind (`hlo_costs.OP_KINDS`):
+        dot          (matmul flops + matmul_half_flops) / flop_rate      + rest
+        convolution  (matmul flops + matmul_half_flops) / conv_flop_rate + rest
+        elementwise  rest
+        reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
+        data-movement  bytes / move_bandwidth
+        loop         iterations x loop_iteration_seconds (the loop's own control; its body ops are ops)
+        free         0 (parameters, tuples, bitcasts: no kernel runs)
+      rest = other flops / vector_flop_rate + transcendentals / transcendental_rate
+    overhead = op_overhead_seconds per op with a kernel, 0 for free ops
+    memory   = fast bytes / fast bandwidth + slow bytes / slow bandwidth
+
+A run adds `program_overhead_seconds` once (the call's launch: argument
+handling, the executor's start). The matmul term is a saturating roofline: a dot of f flops runs at
+rate x f / (f + matmul_half_flops), so small ones do not reach the peak rate.
 
 Memory models:
 
@@ -34,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness.xla.instance import Instance
+from harness.xla.hlo_costs import FREE, LOOP, OP_KINDS
+from harness.xla.instance import Instance, Op
 from harness.model.profiles import Profile
 
 class Tables(NamedTuple):
@@ -56,7 +70,8 @@ class Tables(NamedTuple):
     fast_bw: jax.Array  # scalars
     op_slow_bw: jax.Array  # bandwidth at which an op reaches a slow buffer
     copy_bw: jax.Array
-    overhead: jax.Array
+    overhead: jax.Array  # [ops] seconds per execution outside compute and memory (dispatch): 0 for free ops
+    launch: jax.Array  # seconds once per run (the program call's own cost)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,30 +106,81 @@ def candidates(instance: Instance) -> Candidates:
     return Candidates(tuple(members), start, end, size, of_buffer)
 
 
-def op_work(instance: Instance) -> np.ndarray:
-    """[3, padded ops] matmul flops, other flops and transcendentals of one execution of each op."""
-    work = np.zeros((3, bucket(len(instance.ops))))
-    work[0, :len(instance.ops)] = [op.matmul_flops for op in instance.ops]
-    work[1, :len(instance.ops)] = [op.flops - op.matmul_flops for op in instance.ops]
-    work[2, :len(instance.ops)] = [op.transcendentals for op in instance.ops]
-    return work
+class OpWork(NamedTuple):
+    """[padded ops] what each op does per execution, whatever the profile (NumPy arrays)."""
+
+    matmul: np.ndarray  # flops of dots and convolutions
+    other: np.ndarray  # every other flop
+    transcendentals: np.ndarray
+    bytes: np.ndarray  # bytes read and written
+    iterations: np.ndarray  # a loop's body executions per execution of it
+    kind: np.ndarray  # index into OP_KINDS
 
 
-def with_profile(structure: Tables, work: np.ndarray, profile: Profile) -> Tables:
-    """`structure` with the profile's figures filled in: compute seconds and the scalars.
+def op_kind(op: Op) -> str:
+    """The op's kind; for an instance written before kinds were recorded, told from its opcode and flops."""
+    if op.kind:
+        return op.kind
+    if op.opcode in FREE or op.opcode in LOOP:
+        return "free" if op.opcode in FREE else "loop"
+    if op.matmul_flops:
+        return "convolution" if op.opcode == "convolution" else "dot"
+    return "elementwise" if op.flops or op.transcendentals else "data-movement"
+
+
+def op_work(instance: Instance) -> OpWork:
+    """The profile-independent work of every op (padded like the tables: padded ops do nothing)."""
+    n = bucket(len(instance.ops))
+
+    def column(values, dtype=np.float64) -> np.ndarray:
+        out = np.zeros(n, dtype=dtype)
+        out[:len(instance.ops)] = list(values)
+        return out
+
+    ops = instance.ops
+    free = OP_KINDS.index("free")
+    return OpWork(
+        matmul=column(op.matmul_flops for op in ops), other=column(op.flops - op.matmul_flops for op in ops),
+        transcendentals=column(op.transcendentals for op in ops),
+        bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
+        iterations=column((op.iterations or 0) for op in ops),
+        kind=np.concatenate([[OP_KINDS.index(op_kind(op)) for op in ops], np.full(n - len(ops), free)]).astype(np.int32))
+
+
+def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """([padded ops] work seconds, [padded ops] overhead seconds) per execution of each op on `profile`."""
+    kind = {k: work.kind == i for i, k in enumerate(OP_KINDS)}
+    rest = work.other / profile.vector_flop_rate + work.transcendentals / profile.transcendental_rate
+    half = profile.matmul_half_flops
+    seconds = np.select(
+        [kind["dot"], kind["convolution"], kind["elementwise"], kind["reduction"], kind["data-movement"], kind["loop"]],
+        [(work.matmul + half) / profile.flop_rate + rest,
+         (work.matmul + half) / profile.rate("conv_flop_rate") + rest,
+         rest,
+         (work.matmul + work.other) / profile.rate("reduction_flop_rate")
+         + work.transcendentals / profile.transcendental_rate,
+         work.bytes / profile.rate("move_bandwidth"),
+         work.iterations * profile.loop_iteration_seconds],
+        0.0)
+    overhead = np.where(kind["free"], 0.0, profile.op_overhead_seconds)
+    return seconds, overhead
+
+
+def with_profile(structure: Tables, work: OpWork, profile: Profile) -> Tables:
+    """`structure` with the profile's figures filled in: compute and overhead seconds and the scalars.
 
     Everything else in the tables depends on the instance and the memory model
     alone, so re-pricing one instance on many profiles (calibration) is cheap.
+    Padded ops (beyond the instance's) are free: they run zero times anyway.
     """
-    flops = work[0] / profile.flop_rate + work[1] / profile.vector_flop_rate
-    compute = np.maximum(flops, work[2] / profile.transcendental_rate)
+    seconds, overhead = op_seconds(work, profile)
     offload = profile.memory_model == "offload"
-    return structure._replace(
-        compute=jnp.asarray(compute, jnp.float32),
-        fast_bw=jnp.float32(profile.fast_bandwidth),
-        op_slow_bw=jnp.float32(profile.fast_bandwidth if offload else profile.slow_bandwidth),
-        copy_bw=jnp.float32(profile.copy_bandwidth), overhead=jnp.float32(profile.op_overhead_seconds),
-    )
+    f32 = np.float32
+    priced = jax.device_put((  # one transfer: pricing many profiles (calibration) is dominated by it
+        (seconds + overhead).astype(f32), overhead.astype(f32), f32(profile.fast_bandwidth),
+        f32(profile.fast_bandwidth if offload else profile.slow_bandwidth), f32(profile.copy_bandwidth),
+        f32(profile.program_overhead_seconds)))
+    return structure._replace(**dict(zip(("compute", "overhead", "fast_bw", "op_slow_bw", "copy_bw", "launch"), priced)))
 
 
 def build_structure(instance: Instance, memory_model: str, cands: Candidates | None = None) -> Tables:
@@ -134,7 +200,9 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
                 accesses[(op.step, c)] = accesses.get((op.step, c), 0) + n
         for b in op.writes:
             c = int(cands.of_buffer[b])
-            accesses[(op.step, c)] = accesses.get((op.step, c), 0) + instance.buffers[b].bytes
+            # one output: the bytes the op writes (an in-place update writes its slice); several: each whole
+            written = op.output_bytes if len(op.writes) == 1 else instance.buffers[b].bytes
+            accesses[(op.step, c)] = accesses.get((op.step, c), 0) + written
             defs.append((op.step, c))
     acc = np.array([(t, c, n) for (t, c), n in sorted(accesses.items())], dtype=np.float64).reshape(-1, 3)
     op_bytes = np.zeros(n_ops)
@@ -174,7 +242,8 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
         pf_needed=jnp.asarray(needed, i32),
         ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
         ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
-        fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0), overhead=jnp.float32(0.0),
+        fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0),
+        overhead=jnp.zeros(n_pad, f32), launch=jnp.float32(0.0),
     )
 
 
@@ -258,4 +327,4 @@ def total_time(tables: Tables, fast: jax.Array, offload: bool) -> jax.Array:
     parts = elapsed * tables.weight
     if offload:
         parts = jnp.concatenate([parts, copy_stalls(tables, fast, elapsed)])
-    return exact_sum(parts)
+    return exact_sum(parts) + tables.launch

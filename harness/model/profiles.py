@@ -20,9 +20,15 @@ MEMORY_MODELS = ("direct", "offload")
 INT_FIGURES = ("fast_capacity_bytes", "granule_bytes")
 FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rate", "vector_flop_rate", "transcendental_rate",
                  "op_overhead_seconds")
-FIGURES = INT_FIGURES + FLOAT_FIGURES  # the numeric figures; each needs a source
+# Figures a profile file may leave out (then the default below): each op kind's own rate, the saturation of
+# matrix units and a loop's per-iteration cost. None means "the general figure": conv_flop_rate -> flop_rate,
+# reduction_flop_rate -> vector_flop_rate, move_bandwidth -> fast_bandwidth (data movement is memory time only).
+OPTIONAL_FIGURES = {"conv_flop_rate": None, "reduction_flop_rate": None, "move_bandwidth": None,
+                    "matmul_half_flops": 0.0, "loop_iteration_seconds": 0.0, "program_overhead_seconds": 0.0}
+NON_NEGATIVE = ("matmul_half_flops", "loop_iteration_seconds", "program_overhead_seconds")  # zero: no such cost
+FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
 
-_DEFAULTS = {"cpu": "cpu-local", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
+_DEFAULTS = {"cpu": "cpu-local-fitted", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
 _GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
 
 
@@ -49,16 +55,33 @@ class Profile:
     op_overhead_seconds: float
     realizable: bool  # whether public JAX can realize a mapping on this backend
     sources: dict[str, str]  # figure -> where it comes from
+    conv_flop_rate: float | None = None  # convolutions (None: flop_rate)
+    reduction_flop_rate: float | None = None  # reductions (None: vector_flop_rate)
+    move_bandwidth: float | None = None  # bytes/s of ops that only move data: copy, transpose, pad... (None: fast_bandwidth)
+    matmul_half_flops: float = 0.0  # flops of a dot or convolution that reaches half its kind's rate (saturating roofline)
+    loop_iteration_seconds: float = 0.0  # a while loop's own seconds per iteration (condition, body dispatch)
+    program_overhead_seconds: float = 0.0  # once per run: the call's launch (arguments, executor start)
 
     @property
     def one_tier(self) -> bool:
         """Whether slow, fast and copy bandwidths are one (a one-tier device: every mapping costs the same)."""
         return self.slow_bandwidth == self.fast_bandwidth == self.copy_bandwidth
 
+    def rate(self, figure: str) -> float:
+        """An optional figure's value, its general figure where the profile leaves it None."""
+        value = getattr(self, figure)
+        if value is not None:
+            return value
+        return getattr(self, {"conv_flop_rate": "flop_rate", "reduction_flop_rate": "vector_flop_rate",
+                              "move_bandwidth": "fast_bandwidth"}[figure])
+
     def to_dict(self) -> dict[str, Any]:
-        """The profile as a JSON-ready dict (the file format)."""
+        """The profile as a JSON-ready dict (the file format; optional figures left None are left out)."""
         data = dataclasses.asdict(self)
         data["sources"] = dict(self.sources)
+        for name in OPTIONAL_FIGURES:
+            if data[name] is None:
+                del data[name]
         return data
 
     def to_json(self) -> str:
@@ -79,7 +102,7 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
     if extra:
         raise fail(extra[0], f"unknown field (known: {', '.join(names)})")
     for name in names:
-        if name not in data:
+        if name not in data and name not in OPTIONAL_FIGURES:
             raise fail(name, "missing")
 
     values: dict[str, Any] = {}
@@ -99,10 +122,14 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise fail(name, f"expected a positive integer, got {v!r}")
         values[name] = v
-    for name in FLOAT_FIGURES:
+    for name in FLOAT_FIGURES + tuple(OPTIONAL_FIGURES):
+        if name in OPTIONAL_FIGURES and data.get(name) is None:
+            values[name] = OPTIONAL_FIGURES[name]
+            continue
         v = data[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise fail(name, f"expected a positive number, got {v!r}")
+        low_ok = name in NON_NEGATIVE
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
+            raise fail(name, f"expected a {'non-negative' if low_ok else 'positive'} number, got {v!r}")
         values[name] = float(v)
     if values["fast_capacity_bytes"] % values["granule_bytes"]:
         raise fail("granule_bytes", f"{values['granule_bytes']} does not divide fast_capacity_bytes "
@@ -121,6 +148,8 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
     for key in sorted(set(sources) - set(FIGURES)):
         raise fail(f"sources.{key}", f"not a numeric figure (figures: {', '.join(FIGURES)})")
     for name in FIGURES:
+        if name in OPTIONAL_FIGURES and values[name] == OPTIONAL_FIGURES[name] and name not in sources:
+            continue  # left at its default: nothing to cite
         s = sources.get(name)
         if s is None:
             raise fail(name, "no source in sources (cite a datasheet or paper, or write 'assumption: ...')")

@@ -1,17 +1,27 @@
-"""NumPy-facing entry points of the cost model: `simulate` and `simulate_ops`."""
+"""NumPy-facing entry points of the cost model: `simulate`, `simulate_ops` and, for many programs at once, `simulate_batch`."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
 
 import jax
 import numpy as np
 
-from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes, op_elapsed,
-                               op_work, total_time, with_profile)
+from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes,
+                                     OpWork, op_elapsed, op_work, total_time, with_profile)
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
 
 _total_time = jax.jit(total_time, static_argnums=2)
+
+
+@jax.jit
+def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([ops] seconds per execution, [ops] memory seconds per execution) of each op for a fast mask."""
+    fb = fast_bytes(tables, fast)
+    return op_elapsed(tables, fb), fb / tables.fast_bw + (tables.op_bytes - fb) / tables.op_slow_bw
 
 
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
@@ -50,15 +60,14 @@ def simulate(instance: Instance, mapping: Mapping, profile: Profile) -> float:
 
 def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict[str, np.ndarray]:
     """Per-op breakdown: seconds per run of each op (`elapsed`, weighted by executions),
-    its `compute` and `memory` parts, and the `stall` waiting for copies before it.
+    its `compute` and `memory` parts, and the `stall` waiting for copies before it;
+    `launch`, the run's own seconds once.
 
-    `elapsed.sum() + stall.sum() + final_stall` equals `simulate(...)`.
+    `elapsed.sum() + stall.sum() + final_stall + launch` equals `simulate(...)`.
     """
     cands, tables = cost_tables(instance, profile)
     mask = fast_mask(instance, mapping, cands)
-    fb = fast_bytes(tables, mask)
-    elapsed = op_elapsed(tables, fb)
-    memory = fb / tables.fast_bw + (tables.op_bytes - fb) / tables.op_slow_bw
+    elapsed, memory = _op_seconds(tables, mask)
     if profile.memory_model == "offload":
         stalls = np.asarray(copy_stalls(tables, mask, elapsed))
     else:
@@ -73,4 +82,58 @@ def simulate_ops(instance: Instance, mapping: Mapping, profile: Profile) -> dict
         "memory": np.asarray(memory)[:n] * w,
         "stall": stalls[:n],
         "final_stall": stalls[-1:],
+        "launch": np.float32(tables.launch),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Many (instance, mapping) pairs priced as one: their ops side by side in one table (direct model).
+
+    Under the direct memory model an op's time depends on its own work and bytes
+    only, and a run's time is the sum of its ops' (no copies queue across ops), so
+    the programs can share one table and one call of the cost model: pricing them
+    on many profiles (calibration) costs one call per profile, not one per program.
+    """
+
+    instances: tuple[Instance, ...]
+    starts: np.ndarray  # [programs + 1] first op of each program in the merged table, then the total
+    structure: Tables
+    work: OpWork
+    mask: np.ndarray
+
+
+def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
+    """The batch of `pairs` (see `Batch`)."""
+    if not pairs:
+        raise ValueError("batch: no (instance, mapping) pairs")
+    ops, buffers, starts, fast = [], [], [0], []
+    for instance, mapping in pairs:
+        op0, b0, g0 = len(ops), len(buffers), len(buffers)
+        shift = lambda ids: tuple(b + b0 if b >= 0 else b for b in ids)
+        ops += [dataclasses.replace(op, step=op.step + op0, reads=shift(op.reads), writes=shift(op.writes))
+                for op in instance.ops]
+        buffers += [dataclasses.replace(b, id=b.id + b0, start=b.start + op0, end=b.end + op0,
+                                        uses=tuple(u + op0 for u in b.uses), alias_group=b.alias_group + g0,
+                                        reuses=b.reuses + b0 if b.reuses >= 0 else -1) for b in instance.buffers]
+        fast += [b + b0 for b in mapping.offsets]
+        starts.append(len(ops))
+    first = pairs[0][0]
+    merged = dataclasses.replace(first, name="batch", ops=tuple(ops), buffers=tuple(buffers), left_out=())
+    cands = candidates(merged)
+    mask = fast_mask(merged, Mapping({b: 0 for b in fast}, len(buffers)), cands)
+    return Batch(tuple(i for i, _ in pairs), np.array(starts), build_structure(merged, "direct", cands),
+                 op_work(merged), mask)
+
+
+def simulate_batch(b: Batch, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """([programs] predicted seconds of one run, [ops of all programs] seconds per run of each op) on a
+    direct-model `profile`; equal to `simulate` and `simulate_ops`' `elapsed` program by program."""
+    if profile.memory_model != "direct":
+        raise ValueError(f"simulate_batch: profile {profile.name} has memory_model {profile.memory_model!r}; "
+                         "a batch prices only 'direct' (offload copies queue across ops: use simulate)")
+    tables = with_profile(b.structure, b.work, profile)
+    elapsed, _ = _op_seconds(tables, b.mask)
+    per_run = (np.asarray(elapsed, np.float64) * np.asarray(tables.weight, np.float64))[:b.starts[-1]]
+    whole = np.add.reduceat(per_run, b.starts[:-1]) + profile.program_overhead_seconds
+    return whole, per_run

@@ -361,6 +361,13 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
         title += (f"\n{calibration['profile']} calibrated on {calibration['n_points']} cells: MAPE "
                   f"{calibration['mape']:.1%} (LOWO {calibration['lowo_mape']:.1%}), tau "
                   f"{calibration['kendall_tau']:.2f} (LOWO {calibration['lowo_kendall_tau']:.2f})")
+        if calibration.get("op_points"):  # calibrated on per-op times too: each op, seconds per run
+            ops = pd.DataFrame(calibration["op_points"])
+            ax.scatter(ops.measured_s, ops.predicted_s, s=3, alpha=0.4, label="single ops, calibrated")
+            values += list(ops.measured_s) + list(ops.predicted_s)
+            per_op = calibration["per_op"]
+            title += (f"\n{per_op['fitted']['n_points']} ops: MAPE {per_op['fitted']['mape']:.1%} "
+                      f"(LOWO {per_op['lowo']['mape']:.1%})")
     else:
         accuracy = prediction_accuracy(cells)
         title += (f"\nprofile's prediction on {accuracy['n_points']} cells: MAPE {accuracy['mape']:.1%}, "

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from harness.results.artifacts import fsync_dir, make_dirs, write_atomic
 
 SCHEMA_VERSION = 1
-TABLES = ("measurements", "predictions", "cells")
+TABLES = ("measurements", "predictions", "cells", "op_times")
 DEFAULT_ROOT = "results"
 
 
@@ -54,6 +54,10 @@ _REQUIRED = {
     # the extra column measure_note) and simulated_s NaN where it has no mapping
     "cells": {"cell": _INT, "workload": _STR, "size": _STR, "policy": _STR, "budget": _OPT_FLOAT, "status": _STR,
               "error": _STR, "simulated_s": _OPT_FLOAT, "median_s": _OPT_FLOAT, "samples": _FLOATS},
+    # one row per op with a kernel of one profiled program (harness.runs.op_times): measured_s is its seconds
+    # per program run (every execution), coverage the share of the program's whole time its ops account for
+    "op_times": {"workload": _STR, "size": _STR, "op": _STR, "kind": _STR, "flops": _FLOAT, "bytes": _FLOAT,
+                 "shapes": _STR, "trip_count": _INT, "executions": _INT, "measured_s": _FLOAT, "coverage": _FLOAT},
 }
 _STORE_COLUMNS = ("run_id", "schema_version")
 _ARROW_TYPES = {_STR: pa.string(), _FLOAT: pa.float64(), _OPT_FLOAT: pa.float64(), _FLOATS: pa.list_(pa.float64()),

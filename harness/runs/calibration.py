@@ -1,12 +1,21 @@
-"""Fit a profile's free figures to measured run times, and report the simulator's accuracy.
+"""Fit a profile's free figures to measured times, whole programs and single ops, and report the accuracy.
 
-Predictions come from `harness.simulate` (the one cost model). The fit is a robust
-(soft-L1) least squares on log time over the figures in log space, from the prior
-profile. Accuracy is reported over the fitted points and under leave-one-workload-out
-(each workload predicted by a profile fitted on the others), beside the measurement
-noise, together with the decision quality users care about: the top-1 slowdown, the
-measured time of the mapping the simulator ranks first over the fastest measured one,
-per program and budget.
+Predictions come from the one cost model (`harness.model.simulator`): a whole
+program's `simulate`, an op's seconds per run from `simulate_ops`. The fit is a
+robust (soft-L1) least squares on log time over the figures in log space, from
+the prior profile, on both levels at once: whole-program points, and per-op
+points (`op_times` rows) weighted so that each level weighs as much in total.
+
+A figure the points cannot identify is held at its prior and reported so, never
+pushed to a bound: after a fit, a figure on which no residual depends, else the
+one pushed furthest to a bound (1000x either way of its prior), is held, and the
+fit is repeated without it, until every fitted figure is identified.
+
+Accuracy is reported over the fitted points and under leave-one-workload-out
+(each workload predicted by a profile fitted on the others), per program and per
+op, beside the measurement noise, together with the decision quality users care
+about: the top-1 slowdown, the measured time of the mapping the simulator ranks
+first over the fastest measured one, per program and budget.
 """
 
 from __future__ import annotations
@@ -25,12 +34,17 @@ import scipy.stats
 from harness.device.machine import machine_of
 from harness.results import artifacts, store
 from harness.xla.instance import Instance
+from harness.model.costmodel import op_kind
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
-from harness.model.simulator import simulate
+from harness.model.simulator import batch, simulate_batch, simulate_ops
 
-FIGURES = ("flop_rate", "vector_flop_rate", "transcendental_rate", "fast_bandwidth", "slow_bandwidth", "copy_bandwidth",
-           "op_overhead_seconds")
+FIGURES = ("flop_rate", "conv_flop_rate", "vector_flop_rate", "reduction_flop_rate", "transcendental_rate",
+           "fast_bandwidth", "move_bandwidth", "slow_bandwidth", "copy_bandwidth", "matmul_half_flops",
+           "op_overhead_seconds", "loop_iteration_seconds", "program_overhead_seconds")
+BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
+_AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
+_INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
 
 
 class CalibrationError(ValueError):
@@ -59,6 +73,24 @@ class Point:
 
 
 @dataclasses.dataclass(frozen=True)
+class OpPoint:
+    """One op's measured seconds per run of its program (every execution), the program mapped as XLA maps it."""
+
+    workload: str
+    size: str
+    instance: Instance
+    step: int  # the op's step in the instance
+    measured_s: float
+    coverage: float  # the share of its program's whole time that the program's ops account for
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        """The op's kind (`hlo_costs.OP_KINDS`)."""
+        return op_kind(self.instance.ops[self.step])
+
+
+@dataclasses.dataclass(frozen=True)
 class Calibration:
     """A fitted profile, its prior, the runs it was fitted on and the accuracy report."""
 
@@ -68,20 +100,33 @@ class Calibration:
     report: dict
 
 
-def free_figures(prior: Profile, points: Sequence[Point]) -> tuple[str, ...]:
-    """The figures the points can identify.
+def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[OpPoint] = ()) -> tuple[str, ...]:
+    """The figures some point's time depends on, and whose prior is not zero (zero: the effect is off).
 
-    The matmul flop rate where some op has dots or convolutions; the vector flop
-    rate, fast bandwidth and per-op overhead always; the transcendental
-    rate where some op has transcendentals; the slow (direct) or copy (offload)
-    bandwidth only where some mapping leaves a buffer slow on a two-tier profile.
-    A one-tier profile keeps slow = copy = fast bandwidth tied.
+    Each op kind's rate where an op of that kind appears; the matmul saturation
+    with dots or convolutions; the transcendental rate where some op has
+    transcendentals; the loop's per-iteration cost with loops of known trip
+    count; the fast bandwidth and the per-op and per-run overheads always; the
+    slow (direct) or copy (offload) bandwidth only where some mapping leaves a
+    buffer slow on a two-tier profile. A one-tier profile keeps slow = copy = fast
+    bandwidth tied.
     """
-    free = ["flop_rate"] if any(op.matmul_flops for p in points for op in p.instance.ops) else []
-    free.append("vector_flop_rate")
-    if any(op.transcendentals for p in points for op in p.instance.ops):
-        free.append("transcendental_rate")
-    free += ["fast_bandwidth", "op_overhead_seconds"]
+    instances = {id(p.instance): p.instance for p in list(points) + list(op_points)}.values()
+    ops = [op for instance in instances for op in instance.ops]
+    kinds = {op_kind(op) for op in ops}
+    free = []
+    wanted = {"flop_rate": "dot" in kinds, "conv_flop_rate": "convolution" in kinds,
+              "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
+              "reduction_flop_rate": "reduction" in kinds,
+              "transcendental_rate": any(op.transcendentals for op in ops), "fast_bandwidth": True,
+              "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
+              "op_overhead_seconds": True,
+              "loop_iteration_seconds": any(op_kind(op) == "loop" and op.iterations for op in ops),
+              "program_overhead_seconds": bool(points)}
+    for figure, used in wanted.items():
+        value = getattr(prior, figure)
+        if used and value:
+            free.append(figure)
     any_slow = any(len(p.mapping.offsets) < len(p.instance.buffers) for p in points)
     if any_slow and not prior.one_tier:
         free.append("copy_bandwidth" if prior.memory_model == "offload" else "slow_bandwidth")
@@ -95,39 +140,142 @@ def _with(prior: Profile, free: Sequence[str], log_values: np.ndarray) -> Profil
     return dataclasses.replace(prior, **values)
 
 
-def _check(points: Sequence[Point]) -> None:
+def _check(points: Sequence[Point], op_points: Sequence[OpPoint] = ()) -> None:
     if not points:
         raise CalibrationError("no points to calibrate on (no successful measurements in the runs)")
     for p in points:
         if not (p.measured_s > 0 and math.isfinite(p.measured_s)):
             raise CalibrationError(f"point {p.group} ({p.policy}, run {p.run_id}): measured time {p.measured_s!r} "
                                    "is not a positive number")
+    for p in op_points:
+        if not (p.measured_s > 0 and math.isfinite(p.measured_s)):
+            raise CalibrationError(f"op point {p.workload}/{p.size} step {p.step} (run {p.run_id}): measured time "
+                                   f"{p.measured_s!r} is not a positive number")
+        if not 0 <= p.step < len(p.instance.ops):
+            raise CalibrationError(f"op point {p.workload}/{p.size} (run {p.run_id}): step {p.step} is not an op of "
+                                   f"its instance ({len(p.instance.ops)} ops)")
 
 
 def predict(points: Sequence[Point], profile: Profile) -> np.ndarray:
     """Simulated seconds of each point on `profile`."""
-    return np.array([simulate(p.instance, p.mapping, profile) for p in points])
+    return predict_both(points, (), profile)[0]
 
 
-def fit(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None) -> Profile:
-    """The prior with its free figures fitted to the points (robust least squares on log time)."""
-    _check(points)
-    free = tuple(free) if free is not None else free_figures(prior, points)
+def predict_ops(op_points: Sequence[OpPoint], profile: Profile) -> np.ndarray:
+    """Simulated seconds per run of each op point on `profile`, its program mapped all fast (as XLA maps it)."""
+    return predict_both((), op_points, profile)[1]
+
+
+def predict_both(points: Sequence[Point], op_points: Sequence[OpPoint], profile: Profile,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(whole seconds of each point, seconds per run of each op point) on `profile`."""
+    return _Pricer(points, op_points, profile.memory_model)(profile)
+
+
+class _Pricer:
+    """Prices a fixed set of points on many profiles: the programs (instance, mapping) of the whole and the
+    op points once each, all in one batch on the direct model (`simulator.simulate_batch`), one by one
+    (`simulate_ops`) on the offload model."""
+
+    def __init__(self, points: Sequence[Point], op_points: Sequence[OpPoint], memory_model: str):
+        self.pairs: list[tuple[Instance, Mapping]] = []
+        index: dict[tuple[int, frozenset], int] = {}
+        everything: dict[int, Mapping] = {}
+
+        def pair(instance: Instance, mapping: Mapping) -> int:
+            key = (id(instance), frozenset(mapping.offsets))
+            if key not in index:
+                index[key] = len(self.pairs)
+                self.pairs.append((instance, mapping))
+            return index[key]
+
+        def all_fast(instance: Instance) -> Mapping:
+            if id(instance) not in everything:
+                everything[id(instance)] = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers),
+                                                   instance.name, "xla-native")
+            return everything[id(instance)]
+
+        self.whole = np.array([pair(p.instance, p.mapping) for p in points], dtype=np.int64)
+        self.op_pair = np.array([pair(p.instance, all_fast(p.instance)) for p in op_points], dtype=np.int64)
+        self.op_step = np.array([p.step for p in op_points], dtype=np.int64)
+        self.batch = batch(self.pairs) if memory_model == "direct" and self.pairs else None
+
+    def __call__(self, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pairs:
+            return np.empty(0), np.empty(0)
+        if self.batch is not None:
+            whole, per_op = simulate_batch(self.batch, profile)
+            return whole[self.whole], per_op[self.batch.starts[self.op_pair] + self.op_step]
+        runs, ops = [], []
+        for instance, mapping in self.pairs:
+            b = simulate_ops(instance, mapping, profile)
+            runs.append(float(b["elapsed"].sum() + b["stall"].sum() + b["final_stall"].sum() + b["launch"]))
+            ops.append(b["elapsed"])
+        return (np.array(runs)[self.whole],
+                np.array([ops[k][s] for k, s in zip(self.op_pair, self.op_step)], dtype=np.float64))
+
+
+def fit(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None,
+        op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None) -> Profile:
+    """The prior with its free figures fitted to the points (robust least squares on log time);
+    figures the points cannot identify stay at the prior (see `fit_figures`)."""
+    return fit_figures(points, prior, free, op_points, start)[0]
+
+
+def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None,
+                op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None) -> tuple[Profile, dict[str, str]]:
+    """(fitted profile, held figure -> why it is held at its prior).
+
+    The search starts from `start` (default: the prior; leaving one workload out starts from the fit
+    on all points, which only shortens the search), the bounds are 1000x either way of the prior."""
+    _check(points, op_points)
+    free = tuple(free) if free is not None else free_figures(prior, points, op_points)
     unknown = [f for f in free if f not in FIGURES]
     if unknown:
         raise CalibrationError(f"unknown figure {unknown[0]!r} to fit; figures: {', '.join(FIGURES)}")
-    if len(points) < len(free):
-        raise CalibrationError(f"{len(points)} points cannot fit {len(free)} figures ({', '.join(free)})")
+    if len(points) + len(op_points) < len(free):
+        raise CalibrationError(f"{len(points) + len(op_points)} points cannot fit {len(free)} figures "
+                               f"({', '.join(free)})")
+    zero = [f for f in free if not getattr(prior, f)]
+    if zero:
+        raise CalibrationError(f"figure {zero[0]!r} is 0 in the prior {prior.name}: a fit in log space cannot move it")
+    held: dict[str, str] = {}
+    while True:
+        active = [f for f in free if f not in held]
+        if not active:
+            return prior, held
+        fitted, x, sensitivity = _least_squares(points, op_points, prior, active, start or prior)
+        centre = np.log([getattr(prior, f) for f in active])
+        insensitive = [(sens, f) for f, sens in zip(active, sensitivity) if sens < _INSENSITIVE * max(sensitivity)]
+        at_bound = [(-abs(v - s0), f) for f, v, s0 in zip(active, x, centre) if abs(v - s0) > BOUND - _AT_BOUND]
+        if insensitive:  # one at a time: holding one figure can make another identifiable again
+            held[min(insensitive)[1]] = "not identified: no point's time depends on it; held at the prior"
+        elif at_bound:
+            held[min(at_bound)[1]] = ("not identified: the fit pushed it to its bound (1000x its prior); "
+                                      "held at the prior")
+        else:
+            return fitted, held
+
+
+def _least_squares(points, op_points, prior, free, start_profile):
+    """One robust fit of `free`; returns (profile, fitted log values, [free] Jacobian column norms)."""
     measured = np.log([p.measured_s for p in points])
-    start = np.log([getattr(prior, f) for f in free])
+    op_measured = np.log([p.measured_s for p in op_points])
+    op_weight = math.sqrt(len(points) / len(op_points)) if op_points else 0.0
+    center = np.log([getattr(prior, f) for f in free])
+    start = np.clip(np.log([getattr(start_profile, f) for f in free]), center - BOUND + 1e-9, center + BOUND - 1e-9)
+
+    pricer = _Pricer(points, op_points, prior.memory_model)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return np.log(predict(points, _with(prior, free, x))) - measured
+        whole, ops = pricer(_with(prior, free, x))
+        return np.concatenate([np.log(whole) - measured, (np.log(np.maximum(ops, 1e-12)) - op_measured) * op_weight])
 
     result = scipy.optimize.least_squares(
-        residuals, start, bounds=(start - math.log(1e3), start + math.log(1e3)), loss="soft_l1", f_scale=0.1,
-        diff_step=1e-3, x_scale=1.0, max_nfev=200)
-    return _with(prior, free, result.x)
+        residuals, start, bounds=(center - BOUND, center + BOUND), loss="soft_l1", f_scale=0.1,
+        diff_step=1e-3, x_scale=1.0, max_nfev=60)
+    sensitivity = np.sqrt((np.asarray(result.jac) ** 2).sum(axis=0))
+    return _with(prior, free, result.x), result.x, sensitivity
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,25 +310,48 @@ def evaluate(points: Sequence[Point], predicted: np.ndarray) -> dict:
     }
 
 
-def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str]) -> Calibration:
-    """Fit on all points, then leave each workload out in turn, and report both."""
-    _check(points)
-    free = free_figures(prior, points)
-    fitted = fit(points, prior, free)
-    predicted = predict(points, fitted)
-    lowo = np.empty(len(points))
+def evaluate_ops(op_points: Sequence[OpPoint], predicted: np.ndarray) -> dict:
+    """Per-op accuracy: MAPE, the time-weighted error (sum |error| / sum measured), and both per op kind."""
+    measured = np.array([p.measured_s for p in op_points])
+    if not len(measured):
+        return {"n_points": 0}
+    error = np.abs(predicted - measured)
+    kinds = np.array([p.kind for p in op_points])
+    by_kind = {k: {"n_points": int((kinds == k).sum()), "mape": float(np.mean(error[kinds == k] / measured[kinds == k])),
+                   "weighted_error": float(error[kinds == k].sum() / measured[kinds == k].sum()),
+                   "measured_share": float(measured[kinds == k].sum() / measured.sum())}
+               for k in sorted(set(kinds))}
+    return {"n_points": len(measured), "mape": float(np.mean(error / measured)),
+            "median_ape": float(np.median(error / measured)),
+            "weighted_error": float(error.sum() / measured.sum()), "by_kind": by_kind}
+
+
+def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
+              op_points: Sequence[OpPoint] = (), statistic: str = "median") -> Calibration:
+    """Fit on all points (whole programs and ops), then leave each workload out in turn, and report both;
+    `statistic` names the measured time the points hold (see `points_from_store`), for the report."""
+    _check(points, op_points)
+    free = free_figures(prior, points, op_points)
+    fitted, held = fit_figures(points, prior, free, op_points)
+    fitted_free = [f for f in free if f not in held]
+    predicted, op_predicted = predict_both(points, op_points, fitted)
+    lowo, op_lowo = np.empty(len(points)), np.empty(len(op_points))
     for w in sorted({p.workload for p in points}):
         inside = [p for p in points if p.workload != w]
+        op_inside = [p for p in op_points if p.workload != w]
         idx = [i for i, p in enumerate(points) if p.workload == w]
-        profile = fit(inside, prior, free) if len(inside) >= len(free) else prior
-        lowo[idx] = predict([points[i] for i in idx], profile)
+        op_idx = [i for i, p in enumerate(op_points) if p.workload == w]
+        enough = inside and len(inside) + len(op_inside) >= len(fitted_free)
+        profile = fit(inside, prior, fitted_free, op_inside, start=fitted) if enough and fitted_free else prior
+        lowo[idx], op_lowo[op_idx] = predict_both([points[i] for i in idx], [op_points[i] for i in op_idx], profile)
     fitted_eval, lowo_eval = evaluate(points, predicted), evaluate(points, lowo)
     prior_eval = evaluate(points, predict(points, prior))
-    runs = tuple(sorted(set(run_ids)))
-    fitted = _named_fitted(prior, fitted, free, runs)
+    runs = tuple(sorted(set(run_ids) | {p.run_id for p in op_points}))
+    fitted = _named_fitted(prior, fitted, fitted_free, runs)
+    coverage = {f"{p.workload}/{p.size}@{p.run_id}": p.coverage for p in op_points}
     report = {
-        "profile": prior.name, "fitted_profile": fitted.name, "n_points": len(points),
-        "n_workloads": len({p.workload for p in points}), "free": list(free),
+        "profile": prior.name, "fitted_profile": fitted.name, "n_points": len(points), "statistic": statistic,
+        "n_workloads": len({p.workload for p in points}), "free": list(fitted_free), "held": held,
         "mape": fitted_eval["mape"], "kendall_tau": fitted_eval["kendall_tau"],
         "kendall_tau_within": fitted_eval["kendall_tau_within"],
         "lowo_mape": lowo_eval["mape"], "lowo_kendall_tau": lowo_eval["kendall_tau"],
@@ -188,11 +359,21 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str]) -
         "top1_slowdown": fitted_eval["top1_slowdown"], "lowo_top1_slowdown": lowo_eval["top1_slowdown"],
         "noise": fitted_eval["noise"], "prior_mape": prior_eval["mape"], "prior_kendall_tau": prior_eval["kendall_tau"],
         "kendall_tau_per_workload": fitted_eval["kendall_tau_per_workload"],
-        "figures": {f: {"prior": getattr(prior, f), "fitted": getattr(fitted, f)} for f in FIGURES},
+        "per_op": {"fitted": evaluate_ops(op_points, op_predicted), "lowo": evaluate_ops(op_points, op_lowo),
+                   "prior": evaluate_ops(op_points, predict_ops(op_points, prior)),
+                   "coverage": coverage,
+                   "coverage_median": float(np.median(list(coverage.values()))) if coverage else math.nan},
+        "figures": {f: {"prior": getattr(prior, f), "fitted": getattr(fitted, f),
+                        "status": "fitted" if f in fitted_free else held.get(f, "not free: no point depends on it, "
+                                                                                 "or its prior is 0 or tied")}
+                    for f in FIGURES},
         "run_ids": list(runs),
         "points": [{"workload": p.workload, "size": p.size, "policy": p.policy, "budget": p.budget,
                     "measured_s": p.measured_s, "predicted_s": float(pr), "lowo_predicted_s": float(lo),
                     "noise": p.noise, "run_id": p.run_id} for p, pr, lo in zip(points, predicted, lowo)],
+        "op_points": [{"workload": p.workload, "size": p.size, "op": p.instance.ops[p.step].name, "kind": p.kind,
+                       "measured_s": p.measured_s, "predicted_s": float(pr), "lowo_predicted_s": float(lo),
+                       "run_id": p.run_id} for p, pr, lo in zip(op_points, op_predicted, op_lowo)],
     }
     return Calibration(prior, fitted, runs, report)
 
@@ -226,18 +407,26 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     artifacts.write_bytes(paths["report"], report_json(report))
     artifacts.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
 
-    measured = np.array([p["measured_s"] for p in report["points"]])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.scatter(measured, [p["predicted_s"] for p in report["points"]], s=18, label="fitted on all points")
-    ax.scatter(measured, [p["lowo_predicted_s"] for p in report["points"]], s=18, marker="x",
-               label="leave one workload out")
-    lo, hi = measured.min() / 3, measured.max() * 3
-    ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
-    ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds",
-           title=f"{name}: MAPE {report['mape']:.1%} (LOWO {report['lowo_mape']:.1%}), "
-                 f"tau {report['kendall_tau']:.2f} (LOWO {report['lowo_kendall_tau']:.2f})")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
+    panels = [("whole programs", report["points"], f"MAPE {report['mape']:.1%} (LOWO {report['lowo_mape']:.1%}), "
+               f"tau {report['kendall_tau']:.2f} (LOWO {report['lowo_kendall_tau']:.2f})")]
+    per_op = report.get("per_op", {})
+    if report.get("op_points"):
+        panels.append(("single ops", report["op_points"],
+                       f"MAPE {per_op['fitted']['mape']:.1%} (LOWO {per_op['lowo']['mape']:.1%}), time-weighted "
+                       f"{per_op['fitted']['weighted_error']:.1%} (LOWO {per_op['lowo']['weighted_error']:.1%})"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (what, rows, figures) in zip(axes[0], panels):
+        measured = np.array([p["measured_s"] for p in rows])
+        ax.scatter(measured, [p["predicted_s"] for p in rows], s=12 if what == "whole programs" else 4,
+                   label="fitted on all points")
+        ax.scatter(measured, [p["lowo_predicted_s"] for p in rows], s=12 if what == "whole programs" else 4,
+                   marker="x", label="leave one workload out")
+        lo, hi = measured.min() / 3, measured.max() * 3
+        ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="y = x")
+        ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds",
+               title=f"{name}, {what} ({len(rows)})\n{figures}")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -256,10 +445,20 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None) -> tuple[list[Point], list[str]]:
+STATISTICS = ("median", "min")  # which measured time of a row a point takes
+
+
+def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
+                      instances: Optional[dict[str, Instance]] = None, statistic: str = "median",
+                      ) -> tuple[list[Point], list[str]]:
     """The successful measurements of the runs as points, and the run ids they come from: the "cells" of runs
-    of cells (nightly, measure) and the "measurements" of the sweeps that came before them. CalibrationError
-    when the runs were measured on more than one machine (a profile describes one machine's timings)."""
+    of cells (nightly, measure) and the "measurements" of the sweeps and per-op runs. CalibrationError when
+    the runs were measured on more than one machine (a profile describes one machine's timings). `instances`
+    (instance file -> Instance) is a cache shared with `op_points_from_store`, so both levels price the
+    same instance objects. `statistic` "min" takes a row's least time instead of its median: on a machine
+    loaded by other processes the least is the program's own time, the median also holds waits for a core."""
+    if statistic not in STATISTICS:
+        raise CalibrationError(f"statistic {statistic!r}: not one of {', '.join(STATISTICS)}")
     ids = list(run_ids) if run_ids else None
     frame = pd.concat([store.read(table, root, run_ids=ids) for table in ("cells", "measurements")],
                       ignore_index=True)
@@ -271,7 +470,7 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
         found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
         raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
                                "one machine")
-    instances: dict[str, Instance] = {}
+    instances = {} if instances is None else instances
     points = []
     for row in frame.to_dict("records"):
         for column in ("instance_file", "mapping_file"):
@@ -285,6 +484,29 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
             workload=row["workload"], size=row["size"], policy=row["policy"],
             budget=None if budget is None or math.isnan(budget) else float(budget),
             instance=instances[row["instance_file"]], mapping=Mapping.from_json(artifacts.read_text(root, row["mapping_file"])),
-            measured_s=float(row["median_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
+            measured_s=float(row[f"{statistic}_s"]), noise=float(noise) if math.isfinite(noise) else math.nan,
             run_id=row["run_id"]))
     return points, sorted({p.run_id for p in points})
+
+
+def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
+                         instances: Optional[dict[str, Instance]] = None) -> list[OpPoint]:
+    """The per-op times of the runs (the `op_times` table) as op points; runs without it give none."""
+    frame = store.read("op_times", root, run_ids=list(run_ids) if run_ids else None)
+    instances = {} if instances is None else instances
+    out = []
+    for row in frame.to_dict("records"):
+        file = row.get("instance_file")
+        if not isinstance(file, str):
+            raise CalibrationError(f"run {row['run_id']}: op row {row['workload']}/{row['size']} {row['op']} "
+                                   "has no instance_file")
+        if file not in instances:
+            instances[file] = Instance.from_json(artifacts.read_text(root, file))
+        instance = instances[file]
+        step = int(row["step"])
+        if not 0 <= step < len(instance.ops) or instance.ops[step].name != row["op"]:
+            raise CalibrationError(f"run {row['run_id']}: op row {row['op']} is not step {step} of {file}")
+        if row["measured_s"] > 0:  # an op whose events all took under the clock's resolution is left out
+            out.append(OpPoint(row["workload"], row["size"], instance, step, float(row["measured_s"]),
+                               float(row["coverage"]), row["run_id"]))
+    return out

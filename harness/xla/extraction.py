@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import jax
 import jaxlib
 
-from harness.xla.hlo_costs import instruction_cost, matmul_flops
+from harness.xla.hlo_costs import first_array, instruction_cost, matmul_flops, op_kind
 from harness.xla.hlo_text import Module, TupleShape, parse_module
 from harness.xla.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
 from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
@@ -147,6 +147,13 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         operand_bytes.append(shape.byte_size if array else 0)
     defined = [v for i, v in live.value_sets[inst.name].items()
                if v.instruction is inst and v.index == i and v.id in buffer_of] if traffic else []
+    output_bytes = sum(v.shape.byte_size for v in defined)
+    sliced = _slice_access(module, inst) if traffic else None
+    if sliced is not None:  # a dynamic slice or in-place update touches only the slice of its big operand
+        operand, nbytes, in_place = sliced
+        operand_bytes[operand] = 0 if in_place else nbytes
+        if in_place and len(defined) == 1:
+            output_bytes = nbytes
     return Op(
         step=step,
         name=inst.name,
@@ -157,12 +164,46 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
         reads=tuple(reads),
         operand_bytes=tuple(operand_bytes),
         writes=tuple(buffer_of[v.id] for v in defined),
-        output_bytes=sum(v.shape.byte_size for v in defined),
+        output_bytes=output_bytes,
         trip_count=live.trip_counts[inst.name],
         branch=live.branches[inst.name],
         op_name=inst.op_name,
         matmul_flops=matmul_flops(module, inst),
+        kind=op_kind(module, inst),
+        iterations=_iterations(inst),
     )
+
+
+def _slice_access(module: Module, inst) -> Optional[tuple[int, int, bool]]:
+    """(operand, slice bytes, in place) where `inst` is a dynamic-slice or a dynamic-update-slice of one
+    operand, directly or as the root of a fusion (through bitcasts): it reads (slice) or overwrites in
+    place (update) that many bytes of the operand, not the whole operand, as XLA's cost analysis counts it."""
+    root, operand_of = inst, {k: k for k in range(len(inst.operands))}
+    if inst.opcode == "fusion":
+        fused = module.computations[inst.called("calls")[0]]
+        root = fused.root
+        while root.opcode == "bitcast" and root.operands:
+            root = module.instruction(root.operands[0])
+        operand_of = {}
+        for k, name in enumerate(root.operands[:2]):
+            source = module.instruction(name)
+            while source.opcode == "bitcast" and source.operands:
+                source = module.instruction(source.operands[0])
+            if source.opcode == "parameter" and source.computation == fused.name:
+                operand_of[k] = int(source.attrs["_payload"])
+    if root.opcode == "dynamic-slice" and 0 in operand_of:
+        return operand_of[0], first_array(root.shape).byte_size, False
+    if root.opcode == "dynamic-update-slice" and 0 in operand_of:
+        return operand_of[0], first_array(module.instruction(root.operands[1]).shape).byte_size, True
+    return None
+
+
+def _iterations(inst) -> Optional[int]:
+    """Body executions per execution of a while op with a known trip count; None otherwise."""
+    if inst.opcode != "while":
+        return None
+    n = inst.backend_config.get("known_trip_count", {}).get("n")
+    return None if n is None else int(n)
 
 
 def _in_place_reuses(module: Module, live: Liveness, ops: tuple[Op, ...], buffers: list[Buffer]) -> dict[int, int]:

@@ -25,6 +25,14 @@ ELEMENTWISE = TRANSCENDENTAL | {
     "shift-right-logical", "sign", "subtract", "xor", "stochastic-convert",
 }
 FMA_FLOPS = 2
+# Op kinds, each priced at its own rate by the cost model.
+OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free")
+FREE = {  # name or forward values: no kernel runs (no event in a profile)
+    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "domain", "add-dependency",
+    "optimization-barrier", "after-all",
+}
+LOOP = {"while", "conditional", "call"}  # run other computations; their own cost is control overhead
+REDUCTION = {"reduce", "reduce-window", "select-and-scatter", "scatter", "all-reduce"}
 
 
 def _elements(shape) -> int:
@@ -33,7 +41,8 @@ def _elements(shape) -> int:
     return shape.elements
 
 
-def _first_array(shape) -> ArrayShape:
+def first_array(shape) -> ArrayShape:
+    """The first array of a (possibly nested) tuple shape; an array shape itself."""
     while isinstance(shape, TupleShape):
         shape = shape.elements[0]
     return shape
@@ -67,6 +76,37 @@ def matmul_flops(module: Module, inst: Instruction) -> float:
     return 0.0
 
 
+def op_kind(module: Module, inst: Instruction) -> str:
+    """The op's kind (one of `OP_KINDS`): what its kernel does, looking inside fusions.
+
+    A fusion with a convolution is a convolution, else with a dot a dot, else with
+    a reduction a reduction; an op with no flops or transcendentals that is neither
+    free nor a loop moves data (copy, transpose, pad, slice, concatenate, gather...).
+    """
+    if inst.opcode in FREE:
+        return "free"
+    if inst.opcode in LOOP:
+        return "loop"
+    opcodes = _opcodes(module, inst)
+    if "convolution" in opcodes:
+        return "convolution"
+    if "dot" in opcodes:
+        return "dot"
+    if opcodes & REDUCTION:
+        return "reduction"
+    return "elementwise" if any(instruction_cost(module, inst)) else "data-movement"
+
+
+def _opcodes(module: Module, inst: Instruction) -> set[str]:
+    """Opcodes of `inst` and, for a fusion, of every fused instruction (nested fusions too)."""
+    if inst.opcode != "fusion":
+        return {inst.opcode}
+    found: set[str] = set()
+    for i in module.computations[inst.called("calls")[0]].instructions:
+        found |= _opcodes(module, i)
+    return found
+
+
 def computation_cost(module: Module, name: str) -> tuple[float, float]:
     """Summed (flops, transcendentals) of a (fused or applied) computation."""
     flops = trans = 0.0
@@ -88,9 +128,9 @@ def _applied_cost(module: Module, inst: Instruction) -> tuple[float, float]:
     elif op == "reduce-window":
         size = re.search(r"size=([0-9x]+)", inst.attrs.get("window", ""))
         window = math.prod(int(s) for s in size.group(1).split("x")) if size else 1
-        count = _first_array(inst.shape).elements * (window - 1)
+        count = first_array(inst.shape).elements * (window - 1)
     elif op == "scatter":
-        count = _first_array(module.instruction(inst.operands[-1]).shape).elements
+        count = first_array(module.instruction(inst.operands[-1]).shape).elements
     elif op == "select-and-scatter":
         sel, _ = computation_cost(module, inst.called("select")[0])
         size = re.search(r"size=([0-9x]+)", inst.attrs.get("window", ""))
@@ -109,7 +149,7 @@ def _convolution_flops(module: Module, inst: Instruction) -> float:
     labels = inst.attrs.get("dim_labels", "")
     lhs_l, rest = labels.split("_")
     rhs_l, out_l = rest.split("->")
-    out = _first_array(inst.shape)
+    out = first_array(inst.shape)
     spatial = [c for c in out_l if c.isdigit()]
     window = {k: v for k, v in (
         (m.group(1), m.group(2)) for m in re.finditer(r"(\w+)=([^ }]+)", inst.attrs.get("window", "{}")))}

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from harness.xla.hlo_costs import OP_KINDS
 from harness.xla.jsonfile import load_versioned
 
 SCHEMA_VERSION = 2
@@ -40,6 +41,8 @@ class Op:
     branch: Optional[str]  # "conditional:k" when the op runs only in branch k of that conditional
     op_name: str
     matmul_flops: float = 0.0  # the part of `flops` done by dots and convolutions
+    kind: str = ""  # one of hlo_costs.OP_KINDS ("": an instance written before kinds were recorded)
+    iterations: Optional[int] = None  # a while op's body executions per execution of it (None: not a loop, or unknown)
 
 
 class _HloValue:
@@ -245,6 +248,10 @@ def _check_references(instance: Instance) -> None:
         where = f"instance.ops[{k}]"
         if op.step != k:
             raise InstanceError(f"{where}.step: expected {k}, got {op.step}")
+        if op.kind and op.kind not in OP_KINDS:
+            raise InstanceError(f"{where}.kind: {op.kind!r} is not one of {', '.join(OP_KINDS)}")
+        if op.iterations is not None and op.iterations < 0:
+            raise InstanceError(f"{where}.iterations: negative ({op.iterations})")
         if len(op.reads) != len(op.operand_bytes):
             raise InstanceError(f"{where}.reads: {len(op.reads)} entries for {len(op.operand_bytes)} operands")
         for b in op.reads + op.writes:

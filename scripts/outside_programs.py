@@ -1,0 +1,99 @@
+"""Programs outside the suite, timed on this device and predicted by a profile: the profile's check on code
+it was not fitted to. Each program is timed in interleaved rounds (the least of 5 calls per round; the median
+over rounds and the least overall are kept) and predicted with `simulate` under XLA's own mapping (all fast).
+
+    python scripts/outside_programs.py PROFILE [OUT.json]
+"""
+
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from harness.device.realization import extract_linked
+from harness.model.mapping import Mapping
+from harness.model.profiles import load_profile
+from harness.model.simulator import simulate
+
+
+def attention(q, k, v):
+    s = jnp.einsum("bqd,bkd->bqk", q, k) / 8.0
+    return jnp.einsum("bqk,bkd->bqd", jax.nn.softmax(s, axis=-1), v)
+
+
+def convnet(x, w1, w2):
+    dn = ("NHWC", "HWIO", "NHWC")
+    y = jax.nn.relu(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME", dimension_numbers=dn))
+    y = jax.lax.conv_general_dilated(y, w2, (2, 2), "SAME", dimension_numbers=dn)
+    return y.mean(axis=(1, 2))
+
+
+def rnn_grad(h0, xs, w):
+    def loss(w):
+        def step(h, x):
+            h = jnp.tanh(h @ w + x)
+            return h, h.sum()
+        _, ys = jax.lax.scan(step, h0, xs)
+        return ys.sum()
+    return jax.grad(loss)(w)
+
+
+def norm_mlp(x, w1, w2):
+    x = (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    return jax.nn.gelu(x @ w1) @ w2
+
+
+def five_outputs(x):
+    s = jnp.sort(x, axis=-1)
+    return s, jnp.cumsum(x, axis=0), x.max(axis=1), jnp.exp(x).sum(), x.T @ x
+
+
+def programs():
+    """(name, fn, args) of each program."""
+    r = np.random.default_rng(0)
+    f = lambda *shape: jnp.asarray(r.standard_normal(shape), jnp.float32)
+    return [
+        ("attention", attention, (f(8, 256, 64), f(8, 256, 64), f(8, 256, 64))),
+        ("convnet", convnet, (f(8, 32, 32, 16), f(3, 3, 16, 32), f(3, 3, 32, 32))),
+        ("rnn-grad", rnn_grad, (f(16, 128), f(64, 16, 128), f(128, 128) * 0.1)),
+        ("norm-mlp", norm_mlp, (f(512, 256), f(256, 1024), f(1024, 256))),
+        ("five-outputs", five_outputs, (f(512, 512),)),
+    ]
+
+
+def main(profile_name: str, out: str = "") -> list[dict]:
+    profile = load_profile(profile_name)
+    compiled = []
+    for name, fn, args in programs():
+        instance, _, exe = extract_linked(fn, args, name)
+        run = lambda exe=exe, args=args: jax.block_until_ready(exe(*args))
+        run()
+        everything = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), name, "xla-native")
+        compiled.append((name, run, simulate(instance, everything, profile)))
+    rounds = {name: [] for name, _, _ in compiled}
+    for _ in range(7):
+        for name, run, _ in compiled:
+            calls = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                run()
+                calls.append(time.perf_counter() - t0)
+            rounds[name].append(min(calls))
+    rows = []
+    for name, _, predicted in compiled:
+        least, median = min(rounds[name]), float(np.median(rounds[name]))
+        rows.append({"program": name, "least_s": least, "median_s": median, "predicted_s": predicted,
+                     "error_vs_least": predicted / least - 1, "error_vs_median": predicted / median - 1})
+        print(f"{name:14s} least {least * 1e3:8.3f} ms  median {median * 1e3:8.3f} ms  predicted {predicted * 1e3:8.3f} ms"
+              f"  error {predicted / least - 1:+.0%} (vs median {predicted / median - 1:+.0%})")
+    if out:
+        with open(out, "w") as fh:
+            json.dump({"profile": profile.name, "programs": rows}, fh, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
