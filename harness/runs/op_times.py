@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import numpy as np
