@@ -160,39 +160,6 @@ def cmd_optimes(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_device_check(args: argparse.Namespace) -> int:
-    """Run (or, with --dry-run, plan and export-check) everything only a GPU can show."""
-    import jax
-
-    from harness.cli.main import main
-    from harness.runs import device_check
-
-    kind = device_check.DRY_RUN_DEVICE if args.dry_run else jax.devices()[0].device_kind
-    try:
-        plan = device_check.plan(kind, args.results)
-    except device_check.DeviceCheckError as err:
-        err_console.print(f"device-check: {err}")
-        return 2
-    console.print(f"device {plan.device}: profile {plan.profile}, results in {plan.results}")
-    for command in plan.commands:
-        console.print("  mallocbench " + " ".join(command))
-    if args.dry_run:
-        names = parse_list(args.workloads, "workload") if args.workloads else ()
-        with err_console.status("realizing every mapping for cuda and checking its export"):
-            rows = device_check.export_check(plan.profile, names)
-        console.print(f"export check: {len(rows)} realized mappings place exactly their linked slow values in "
-                      "host memory")
-        return 0
-    for command in plan.commands:
-        if "{runs}" in command:
-            runs = ",".join(store.list_runs(plan.results).run_id)
-            command = tuple(runs if c == "{runs}" else c for c in command)
-        code = main(list(command))
-        if code:
-            return code
-    return 0
-
-
 def _add_programs(p: argparse.ArgumentParser, suites, sizes) -> None:
     """`--suite`, `--workloads` and `--sizes`: the programs a command measures."""
     p.add_argument("--suite", default="ci", choices=suites)
@@ -234,16 +201,6 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--calls", type=int, default=5, help="calls per program per round, each way (default: 5)")
     p.add_argument("--profile", metavar="NAME", help="profile for the stored predictions (default: the backend's)")
     p.add_argument("--label", default="op-times", help="label in the run id (default: op-times)")
-    add_results_option(p)
-
-    p = add_command(sub, "device-check", cmd_device_check,
-                    help="on an H100/H200: everything only a GPU can show, in one command",
-                    description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
-                    "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
-                    "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
-                    "print the plan and check the cuda export of every mapping it would realize.")
-    p.add_argument("--dry-run", action="store_true", help="plan and export-check only (no GPU needed)")
-    p.add_argument("--workloads", metavar="W1,W2", help="dry run: workloads to export-check (default: the ci suite)")
     add_results_option(p)
 
     p = add_command(sub, "results", cmd_results, help="list the stored runs, or show one run as a table")

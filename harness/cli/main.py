@@ -15,7 +15,7 @@ from rich.table import Table
 from harness.cli import agent as cli_agent
 from harness.cli import hardware as cli_hardware
 from harness.cli import nightly as cli_nightly
-from harness.cli.common import add_command, console, err_console, plugin_problems, print_plugin_problems
+from harness.cli.common import add_command, add_results_option, console, err_console, plugin_problems, print_plugin_problems
 from harness.cli.common import progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
@@ -314,6 +314,40 @@ def cmd_show_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device_check(args: argparse.Namespace) -> int:
+    """Run (or, with --dry-run, plan and export-check) everything only a GPU can show."""
+    import jax
+
+    from harness.cli.common import parse_list
+    from harness.results import store
+    from harness.runs import device_check
+
+    kind = device_check.DRY_RUN_DEVICE if args.dry_run else jax.devices()[0].device_kind
+    try:
+        plan = device_check.plan(kind, args.results)
+    except device_check.DeviceCheckError as err:
+        err_console.print(f"device-check: {err}")
+        return 2
+    console.print(f"device {plan.device}: profile {plan.profile}, results in {plan.results}")
+    for command in plan.commands:
+        console.print("  mallocbench " + " ".join(command))
+    if args.dry_run:
+        names = parse_list(args.workloads, "workload") if args.workloads else ()
+        with err_console.status("realizing every mapping for cuda and checking its export"):
+            rows = device_check.export_check(plan.profile, names)
+        console.print(f"export check: {len(rows)} realized mappings place exactly their linked slow values in "
+                      "host memory")
+        return 0
+    for command in plan.commands:
+        if "{runs}" in command:
+            runs = ",".join(store.list_runs(plan.results).run_id)
+            command = tuple(runs if c == "{runs}" else c for c in command)
+        code = main(list(command))
+        if code:
+            return code
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mallocbench`."""
     import workloads
@@ -327,7 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mapping_commands(sub, policies(), workloads.SIZES)
     cli_hardware.add_commands(sub, workloads.SUITES, workloads.SIZES)
     cli_agent.add_commands(sub)
+    _add_device_check(sub)
     return parser
+
+
+def _add_device_check(sub) -> None:
+    """`device-check`: every command only a GPU can show, run through this parser (see `cmd_device_check`)."""
+    p = add_command(sub, "device-check", cmd_device_check,
+                    help="on an H100/H200: everything only a GPU can show, in one command",
+                    description="Nightly of the ci suite at budget 0.5 on the GPU's offload profile (xla-native, "
+                    "xla-msa, cpsat, mallocmuzero; realized and measured), per-op times, calibration of the "
+                    "offload profile and the report, under RESULTS/device/<device>. --dry-run (any machine): "
+                    "print the plan and check the cuda export of every mapping it would realize.")
+    p.add_argument("--dry-run", action="store_true", help="plan and export-check only (no GPU needed)")
+    p.add_argument("--workloads", metavar="W1,W2", help="dry run: workloads to export-check (default: the ci suite)")
+    add_results_option(p)
 
 
 def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> None:
