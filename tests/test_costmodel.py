@@ -1,13 +1,18 @@
 """The cost model against hand computations, for both memory models."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from agent import synthetic
 from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate_ops
-from harness import simulate
-from harness.model.costmodel import total_time
+from harness import load_profile, simulate
+from harness.model.costmodel import _drain, copy_stalls, fast_bytes, op_elapsed, timing, total_time
 from harness.model.simulator import cost_tables, fast_mask
 
 
@@ -103,7 +108,6 @@ KINDS = Instance(
 
 
 def test_each_op_kind_has_its_own_rate_by_hand():
-    import dataclasses
     profile = dataclasses.replace(
         _profile("direct"), fast_bandwidth=1024.0, slow_bandwidth=1024.0, flop_rate=1000.0, vector_flop_rate=100.0,
         conv_flop_rate=500.0, reduction_flop_rate=50.0, move_bandwidth=64.0, matmul_half_flops=1000.0,
@@ -123,3 +127,79 @@ def test_general_figures_stand_in_for_the_optional_ones():
     # loops cost their overhead.
     expected = [0.0, 3000 / 1024 + .5, 2000 / 1024 + .5, 200 / 1024 + .5, 200 / 1024 + .5, 256 / 1024 + .5, 0.5]
     np.testing.assert_allclose(elapsed, expected, rtol=1e-6)
+
+
+def test_cost_model_vmaps_over_tables_too():
+    profiles = (_profile("offload"), dataclasses.replace(_profile("offload"), copy_bandwidth=64.0))
+    cands, tables = zip(*(cost_tables(THREE_OPS, p) for p in profiles))
+    mask = jnp.asarray(fast_mask(THREE_OPS, _mapping([2]), cands[0]))
+    batched = jax.jit(jax.vmap(lambda t: total_time(t, mask, True)))(jax.tree.map(lambda *x: jnp.stack(x), *tables))
+    assert list(np.asarray(batched)) == [simulate(THREE_OPS, _mapping([2]), p) for p in profiles]
+    assert batched[1] > batched[0]  # half the copy bandwidth: longer stalls
+
+
+def _sequential_copy_stalls(tables, fast, elapsed):
+    """The copy queue as the cost model ran it before the incremental re-runs: one lax.scan over all ops.
+    Kept here only as the oracle of the test below."""
+    slow = 1.0 - fast
+    zero = jnp.zeros(1, jnp.float32)
+    pf_cum = jnp.concatenate([zero, jnp.cumsum(tables.pf_bytes * slow[tables.pf_cand])])
+    avail, need = pf_cum[tables.pf_queued], pf_cum[tables.pf_needed]
+    ev_bytes = tables.ev_bytes * slow[tables.ev_cand]
+    out_avail = jnp.concatenate([zero, jnp.cumsum(ev_bytes)])[tables.ev_queued]
+    bw = tables.copy_bw
+    idle = elapsed * tables.weight
+
+    def step(carry, x):
+        r_done, w_done = carry
+        need_t, avail_t, out_t, idle_t = x
+        wait_in = jnp.maximum(need_t - r_done, 0.0)
+        out_while_waiting = jnp.minimum(wait_in, out_t - w_done)
+        stall = (wait_in + out_while_waiting) / bw
+        r_done, w_done = r_done + wait_in, w_done + out_while_waiting
+        dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
+        return (r_done + dr, w_done + dw), stall
+
+    start = (jnp.float32(0.0), jnp.float32(0.0))
+    (r_done, w_done), stalls = jax.lax.scan(step, start, (need, avail, out_avail, idle))
+    final = (jnp.sum(ev_bytes) - w_done) / bw
+    return jnp.concatenate([stalls, final[None]])
+
+
+def _random_problem(seed, n, pattern):
+    instance = synthetic(seed, n, pattern=pattern)
+    cands, tables = cost_tables(instance, load_profile("h100-offload"))
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((4, len(fast_mask(instance, Mapping({}, len(instance.buffers)), cands))))
+             < rng.random((4, 1))).astype(np.float32)
+    return tables, jnp.asarray(masks)
+
+
+_PROBLEMS = dict(seed=st.integers(0, 10_000), n=st.integers(2, 60),
+                 pattern=st.sampled_from(["training", "inference", "random"]))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_PROBLEMS)
+def test_copy_stalls_match_the_sequential_scan(seed, n, pattern):
+    tables, masks = _random_problem(seed, n, pattern)
+    for fast in masks:
+        elapsed = op_elapsed(tables, fast_bytes(tables, fast))
+        np.testing.assert_array_equal(np.asarray(jax.jit(copy_stalls)(tables, fast, elapsed)),
+                                      np.asarray(jax.jit(_sequential_copy_stalls)(tables, fast, elapsed)))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_PROBLEMS, offload=st.booleans())
+def test_retiming_a_change_and_batches_give_the_bits_of_a_full_run(seed, n, pattern, offload):
+    tables, masks = _random_problem(seed, n, pattern)
+    full = jax.jit(lambda m: timing(tables, m, offload))
+    retime = jax.jit(lambda m, before, before_mask: timing(tables, m, offload, (before, before_mask)))
+    singles = [full(m) for m in masks]
+    before = masks[::-1]  # in the batch, mask i is re-timed from mask 3 - i
+    batched = jax.jit(jax.vmap(retime))(masks, jax.jit(jax.vmap(full))(before), before)
+    for i, mask in enumerate(masks):
+        for got in (retime(mask, singles[3 - i], masks[3 - i]), retime(mask, singles[i], mask),
+                    jax.tree.map(lambda x: x[i], batched)):
+            jax.tree.map(np.testing.assert_array_equal, got, singles[i])
+        assert float(total_time(tables, mask, offload)) == float(singles[i].time)

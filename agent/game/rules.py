@@ -14,7 +14,9 @@ on all its slots.
 
 Reward of a step: the decrease of the simulated program time (the cost model
 of `harness.costmodel`, the same code `harness.simulate` runs), so an episode's
-rewards sum to simulate(all-slow) - simulate(final mapping).
+rewards sum to simulate(all-slow) - simulate(final mapping), and the state's time
+is simulate's to the bit. The state keeps the cost model's copy queues (offload),
+so a step re-runs them only from the first op the placement alters.
 
 Everything is jit-able and vmaps over a batch of games (`jax.vmap(step, (None, 0, 0))`).
 
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness.model.costmodel import Candidates, Tables, fast_bytes, total_time
+from harness.model.costmodel import Candidates, CopyQueue, Tables, Timing, timing
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping, capacity
 from harness.model.profiles import Profile
@@ -69,6 +71,7 @@ class GameState(NamedTuple):
     offset: jax.Array  # [C] slot of fast candidates, -1 otherwise
     fast_op_bytes: jax.Array  # [ops] bytes each op moves to/from fast buffers
     time: jax.Array  # simulated seconds of the mapping so far (undecided = slow)
+    copies: CopyQueue  # the offload copy queues of that mapping (empty arrays for direct)
 
 
 class Game(NamedTuple):
@@ -187,18 +190,19 @@ def n_candidates(game: Game) -> int:
     return game.spec.order.shape[0]
 
 
-def _time(game: Game, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-op fast bytes and the simulated time of a mask (the cost model's `total_time`)."""
-    return fast_bytes(game.spec.tables, fast), total_time(game.spec.tables, fast, game.offload)
+def _time(game: Game, fast: jax.Array, state: Optional[GameState] = None) -> Timing:
+    """The cost model's `timing` of a mask; from `state`'s, re-running only what the change alters."""
+    before = None if state is None else (Timing(state.fast_op_bytes, state.copies, state.time), state.fast)
+    return timing(game.spec.tables, fast, game.offload, before)
 
 
 def reset(game: Game) -> GameState:
     """The initial state: nothing decided, everything slow."""
     c = n_candidates(game)
     fast = jnp.zeros(c, jnp.float32)
-    fb, time = _time(game, fast)
-    return GameState(busy_until=game.spec.busy0, k=jnp.int32(0), fast=fast,
-                     offset=jnp.full(c, -1, jnp.int32), fast_op_bytes=fb, time=time)
+    t = _time(game, fast)
+    return GameState(busy_until=game.spec.busy0, k=jnp.int32(0), fast=fast, offset=jnp.full(c, -1, jnp.int32),
+                     fast_op_bytes=t.fast_op_bytes, time=t.time, copies=t.copies)
 
 
 def current(game: Game, state: GameState) -> jax.Array:
@@ -228,10 +232,10 @@ def step(game: Game, state: GameState, action: jax.Array) -> tuple[GameState, ja
     busy = jnp.where(covered, jnp.maximum(state.busy_until, game.spec.end[c]), state.busy_until)
     fast = state.fast.at[c].set(jnp.where(place, 1.0, state.fast[c]))
     offset = state.offset.at[c].set(jnp.where(place, action, state.offset[c]))
-    fb, time = jax.lax.cond(place, lambda: _time(game, fast), lambda: (state.fast_op_bytes, state.time))
+    t = _time(game, fast, state)  # unchanged mask: the same bits, nothing re-run
     k = jnp.minimum(state.k + 1, n_candidates(game))
-    new = GameState(busy, k, fast, offset, fb, time)
-    return new, state.time - time, k >= n_candidates(game)
+    new = GameState(busy, k, fast, offset, t.fast_op_bytes, t.time, t.copies)
+    return new, state.time - t.time, k >= n_candidates(game)
 
 
 def observe(game: Game, state: GameState) -> dict[str, jax.Array]:

@@ -36,12 +36,17 @@ Ops run `trip_count` times (loop bodies); their times and copy volumes are
 weighted by it. Everything here is pure JAX over the arrays of `Tables`, so it
 jits, vmaps over batches of mappings, and is what the game and every policy
 call; `simulate`/`simulate_ops` are the NumPy-facing entry points.
+
+`timing` also returns the copy queues' state before every op, so re-pricing a
+changed mapping (the game's step) re-runs the queue only from the first op the
+change alters, with the bits of a full run. Under vmap it prices the batch as
+columns ([rows, batch]) in one pass, one queue run from the batch's earliest such op.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -257,10 +262,14 @@ def _pad_rows(rows: np.ndarray, fill: tuple) -> np.ndarray:
     return np.concatenate([rows, pad.reshape(-1, rows.shape[1])])
 
 
+# The formula below reads its arrays along axis 0 (ops, accesses, copies, candidates) and
+# broadcasts any trailing axes: with `_columns(tables)` it prices a batch of mappings held as
+# columns ([candidates, batch]) in one pass, which is how `timing` runs under vmap.
+
 def fast_bytes(tables: Tables, fast: jax.Array) -> jax.Array:
     """[ops] bytes each op moves to and from fast buffers, for a [candidates] 0/1 mask."""
     per_access = tables.acc_bytes * fast[tables.acc_cand]
-    return jax.ops.segment_sum(per_access, tables.acc_op, num_segments=tables.weight.shape[0])
+    return jnp.zeros(tables.weight.shape[:1] + per_access.shape[1:], per_access.dtype).at[tables.acc_op].add(per_access)
 
 
 def op_elapsed(tables: Tables, fast_op_bytes: jax.Array) -> jax.Array:
@@ -279,52 +288,168 @@ def _drain(idle, reads, writes, bw):
     return shared + jnp.minimum(reads - shared, rest), shared + jnp.minimum(writes - shared, rest)
 
 
+class CopyQueue(NamedTuple):
+    """The offload copy queues through one run, before each op t ([ops + 1]; index ops: after the last op)."""
+
+    copied_in: jax.Array  # bytes of the in-queue delivered before op t
+    copied_out: jax.Array  # bytes of the out-queue written before op t
+    stalls: jax.Array  # seconds of waiting for copies before op t; at ops, for the copies out left at the end
+
+
+def _queue_step(bw, copied, demand):
+    """One op of the queue: waits for its inputs, then drains the queues in its idle time.
+
+    `copied`: bytes (in, out) done before the op; `demand`: bytes (needed in, queued in,
+    queued out) by the op, and its idle seconds. Returns bytes done after it and its stall.
+    """
+    r_done, w_done = copied
+    need_t, avail_t, out_t, idle_t = demand
+    wait_in = jnp.maximum(need_t - r_done, 0.0)
+    out_while_waiting = jnp.minimum(wait_in, out_t - w_done)
+    stall = (wait_in + out_while_waiting) / bw
+    r_done, w_done = r_done + wait_in, w_done + out_while_waiting
+    dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
+    return (r_done + dr, w_done + dw), stall
+
+
+def _demand(tables: Tables, fast: jax.Array, elapsed: jax.Array):
+    """What each op asks of the queues (`_queue_step`'s demand, four [ops] arrays), and the bytes copied out in all."""
+    slow = 1.0 - fast
+    zero = jnp.zeros((1,) + fast.shape[1:], jnp.float32)
+    # Cumulative bytes of the in-queue: queued by op t (avail) and due before op t (need).
+    pf_cum = jnp.concatenate([zero, jnp.cumsum(tables.pf_bytes * slow[tables.pf_cand], axis=0)])
+    avail, need = pf_cum[tables.pf_queued], pf_cum[tables.pf_needed]
+    out_cum = jnp.concatenate([zero, jnp.cumsum(tables.ev_bytes * slow[tables.ev_cand], axis=0)])
+    return (need, avail, out_cum[tables.ev_queued], elapsed * tables.weight), out_cum[-1]  # out: queued by ops before t
+
+
+def _first_changed_op(tables: Tables, changed: jax.Array) -> jax.Array:
+    """The first op whose time or copy demand a change of the [candidates] `changed` mask can alter
+    (ops when it alters none): one that accesses a changed candidate, or sees one's bytes in a queue."""
+    n = tables.weight.shape[0]
+    changed = jnp.any(changed.reshape(changed.shape[0], -1), axis=1)  # columns: any mapping of the batch
+
+    def first_row(cand):  # first row of a table that belongs to a changed candidate (rows when none)
+        return jnp.min(jnp.where(changed[cand], jnp.arange(cand.shape[0]), cand.shape[0]))
+
+    pf, ev = first_row(tables.pf_cand), first_row(tables.ev_cand)
+    return jnp.min(jnp.stack([
+        jnp.min(jnp.where(changed[tables.acc_cand], tables.acc_op, n)),
+        jnp.sum(tables.pf_queued <= pf), jnp.sum(tables.pf_needed <= pf),  # queue prefixes that hold row pf
+        jnp.sum(tables.ev_queued <= ev),
+    ]))
+
+
+def copy_queue(tables: Tables, fast: jax.Array, elapsed: jax.Array,
+               before: Optional[tuple[CopyQueue, jax.Array]] = None) -> CopyQueue:
+    """The copy queues through one run of a [candidates] 0/1 mask of fast candidates (offload).
+
+    `before`: the queues of another mask and that mask. The ops before the first one the
+    difference alters keep its figures and only the rest is run: the same bits as a full run.
+    """
+    demand, out_total = _demand(tables, fast, elapsed)
+    n, bw = tables.weight.shape[0], tables.copy_bw
+    if before is None:
+        queue, first = CopyQueue(*(jnp.zeros((n + 1,) + fast.shape[1:], jnp.float32) for _ in range(3))), 0
+    else:
+        queue, first = before[0], _first_changed_op(tables, before[1] != fast)
+    take, put = jax.lax.dynamic_index_in_dim, jax.lax.dynamic_update_index_in_dim
+
+    def body(t, carry):  # the bytes done ride in the carry: the arrays are only written, in place
+        copied, q = carry
+        copied, stall = _queue_step(bw, copied, tuple(take(d, t, 0, False) for d in demand))
+        return copied, CopyQueue(put(q.copied_in, copied[0], t + 1, 0), put(q.copied_out, copied[1], t + 1, 0),
+                                 put(q.stalls, stall, t, 0))
+
+    start = (take(queue.copied_in, first, 0, False), take(queue.copied_out, first, 0, False))
+    copied, queue = jax.lax.fori_loop(first, n, body, (start, queue))
+    return queue._replace(stalls=put(queue.stalls, (out_total - copied[1]) / bw, n, 0))
+
+
 def copy_stalls(tables: Tables, fast: jax.Array, elapsed: jax.Array) -> jax.Array:
     """[ops + 1] seconds of waiting for copies before each op, and for the last copies out at the end."""
-    slow = 1.0 - fast
-    zero = jnp.zeros(1, jnp.float32)
-    # Cumulative bytes of the in-queue: queued by op t (avail) and due before op t (need).
-    pf_cum = jnp.concatenate([zero, jnp.cumsum(tables.pf_bytes * slow[tables.pf_cand])])
-    avail, need = pf_cum[tables.pf_queued], pf_cum[tables.pf_needed]
-    ev_bytes = tables.ev_bytes * slow[tables.ev_cand]
-    out_avail = jnp.concatenate([zero, jnp.cumsum(ev_bytes)])[tables.ev_queued]  # queued by ops before t
-    bw = tables.copy_bw
-    idle = elapsed * tables.weight
-
-    def step(carry, x):
-        r_done, w_done = carry
-        need_t, avail_t, out_t, idle_t = x
-        wait_in = jnp.maximum(need_t - r_done, 0.0)
-        out_while_waiting = jnp.minimum(wait_in, out_t - w_done)
-        stall = (wait_in + out_while_waiting) / bw
-        r_done, w_done = r_done + wait_in, w_done + out_while_waiting
-        dr, dw = _drain(idle_t, avail_t - r_done, out_t - w_done, bw)
-        return (r_done + dr, w_done + dw), stall
-
-    start = (jnp.float32(0.0), jnp.float32(0.0))
-    (r_done, w_done), stalls = jax.lax.scan(step, start, (need, avail, out_avail, idle))
-    final = (jnp.sum(ev_bytes) - w_done) / bw
-    return jnp.concatenate([stalls, final[None]])
+    return copy_queue(tables, fast, elapsed).stalls
 
 
 def exact_sum(x: jax.Array) -> jax.Array:
-    """Sum by a fixed pairwise tree of elementwise adds.
+    """Sum along axis 0 by a fixed pairwise tree of elementwise adds.
 
     Unlike a reduction, whose order XLA may choose differently in each program,
     this gives the same bits wherever it is compiled, so a time computed inside
     the game equals the one `simulate` computes.
     """
     n = 1 << max(0, (x.shape[0] - 1).bit_length())
-    x = jnp.pad(x, (0, n - x.shape[0]))
+    x = jnp.pad(x, ((0, n - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
     while x.shape[0] > 1:
         x = x[0::2] + x[1::2]
-    return x[0] if x.shape[0] else jnp.float32(0.0)
+    return x[0] if x.shape[0] else jnp.zeros(x.shape[1:], jnp.float32)
+
+
+class Timing(NamedTuple):
+    """A mapping's predicted time with the parts that re-pricing a change of the mapping reuses."""
+
+    fast_op_bytes: jax.Array  # [ops] bytes each op moves to and from fast buffers
+    copies: CopyQueue  # offload: the copy queues; direct: empty arrays
+    time: jax.Array  # seconds of one run
+
+
+def timing(tables: Tables, fast: jax.Array, offload: bool,
+           before: Optional[tuple[Timing, jax.Array]] = None) -> Timing:
+    """The `Timing` of a [candidates] 0/1 mask of fast candidates.
+
+    `before`: the timing of another mask and that mask; the copy queues up to the first op
+    the difference alters are taken from it (`copy_queue`). The result has the same bits either way.
+    """
+    return _TIMING[offload](tables, fast, None if before is None else (before[0].copies, before[1]))
+
+
+def _timing(tables: Tables, fast: jax.Array, offload: bool, before: Optional[tuple[CopyQueue, jax.Array]]) -> Timing:
+    # Tables closed over by a jitted caller (the game) are constants, and XLA would turn a division
+    # by a constant into a product by its reciprocal: the barrier keeps the arithmetic of `simulate`.
+    tables = jax.lax.optimization_barrier(tables)
+    fb = fast_bytes(tables, fast)
+    elapsed = op_elapsed(tables, fb)
+    parts = elapsed * tables.weight
+    if offload:
+        copies = copy_queue(tables, fast, elapsed, before)
+        parts = jnp.concatenate([parts, copies.stalls])
+    else:
+        copies = CopyQueue(*(jnp.zeros((0,) + fast.shape[1:], jnp.float32) for _ in range(3)))
+    return Timing(fb, copies, exact_sum(parts) + tables.launch)
+
+
+def _columns(tables: Tables) -> Tables:
+    """`tables` with each per-row number as a column ([rows, 1]), to broadcast over mappings held as columns."""
+    return Tables(*(x[:, None] if x.ndim == 1 and jnp.issubdtype(x.dtype, jnp.floating) else x for x in tables))
+
+
+def _batched_timing(offload: bool):
+    """`_timing` for one memory model, which under vmap prices the batch as columns in one pass.
+
+    vmap's own rules would gather, scatter and cumulate one scalar at a time and run the
+    queue of every mapping until the last one is done, copying the carried arrays each op.
+    """
+    plain = jax.custom_batching.custom_vmap(lambda tables, fast, before: _timing(tables, fast, offload, before))
+
+    @plain.def_vmap
+    def rule(axis_size, in_batched, tables, fast, before):
+        if any(jax.tree.leaves(in_batched[0])):  # tables differ across the batch: vmap's rules
+            axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
+            out = jax.vmap(plain.fun, in_axes=axes)(tables, fast, before)
+            return out, jax.tree.map(lambda _: True, out)
+        columns = lambda x, b: jnp.moveaxis(x, 0, -1) if b else jnp.broadcast_to(  # noqa: E731
+            x[..., None], x.shape + (axis_size,))
+        fast, before = jax.tree.map(columns, (fast, before), tuple(in_batched[1:]))
+        out = _timing(_columns(tables), fast, offload, before)
+        out = jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return plain
+
+
+_TIMING = {offload: _batched_timing(offload) for offload in (False, True)}
 
 
 def total_time(tables: Tables, fast: jax.Array, offload: bool) -> jax.Array:
     """Predicted seconds of one run for a [candidates] 0/1 mask of fast candidates."""
-    elapsed = op_elapsed(tables, fast_bytes(tables, fast))
-    parts = elapsed * tables.weight
-    if offload:
-        parts = jnp.concatenate([parts, copy_stalls(tables, fast, elapsed)])
-    return exact_sum(parts) + tables.launch
+    return timing(tables, fast, offload).time
