@@ -73,6 +73,8 @@ def test_every_command_parses_and_names_what_exists():
             assert argv[1] in targets
         elif argv[0] == ".venv/bin/pip":
             assert (REPO / argv[-1]).is_dir(), argv
+        elif argv[0].startswith("scripts/"):
+            assert (REPO / argv[0]).is_file(), argv             # the project's own scripts
         else:
             assert argv[0] in ("ray", "sbatch"), argv           # other tools, shown as they are used
     assert {"solve", "nightly", "compare", "report", "measure", "workloads"} <= seen
