@@ -16,9 +16,11 @@ from harness.cli import agent as cli_agent
 from harness.cli import hardware as cli_hardware
 from harness.cli import nightly as cli_nightly
 from harness.cli.common import add_command, add_results_option, console, err_console, plugin_problems, print_plugin_problems
+from harness.cli.common import parse_list
 from harness.cli.common import progress as _progress
 from harness.humanize import human_bytes as _human_bytes
 from harness.humanize import human_seconds as _seconds
+from harness.results import store
 
 
 
@@ -318,8 +320,6 @@ def cmd_device_check(args: argparse.Namespace) -> int:
     """Run (or, with --dry-run, plan and export-check) everything only a GPU can show."""
     import jax
 
-    from harness.cli.common import parse_list
-    from harness.results import store
     from harness.runs import device_check
 
     kind = device_check.DRY_RUN_DEVICE if args.dry_run else jax.devices()[0].device_kind
