@@ -67,15 +67,20 @@ def load_program(name: str, size: str, root: Optional[str] = None) -> Program:
     compile_s = time.perf_counter() - t0
     key = program_hash(compiled.as_text(), f"{name}/{size}")
     path = _cache_path(root, key) if root is not None else None
-    try:
-        if path is None:
-            raise FileNotFoundError("no cache")
-        instance = Instance.from_json(gzip.decompress(path.read_bytes()).decode())
+    instance = _read_cached(path) if path is not None else None
+    if instance is not None:
         return Program(fn, args, program, instance, key, cached=True, compile_s=compile_s, extract_s=0.0)
-    except (OSError, EOFError, ValueError):  # missing or unreadable: extract again and rewrite it
-        t0 = time.perf_counter()
-        instance = from_compiled(compiled, f"{name}/{size}")
-        extract_s = time.perf_counter() - t0
-        if path is not None:
-            artifacts.write_bytes(path, gzip.compress(instance.to_json().encode(), mtime=0))
-        return Program(fn, args, program, instance, key, cached=False, compile_s=compile_s, extract_s=extract_s)
+    t0 = time.perf_counter()
+    instance = from_compiled(compiled, f"{name}/{size}")
+    extract_s = time.perf_counter() - t0
+    if path is not None:
+        artifacts.write_bytes(path, gzip.compress(instance.to_json().encode(), mtime=0))
+    return Program(fn, args, program, instance, key, cached=False, compile_s=compile_s, extract_s=extract_s)
+
+
+def _read_cached(path: Path) -> Optional[Instance]:
+    """The cached instance at `path`; None when it is missing or unreadable (then it is extracted again)."""
+    try:
+        return Instance.from_json(gzip.decompress(path.read_bytes()).decode())
+    except (OSError, EOFError, ValueError):
+        return None
