@@ -81,7 +81,52 @@ def test_observation_shapes():
     obs = jax.jit(functools.partial(G.observe, game))(G.reset(game))
     assert obs["candidates"].shape == (G.LOOKAHEAD, G.N_FEATURES + 1)
     assert obs["occupancy"].shape == G.PICTURE
-    assert np.all(np.isfinite(np.asarray(obs["candidates"])))
+    assert obs["slots"].shape == (game.n_slots, G.N_SLOT_FEATURES)
+    assert obs["progress"].shape == (G.N_PROGRESS,) and obs["profile"].shape == (G.N_PROFILE,)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in obs.values())
+
+
+@pytest.mark.parametrize("model", ["direct", "offload"])
+def test_marginal_gain_is_simulates_difference(model):
+    """After a few decisions, the observed gain of the current candidate is what simulate says placing
+    it fast (at a legal slot) saves from the mapping so far, as a share of the all-slow time."""
+    instance, prof = synthetic(4, 12), profile(model)
+    game = G.make_game(instance, prof, 0.5)
+    state = G.reset(game)
+    for _ in range(3):
+        state, _, _ = G.step(game, state, jnp.int32(np.flatnonzero(np.asarray(G.legal_actions(game, state)))[0]))
+    slot = int(np.flatnonzero(np.asarray(G.legal_actions(game, state)))[0])
+    assert slot < game.n_slots, "the test needs a candidate that fits"
+    placed, _, _ = G.step(game, state, jnp.int32(slot))
+    before, after = (simulate(instance, G.to_mapping(game, s, instance), prof) for s in (state, placed))
+    all_slow = simulate(instance, G.to_mapping(game, G.reset(game), instance), prof)
+    gain = float(G.marginal_gain(game, state))
+    assert gain == pytest.approx((before - after) / all_slow, rel=1e-4, abs=1e-7)
+    assert gain > 0.0
+
+
+def test_slot_features_on_a_planted_plane():
+    """Slots 0-2 taken, 3-7 free, 8 taken, 9 to the end free: a candidate of width w at slot 4 falls in the
+    run of 5 free slots (3-7), wastes 5 - w, leaves 1 slot below and 4 - w above; at slot 3 it is the
+    best fit (the smallest run, lowest slot)."""
+    instance = synthetic(6, 20)
+    game = G.make_game(instance, profile("direct"), 0.5)
+    state = G.reset(game)
+    c, width = int(G.current(game, state)), 2
+    game = game._replace(spec=game.spec._replace(slots=game.spec.slots.at[c].set(width)))  # a narrow candidate
+    start, n = int(game.spec.start[c]), game.n_slots
+    assert n > 20, "the plane below needs room"
+    busy = np.full(n, -1, np.int32)
+    busy[[0, 1, 2, 8]] = start + 5  # taken through the candidate's start
+    state = state._replace(busy_until=jnp.asarray(busy))
+    f = np.asarray(G.slot_features(game, state))
+    legal, run, waste, below, above, best = f[:, 0], f[:, 2] * n, f[:, 3] * n, f[:, 4] * n, f[:, 5] * n, f[:, 6]
+    assert legal[:3].sum() == 0 and legal[8] == 0 and legal[3] == 1
+    np.testing.assert_allclose([run[4], waste[4], below[4], above[4]], [5, 5 - width, 1, 4 - width], atol=1e-5)
+    np.testing.assert_allclose([run[9], waste[9]], [n - 9, n - 9 - width], atol=1e-4)
+    assert best[3] == 1 and best.sum() == 1
+    assert np.all(f[legal == 0][:, 2:] == 0), "an illegal slot leaves nothing"
+    assert f[3, 8] == 1 and f[n - width, 9] == 1  # the first and the last legal slot
 
 
 def test_decision_order_is_by_start_then_size():

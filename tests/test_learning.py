@@ -1,8 +1,8 @@
 """Learning happens: a short seeded training run on a few small games lowers the loss and lifts the
 network's own (greedy) return above the untrained network's.
 
-The run learns from self-play with xla-msa's episode of each game replayed as a demonstration
-(`TrainConfig.demonstrations`). The untrained network's policy head starts with "slow" as likely
+The run starts from the teacher's episode of each game (`TrainConfig.demonstrations`: a warm
+start on them, then a share of each self-play batch). The untrained network's policy head starts with "slow" as likely
 as every slot together, so its greedy play keeps everything slow (return 0); after training its
 greedy return must reach at least `MARGIN` of xla-msa's return on the same games.
 """
@@ -14,13 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from agent.game import rules as G
-from agent.muzero.learner import TrainConfig, init_state, iterate, loss, make_games, make_update
+from agent.muzero.learner import (TrainConfig, demo_replay, init_state, iterate, loss, make_games, make_update,
+                                  warm_start)
 from agent.muzero.replay import Replay
 from agent.muzero.search import masked_logits
 
 GAMES = ("synthetic-training-0-30", "synthetic-random-1-30", "synthetic-inference-2-30")
 CONFIG = TrainConfig(games=4, simulations=4, considered=4, updates=8, batch_size=64, replay_capacity=4000,
-                     iterations=16, eval_every=0, demonstrations=True, profiles=("tpu-v4i-cmem",), seed=0)
+                     iterations=16, eval_every=0, demonstrations=True, warm_start=32, profiles=("tpu-v4i-cmem",),
+                     budgets=(0.5,), seed=0)
 MARGIN = 0.5  # trained greedy return over xla-msa's, at least (measured: 0.70; the untrained network's is 0)
 
 
@@ -39,10 +41,11 @@ def _greedy_return(params, game: G.Game) -> float:
 def test_training_lowers_the_loss_and_lifts_the_greedy_return():
     games = make_games(GAMES, CONFIG.profiles, CONFIG.budgets, demonstrations=True)
     state, replay, update = init_state(CONFIG), Replay(CONFIG.replay_capacity), make_update(CONFIG)
-    untrained = state.params
+    untrained, demos = state.params, demo_replay(games, CONFIG)
     before = [_greedy_return(untrained, g.game) for g in games]
+    state, _ = warm_start(state, demos, CONFIG, update)
     while int(state.iteration) < CONFIG.iterations:
-        state, _ = iterate(state, replay, games, CONFIG, update)
+        state, _ = iterate(state, replay, games, CONFIG, update, demos)
     batch = replay.sample(jax.random.PRNGKey(1), 256)
     net, unroll = CONFIG.network(), CONFIG.unroll_steps
     loss_before, loss_after = (float(loss(p, batch, net, unroll)[0]) for p in (untrained, state.params))

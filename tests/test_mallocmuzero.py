@@ -25,7 +25,7 @@ from harness.model.mapping import validate
 
 SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
 TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
-                   iterations=3, eval_every=0)
+                   iterations=3, eval_every=0, budgets=(0.5,), warm_start=2)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,26 @@ def test_a_demonstration_replays_the_teachers_mapping_with_its_return(profile):
     assert float(demo.value[0, 0]) == pytest.approx(gain, rel=1e-4)          # the return to go of the teacher
     assert np.allclose(np.asarray(demo.policy).sum(-1), 1.0)
     assert np.asarray(demo.legal)[np.arange(len(demo.action)), 0, np.asarray(demo.action)[:, 0]].all()
+
+
+def test_pointer_head_is_permutation_equivariant_over_slots():
+    """Permuting the slot embeddings of a latent permutes the slots' policy and legality logits the same
+    way and leaves "slow" and the value unchanged: one set of weights scores every slot."""
+    from agent.muzero.networks import join_latent, split_latent
+
+    config = TrainConfig()
+    net, params = config.network(), init_state(config).params
+    params = jax.tree_util.tree_map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)
+    latent = jax.random.uniform(jax.random.PRNGKey(2), (3, net.config.latent_size + 128 * net.config.slot_size))
+    context, slots = split_latent(latent, net.config)
+    perm = np.random.default_rng(0).permutation(slots.shape[-2])
+    base, permuted = (net.predict(params, join_latent(context, s)) for s in (slots, slots[:, perm]))
+    for field in ("policy_logits", "legal_logits"):
+        a, b = np.asarray(getattr(base, field)), np.asarray(getattr(permuted, field))
+        np.testing.assert_allclose(b[:, :-1], a[:, :-1][:, perm], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b[:, -1], a[:, -1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(permuted.value_logits), np.asarray(base.value_logits), rtol=1e-5, atol=1e-5)
+    assert np.ptp(np.asarray(base.policy_logits)[:, :-1]) > 1e-3  # the slots are told apart
 
 
 def test_n_step_values():

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness.model.costmodel import Candidates, CopyQueue, Tables, Timing, timing
+from harness.model.costmodel import Candidates, CopyQueue, Tables, Timing, bucket, timing, total_time
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping, capacity
 from harness.model.profiles import Profile
@@ -46,6 +48,11 @@ MAX_SLOTS = 128
 LOOKAHEAD = 8  # candidates described in the observation: the current one and the next ones
 PICTURE = (16, 16)  # coarse occupancy picture: future time bins x address bins
 N_FEATURES = 12
+N_SLOT_FEATURES = 10  # per slot: see `slot_features`
+N_PROGRESS = 5  # see `observe`
+N_PROFILE = 7  # see `profile_features`
+RANK_CAP = 16  # slot ranks at or past it look alike
+SAVING_CHUNK = 256  # one-candidate mappings priced per call of the cost model (`_saving_alone`)
 NEVER_FREE = np.iinfo(np.int32).max  # busy_until of a padding slot
 
 
@@ -60,6 +67,8 @@ class GameSpec(NamedTuple):
     features: jax.Array  # [C, N_FEATURES] by decision step
     n_steps: jax.Array  # scalar: schedule length (for the picture)
     busy0: jax.Array  # [S] busy_until at the start: -1, or NEVER_FREE for padding slots
+    slow_time: jax.Array  # scalar: simulated seconds of the all-slow mapping
+    profile: jax.Array  # [N_PROFILE] the profile's and the budget's figures (`profile_features`)
 
 
 class GameState(NamedTuple):
@@ -103,15 +112,33 @@ def make_game(instance: Instance, profile: Profile, budget: float, max_slots: in
         size_slots[:] = 2
     order = np.array(sorted(range(cands.n), key=lambda c: (cands.start[c], -cands.bytes[c], c)), dtype=np.int32)
     offload = profile.memory_model == "offload"
-    features = _features(instance, cands, tables, order, size_slots, n_slots, offload)
+    slow_time, saving = _saving_alone(tables, cands.n, offload)
+    features = _features(instance, cands, tables, order, size_slots, n_slots, saving)
     spec = GameSpec(
         tables=tables, order=jnp.asarray(order), start=jnp.asarray(cands.start, jnp.int32),
         end=jnp.asarray(cands.end, jnp.int32), slots=jnp.asarray(size_slots), features=jnp.asarray(features),
-        n_steps=jnp.int32(len(instance.ops) + 1), busy0=jnp.full(int(n_slots), -1, jnp.int32))
+        n_steps=jnp.int32(len(instance.ops) + 1), busy0=jnp.full(int(n_slots), -1, jnp.int32),
+        slow_time=jnp.float32(slow_time),
+        profile=jnp.asarray(profile_features(profile, budget, int(n_slots), int(slot_bytes), slow_time)))
     return Game(spec, int(n_slots), int(slot_bytes), offload, cands, int(cap or 0))
 
 
-def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> np.ndarray:
+def profile_features(profile: Profile, budget: float, n_slots: int, slot_bytes: int, slow_time: float) -> np.ndarray:
+    """[N_PROFILE] what one network needs to tell games of several profiles apart: the memory model
+    (1 offload), log10 of the fast/slow and fast/copy bandwidth ratios (over 2), the budget (share
+    of the peak bytes), the real slots over MAX_SLOTS, log2 of a slot's bytes (over 32) and
+    log10 of the all-slow time in microseconds (over 6)."""
+    slow_bw = profile.fast_bandwidth if profile.memory_model == "offload" else profile.slow_bandwidth
+    return np.array([
+        float(profile.memory_model == "offload"),
+        np.log10(profile.fast_bandwidth / slow_bw) / 2.0,
+        np.log10(profile.fast_bandwidth / profile.copy_bandwidth) / 2.0,
+        budget, n_slots / MAX_SLOTS, np.log2(max(slot_bytes, 1)) / 32.0,
+        np.log10(max(slow_time, 1e-12) * 1e6) / 6.0,
+    ], np.float32)
+
+
+def _features(instance, cands, tables, order, size_slots, n_slots, saving) -> np.ndarray:
     """Per decision step: log2 bytes, size in slots / slots, start, end, duration (over schedule
     length), accesses, the share of bytes it moves, the share of the all-slow time it saves
     alone (`_saving_alone`), that saving per share of fast memory, and three views of the
@@ -123,7 +150,6 @@ def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> n
     acc_cand = np.asarray(tables.acc_cand)
     counts = np.bincount(acc_cand, minlength=cands.n)
     moved = np.bincount(acc_cand, weights=np.asarray(tables.acc_bytes), minlength=cands.n)
-    saving = _saving_alone(tables, cands.n, offload)
     share = np.minimum(size_slots / n_slots, 2.0)
     duration = (cands.end - cands.start + 1) / (n + 1)
     density = saving / np.maximum(share * duration, 1e-9)
@@ -145,23 +171,26 @@ def _features(instance, cands, tables, order, size_slots, n_slots, offload) -> n
     return f[order]
 
 
-def _saving_alone(tables: Tables, n: int, offload: bool) -> np.ndarray:
-    """[candidates] share of the all-slow time that making one candidate fast saves, by the cost
-    model's op times (direct) or the copy time it avoids (offload; overlap with compute ignored)."""
-    t = {k: np.asarray(v, np.float64) for k, v in tables._asdict().items()}
-    acc_op, acc_cand = t["acc_op"].astype(int), t["acc_cand"].astype(int)
-    slow_elapsed = np.maximum(t["compute"], t["op_bytes"] / t["op_slow_bw"] + t["overhead"])
-    total = float(np.sum(slow_elapsed * t["weight"]))
-    if offload:
-        copies = np.bincount(t["pf_cand"].astype(int), t["pf_bytes"], n) + np.bincount(
-            t["ev_cand"].astype(int), t["ev_bytes"], n)
-        saved = copies / t["copy_bw"]
-        total += float(copies.sum() / t["copy_bw"])
-    else:
-        fast_mem = t["op_bytes"][acc_op] - t["acc_bytes"] * (1.0 - t["op_slow_bw"] / t["fast_bw"])
-        with_fast = np.maximum(t["compute"][acc_op], fast_mem / t["op_slow_bw"] + t["overhead"][acc_op])
-        saved = np.bincount(acc_cand, (slow_elapsed[acc_op] - with_fast) * t["weight"][acc_op], n)
-    return np.clip(saved / max(total, 1e-30), 0.0, 1.0)
+def _saving_alone(tables: Tables, n: int, offload: bool) -> tuple[float, np.ndarray]:
+    """(simulated seconds of the all-slow mapping, [candidates] the share of it that making one
+    candidate fast, all others slow, saves): the cost model's `total_time` of each such mapping."""
+    width = bucket(n)
+    chunk = min(width, SAVING_CHUNK)
+    slow, saved = None, []
+    for first in range(0, n, chunk):
+        slow, part = _savings(tables, jnp.int32(first), offload=offload, width=width, chunk=chunk)
+        saved.append(np.asarray(part, np.float64))
+    slow = float(slow) if slow is not None else float(total_time(tables, jnp.zeros(width), offload))
+    saved = np.concatenate(saved)[:n] if saved else np.zeros(0)
+    return slow, np.clip(saved / max(slow, 1e-30), 0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("offload", "width", "chunk"))
+def _savings(tables: Tables, first: jax.Array, *, offload: bool, width: int, chunk: int):
+    """(all-slow seconds, [chunk] seconds saved by candidates first.. first+chunk-1 alone fast)."""
+    slow = total_time(tables, jnp.zeros(width, jnp.float32), offload)
+    masks = jax.nn.one_hot(first + jnp.arange(chunk), width, dtype=jnp.float32)
+    return slow, slow - jax.vmap(lambda m: total_time(tables, m, offload))(masks)
 
 
 def pad(game: Game, n_slots: int = MAX_SLOTS, n_candidates_to: Optional[int] = None) -> Game:
@@ -238,10 +267,51 @@ def step(game: Game, state: GameState, action: jax.Array) -> tuple[GameState, ja
     return new, state.time - t.time, k >= n_candidates(game)
 
 
+def marginal_gain(game: Game, state: GameState) -> jax.Array:
+    """Share of the all-slow time that placing the current candidate fast saves now, given every
+    decision so far (the cost model's `timing`, re-run from the state's as `step` does); 0 once the
+    game is over."""
+    c = current(game, state)
+    t = _time(game, state.fast.at[c].set(1.0), state)
+    return jnp.where(state.k < n_candidates(game), (state.time - t.time) / game.spec.slow_time, 0.0)
+
+
+def slot_features(game: Game, state: GameState) -> jax.Array:
+    """[n_slots, N_SLOT_FEATURES] per slot, what placing the current candidate there would leave:
+    legal (1/0), how long ago the slot was freed (over the schedule), the free run the rectangle
+    falls in, its waste (run - width), the free slots left below and above it (each over n_slots),
+    whether it is the best fit (the smallest run, lowest slot of equals), its rank in best-fit order
+    among the legal slots (over RANK_CAP, capped at 1), and whether it is the first or last legal slot.
+    Every feature but the second is 0 on an illegal slot."""
+    c = current(game, state)
+    legal = legal_actions(game, state)[:-1]
+    width = game.spec.slots[c]
+    free = state.busy_until < game.spec.start[c]
+    idx = jnp.arange(game.n_slots)
+    below = jax.lax.cummax(jnp.where(free, -1, idx))  # last taken slot at or below each slot
+    above = jax.lax.cummin(jnp.where(free, game.n_slots, idx), reverse=True)
+    run = above - below - 1
+    order = jnp.where(legal, run * (game.n_slots + 1) + idx, jnp.iinfo(jnp.int32).max)
+    rank = jnp.argsort(jnp.argsort(order))
+    first = jnp.argmax(legal)
+    last = game.n_slots - 1 - jnp.argmax(legal[::-1])
+    now = game.spec.start[c]
+    per_slot = jnp.stack([
+        run, run - width, idx - below - 1, above - idx - width,
+    ], axis=1) / game.n_slots
+    flags = jnp.stack([rank == 0, jnp.minimum(rank, RANK_CAP) / RANK_CAP, idx == first, idx == last], axis=1)
+    on_legal = jnp.concatenate([per_slot, flags.astype(jnp.float32)], axis=1) * legal[:, None]
+    freed = jnp.clip((now - state.busy_until) / game.spec.n_steps, 0.0, 1.0)
+    return jnp.concatenate([legal[:, None].astype(jnp.float32), freed[:, None], on_legal], axis=1)
+
+
 def observe(game: Game, state: GameState) -> dict[str, jax.Array]:
-    """Agent inputs: features of the current and next LOOKAHEAD-1 candidates, a coarse picture
-    of the occupied plane ahead of the current step, per slot whether the current candidate
-    may start there and how long ago the slot was freed, and the progress and fast-memory use."""
+    """Agent inputs: features of the current and next LOOKAHEAD-1 candidates ([LOOKAHEAD,
+    N_FEATURES + 1], the last column 1 for real decisions), a coarse picture of the occupied plane
+    ahead of the current step ([PICTURE]), per slot what a placement there would leave
+    (`slot_features`), the profile's figures (`GameSpec.profile`) and [N_PROGRESS] progress: decisions
+    made (share), fast-memory use now (share of slots), the current candidate's marginal gain
+    (`marginal_gain`, x10 and as log1p(1000 x gain) / 4) and the time left (share of the all-slow time)."""
     n = n_candidates(game)
     idx = state.k + jnp.arange(LOOKAHEAD)
     valid = idx < n
@@ -253,12 +323,15 @@ def observe(game: Game, state: GameState) -> dict[str, jax.Array]:
     bins = (jnp.arange(game.n_slots) * cols) // game.n_slots
     picture = jax.ops.segment_sum(taken.T, bins, num_segments=cols).T / jnp.maximum(
         jnp.bincount(bins, length=cols), 1)
+    gain = marginal_gain(game, state)
     return {
         "candidates": jnp.concatenate([feats, valid[:, None].astype(jnp.float32)], axis=1),
         "occupancy": picture,
-        "progress": jnp.stack([state.k / n, jnp.mean(state.busy_until >= now)]),
-        "slots": jnp.stack([legal_actions(game, state)[:-1].astype(jnp.float32),
-                            jnp.clip((now - state.busy_until) / game.spec.n_steps, 0.0, 1.0)], axis=1),
+        "progress": jnp.stack([state.k / n, jnp.mean(state.busy_until >= now), jnp.clip(10.0 * gain, -1.0, 1.0),
+                               jnp.sign(gain) * jnp.log1p(1000.0 * jnp.abs(gain)) / 4.0,
+                               state.time / game.spec.slow_time]).astype(jnp.float32),
+        "slots": slot_features(game, state),
+        "profile": game.spec.profile,
     }
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from agent.game import rules as G
-from harness.model.costmodel import op_elapsed
+from harness.model.costmodel import Tables, op_elapsed
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
 from harness.xla.instance import Instance
@@ -29,17 +30,14 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     """
     t = game.spec.tables
     acc_op, acc_cand, acc_bytes = (np.asarray(a) for a in (t.acc_op, t.acc_cand, t.acc_bytes))
-    weight, compute = np.asarray(t.weight), np.asarray(t.compute)
+    weight = np.asarray(t.weight)
     slow_elapsed = np.asarray(op_elapsed(t, jnp.zeros_like(t.op_bytes)))
-    memory = np.asarray(t.op_bytes) / float(t.op_slow_bw) + np.asarray(t.overhead)
+    compute, memory, with_fast = _access_times(t)
     if profile.memory_model == "offload":
         benefit_acc = acc_bytes * weight[acc_op] / profile.copy_bandwidth
     else:
-        saved = acc_bytes * (1.0 / float(t.op_slow_bw) - 1.0 / float(t.fast_bw))
-        bound = memory[acc_op] > compute[acc_op]
-        with_fast = np.maximum(compute[acc_op], memory[acc_op] - saved)
-        benefit_acc = np.where(bound, (slow_elapsed[acc_op] - with_fast) * weight[acc_op],
-                               memory[acc_op] - compute[acc_op])
+        bound = memory > compute
+        benefit_acc = np.where(bound, (slow_elapsed[acc_op] - with_fast) * weight[acc_op], memory - compute)
     n = game.candidates.n
     benefit = np.full(n, np.nan)
     for c, b in sorted(zip(acc_cand, benefit_acc), key=lambda x: x[0]):
@@ -52,6 +50,23 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
             benefit[c] = max(prev, b)
     benefit = np.nan_to_num(benefit, nan=0.0)
     return benefit / np.sqrt(np.maximum(game.candidates.bytes, 1))
+
+
+def _access_times(tables: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[accesses] float64 seconds per execution of the op of each access, by the cost model (`op_elapsed`):
+    its compute, its memory time with every operand slow (compute left out) and its elapsed time
+    with that access's bytes alone fast. Evaluated in float64 on float64 copies of the tables, as the
+    XLA cost analysis this score follows computes in double."""
+    with jax.enable_x64(True):
+        t = Tables(*(jnp.asarray(np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
+                                 else np.asarray(x)) for x in tables))
+        per_access = t._replace(compute=t.compute[t.acc_op], op_bytes=t.op_bytes[t.acc_op],
+                                overhead=t.overhead[t.acc_op])
+        no_compute = per_access._replace(compute=jnp.zeros_like(per_access.compute))
+        memory = op_elapsed(no_compute, jnp.zeros_like(per_access.op_bytes))
+        with_fast = op_elapsed(per_access, t.acc_bytes)
+        return (np.asarray(per_access.compute, np.float64), np.asarray(memory, np.float64),
+                np.asarray(with_fast, np.float64))
 
 
 def memory_boundedness_order(game: G.Game, profile: Profile) -> np.ndarray:

@@ -1,11 +1,23 @@
 """MuZero's three networks for the mallocGame (Flax linen), and their value and reward scales.
 
-- Representation: the game's observation (`agent.game.rules.observe`: the current and next
-  candidates' features, the coarse occupancy picture ahead, progress and fast-memory use)
-  -> latent, min-max normalized to [0, 1] per example as MuZero does.
-- Dynamics: latent, one-hot action -> next latent (normalized), reward logits.
-- Prediction: latent -> policy logits over the actions (offset slots, then "slow"), value
-  logits, and legality logits over the actions. The legality head learns the real game's
+The latent has two parts: a context vector (`latent_size`) and one embedding per slot
+(`slot_size` each), flattened into one array [..., latent_size + n_slots x slot_size] so
+that the search and the loss treat it as one vector; each part is min-max normalized to
+[0, 1] per example as MuZero does.
+
+- Representation: the game's observation (`agent.game.rules.observe`) -> latent. A candidate
+  encoder (one MLP shared over the LOOKAHEAD candidates) embeds each candidate; the current
+  one and the mean of the real ones, with the occupancy picture, the progress (marginal gain
+  included) and the profile's figures, make the context. Each slot's embedding comes from that
+  slot's features (`rules.slot_features`) and the current candidate's embedding, by one MLP
+  shared over slots.
+- Dynamics: latent, action -> next latent, reward logits. The context is updated from itself,
+  the chosen slot's embedding and a "slow" flag; each slot's embedding from itself, the new
+  context, whether it was chosen and its distance from the chosen slot (shared over slots).
+- Prediction (pointer-style): the context and the mean slot embedding give the value, the
+  logit of "slow" and a query; each slot's policy and legality logits come from that slot's
+  embedding and the query by one MLP shared over slots, so the slots' logits are
+  permutation-equivariant in the slot embeddings. The legality head learns the real game's
   masks (a binary cross-entropy on `legal_actions`); the search masks, below its root,
   every action the model predicts illegal (probability < 0.5).
 
@@ -43,23 +55,30 @@ Params = Any  # a pytree of arrays: {"representation": ..., "dynamics": ..., "pr
 REWARD_UNITS = 100.0  # an episode's return is in percent of the all-slow time
 
 _PRESETS = {
-    "ci": dict(latent_size=64, representation=(128,), dynamics=(128,), prediction=(128,)),
-    "full": dict(latent_size=256, representation=(512, 512), dynamics=(512, 512), prediction=(512, 512)),
+    "ci": dict(latent_size=64, slot_size=16, candidate=(64,), representation=(128,), dynamics=(128,),
+               prediction=(128,), slot_hidden=(32,)),
+    "full": dict(latent_size=256, slot_size=32, candidate=(128, 128), representation=(512, 512),
+                 dynamics=(512, 512), prediction=(512, 512), slot_hidden=(64, 64)),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Sizes of the networks: latent width, hidden widths of each MLP, categorical support size."""
+    """Sizes of the networks: the context and per-slot latent widths, hidden widths of each MLP
+    (the candidate encoder, the context's networks, the MLPs shared over slots), categorical support size."""
 
     latent_size: int = 64
+    slot_size: int = 16
+    candidate: tuple[int, ...] = (64,)
     representation: tuple[int, ...] = (128,)
     dynamics: tuple[int, ...] = (128,)
     prediction: tuple[int, ...] = (128,)
+    slot_hidden: tuple[int, ...] = (32,)
     support_size: int = 21  # 2n + 1 bins: the support [-n, n] of h(value) and h(reward)
 
     def __post_init__(self):
-        widths = (self.latent_size, *self.representation, *self.dynamics, *self.prediction)
+        widths = (self.latent_size, self.slot_size, *self.candidate, *self.representation, *self.dynamics,
+                  *self.prediction, *self.slot_hidden)
         if min(widths) < 1:
             raise ValueError(f"network widths must be positive, got {self}")
         if self.support_size < 3 or self.support_size % 2 == 0:
@@ -127,29 +146,68 @@ class MLP(nn.Module):
         return x
 
 
+def split_latent(latent: jax.Array, config: NetworkConfig) -> tuple[jax.Array, jax.Array]:
+    """(context [..., latent_size], slot embeddings [..., n_slots, slot_size]) of a flat latent."""
+    context, slots = latent[..., :config.latent_size], latent[..., config.latent_size:]
+    return context, slots.reshape(*slots.shape[:-1], -1, config.slot_size)
+
+
+def join_latent(context: jax.Array, slots: jax.Array) -> jax.Array:
+    """The flat latent of normalized (context, slot embeddings): `split_latent`'s inverse."""
+    flat = normalize(slots.reshape(*slots.shape[:-2], -1))
+    return jnp.concatenate([normalize(context), flat], axis=-1)
+
+
 class Representation(nn.Module):
-    """Observation dict -> normalized latent."""
+    """Observation dict -> latent (context and slot embeddings)."""
 
     config: NetworkConfig
 
     @nn.compact
     def __call__(self, observation: dict[str, jax.Array]) -> jax.Array:
+        cfg = self.config
+        cands = observation["candidates"]
+        embedded = MLP(cfg.candidate, name="candidate")(cands)  # [..., LOOKAHEAD, width]
+        real = cands[..., -1:]
+        pooled = jnp.sum(embedded * real, axis=-2) / jnp.maximum(jnp.sum(real, axis=-2), 1.0)
+        current = embedded[..., 0, :]
         lead = observation["progress"].shape[:-1]
-        x = jnp.concatenate([observation[k].reshape(*lead, -1) for k in sorted(observation)], axis=-1)
-        return normalize(nn.Dense(self.config.latent_size)(MLP(self.config.representation)(x)))
+        state = jnp.concatenate([observation["progress"], observation["profile"]], axis=-1)
+        x = jnp.concatenate([current, pooled, observation["occupancy"].reshape(*lead, -1), state], axis=-1)
+        context = nn.Dense(cfg.latent_size)(MLP(cfg.representation)(x))
+        slots = observation["slots"]
+        shared = jnp.concatenate([nn.Dense(cfg.slot_size)(current), state], axis=-1)
+        x = jnp.concatenate([slots, jnp.broadcast_to(shared[..., None, :], (*slots.shape[:-1], shared.shape[-1]))],
+                            axis=-1)
+        return join_latent(context, nn.Dense(cfg.slot_size)(MLP(cfg.slot_hidden, name="slot")(x)))
+
+
+def _broadcast_slots(x: jax.Array, slots: jax.Array) -> jax.Array:
+    """[..., n_slots, width] copies of the [..., width] `x`, one per slot of `slots`."""
+    return jnp.broadcast_to(x[..., None, :], (*slots.shape[:-1], x.shape[-1]))
 
 
 class Dynamics(nn.Module):
-    """(latent, action) -> (next normalized latent, reward logits)."""
+    """(latent, action) -> (next latent, reward logits)."""
 
     config: NetworkConfig
-    n_actions: int
 
     @nn.compact
     def __call__(self, latent: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = MLP(self.config.dynamics)(jnp.concatenate([latent, jax.nn.one_hot(action, self.n_actions)], axis=-1))
-        reward = nn.Dense(self.config.support_size, kernel_init=nn.initializers.zeros, name="reward")(x)
-        return normalize(nn.Dense(self.config.latent_size)(x)), reward
+        cfg = self.config
+        context, slots = split_latent(latent, cfg)
+        n_slots = slots.shape[-2]
+        chosen = jax.nn.one_hot(action, n_slots + 1)
+        is_slow = chosen[..., -1:]
+        picked = jnp.sum(slots * chosen[..., :-1, None], axis=-2)
+        x = MLP(cfg.dynamics)(jnp.concatenate([context, picked, is_slow], axis=-1))
+        reward = nn.Dense(cfg.support_size, kernel_init=nn.initializers.zeros, name="reward")(x)
+        new_context = nn.Dense(cfg.latent_size)(x)
+        distance = (jnp.arange(n_slots) - action[..., None]) / n_slots * (1.0 - is_slow)
+        per_slot = jnp.concatenate([slots, chosen[..., :-1, None], distance[..., None],
+                                    _broadcast_slots(nn.Dense(cfg.slot_size)(x), slots)], axis=-1)
+        new_slots = nn.Dense(cfg.slot_size)(MLP(cfg.slot_hidden, name="slot")(per_slot))
+        return join_latent(new_context, new_slots), reward
 
 
 class Prediction(NamedTuple):
@@ -160,26 +218,30 @@ class Prediction(NamedTuple):
     legal_logits: jax.Array  # [..., n_actions]: sigmoid > 0.5 where the model predicts legal
 
 
-def _slow_prior(key, shape, dtype=jnp.float32):
-    """Policy bias at initialization: "slow" (the last action) as likely as all slots together."""
-    del key
-    return jnp.zeros(shape, dtype).at[-1].set(jnp.log(shape[-1] - 1.0))
-
-
 class PredictionNet(nn.Module):
-    """Latent -> policy, value and legality logits."""
+    """Latent -> policy, value and legality logits: one logit per slot from that slot's embedding
+    and the context's query (weights shared over slots), and one for "slow" from the context."""
 
     config: NetworkConfig
-    n_actions: int
 
     @nn.compact
     def __call__(self, latent: jax.Array) -> Prediction:
-        x = MLP(self.config.prediction)(latent)
+        cfg = self.config
+        context, slots = split_latent(latent, cfg)
+        n_slots = slots.shape[-2]
+        x = MLP(cfg.prediction)(jnp.concatenate([context, jnp.mean(slots, axis=-2)], axis=-1))
         zeros = nn.initializers.zeros
+        query = nn.Dense(cfg.slot_size, name="query")(x)
+        h = MLP(cfg.slot_hidden, name="pointer")(jnp.concatenate([slots, _broadcast_slots(query, slots)], axis=-1))
+        slot_policy = nn.Dense(1, kernel_init=zeros, name="policy")(h)[..., 0]
+        slot_legal = nn.Dense(1, kernel_init=zeros, name="legal")(h)[..., 0]
+        slow = nn.Dense(1, kernel_init=zeros, bias_init=nn.initializers.constant(jnp.log(n_slots)),
+                        name="slow")(x)
+        slow_legal = nn.Dense(1, kernel_init=zeros, name="slow_legal")(x)
         return Prediction(
-            policy_logits=nn.Dense(self.n_actions, kernel_init=zeros, bias_init=_slow_prior, name="policy")(x),
-            value_logits=nn.Dense(self.config.support_size, kernel_init=zeros, name="value")(x),
-            legal_logits=nn.Dense(self.n_actions, kernel_init=zeros, name="legal")(x))
+            policy_logits=jnp.concatenate([slot_policy, slow], axis=-1),
+            value_logits=nn.Dense(cfg.support_size, kernel_init=zeros, name="value")(x),
+            legal_logits=jnp.concatenate([slot_legal, slow_legal], axis=-1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,29 +251,27 @@ class MuZeroNet:
     config: NetworkConfig = NetworkConfig()
 
     def init(self, key: jax.Array, observation: dict[str, jax.Array], n_actions: int) -> Params:
-        """Parameters for games with `n_actions` actions, shaped by one (batched or not) observation."""
+        """Parameters for games with `n_actions` actions (n_actions - 1 slots), shaped by one (batched or
+        not) observation."""
+        n_slots = observation["slots"].shape[-2]
+        if n_actions != n_slots + 1:
+            raise ValueError(f"n_actions: {n_actions}, but the observation has {n_slots} slots (+ slow)")
         k_rep, k_dyn, k_pred = jax.random.split(key, 3)
         rep = Representation(self.config).init(k_rep, observation)["params"]
         latent = Representation(self.config).apply({"params": rep}, observation)
         action = jnp.zeros(latent.shape[:-1], jnp.int32)
-        dyn = Dynamics(self.config, n_actions).init(k_dyn, latent, action)["params"]
-        pred = PredictionNet(self.config, n_actions).init(k_pred, latent)["params"]
+        dyn = Dynamics(self.config).init(k_dyn, latent, action)["params"]
+        pred = PredictionNet(self.config).init(k_pred, latent)["params"]
         return {"representation": rep, "dynamics": dyn, "prediction": pred}
 
     def represent(self, params: Params, observation: dict[str, jax.Array]) -> jax.Array:
-        """Observation -> latent [..., latent_size]."""
+        """Observation -> latent [..., latent_size + n_slots x slot_size]."""
         return Representation(self.config).apply({"params": params["representation"]}, observation)
 
     def recurrent(self, params: Params, latent: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(latent, action) -> (next latent, reward logits [..., support_size])."""
-        module = Dynamics(self.config, n_actions(params))
-        return module.apply({"params": params["dynamics"]}, latent, action)
+        return Dynamics(self.config).apply({"params": params["dynamics"]}, latent, action)
 
     def predict(self, params: Params, latent: jax.Array) -> Prediction:
         """Latent -> policy, value and legality logits."""
-        return PredictionNet(self.config, n_actions(params)).apply({"params": params["prediction"]}, latent)
-
-
-def n_actions(params: Params) -> int:
-    """The number of actions that `params` were initialized for."""
-    return params["prediction"]["policy"]["kernel"].shape[-1]
+        return PredictionNet(self.config).apply({"params": params["prediction"]}, latent)

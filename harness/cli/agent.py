@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.cli.common import add_command, console, err_console, progress
 
 
+PRESET_MINUTES = {"ci": 38.0}  # the training time of a preset's run (setup and evaluations aside: ci <= 45 min in all)
+
+
 def _train_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[stats]}"), console=err_console)
@@ -27,6 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes must be positive, got {args.minutes:g}")
+    minutes = args.minutes if args.minutes is not None else PRESET_MINUTES.get(args.preset)
     out = Path(args.out or f"runs/train/{args.preset}-{args.mode}")
     if args.split and args.resume:
         raise ValueError("--split: a resumed run keeps the split of its checkpoint")
@@ -56,10 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             if args.resume:
-                trainer.resume(out, args.minutes, args.iterations, show, setup)
+                trainer.resume(out, minutes, args.iterations, show, setup)
             else:
                 split = read_split(args.split) if args.split else default_split()
-                trainer.run(config, split, out, args.minutes, show, setup)
+                trainer.run(config, split, out, minutes, show, setup)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: checkpoint saved in {out}; go on with --resume")
             return 130
@@ -131,11 +135,12 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", action="store_true", help="go on exactly from the checkpoint in --out")
     p.add_argument("--out", metavar="DIR", help="checkpoint directory (default: runs/train/PRESET-MODE)")
     p.add_argument("--iterations", type=int, help="self-play iterations in all (default: the preset's)")
-    p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much training time")
+    p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much training time "
+                   f"(default: the preset's, {', '.join(f'{k} {v:g}' for k, v in PRESET_MINUTES.items())})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--demonstrations", action="store_true",
-                   help="also replay xla-msa's episode of each game as a demonstration (its moves as policy "
-                   "targets, its returns as values)")
+    p.add_argument("--demonstrations", action=argparse.BooleanOptionalAction, default=True,
+                   help="learn from the teacher's episode of each game (the best known mapping: its moves as "
+                   "policy targets, its returns as values): a warm start, then a share of each batch (default: on)")
     p.add_argument("--split", metavar="FILE", help="JSON {\"train\": [...], \"held_out\": [...]} of instance names "
                    "(default: AlphaTensor, vit-encoder, lstm-scan and synthetic seeds >= 1000 held out)")
     p.add_argument("--export", metavar="DIR", help="also copy the final checkpoint, without replay, to DIR")
