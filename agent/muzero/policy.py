@@ -11,7 +11,9 @@
 `candidates(instance, profile, budget, k)` gives the distinct mappings of these three,
 fastest (simulated) first: the top-K to hand to `harness.select`, which measures them and
 keeps the fastest on the hardware. The shipped checkpoint (`SHIPPED`) is used unless
-another is named.
+another is named. The first play turns on JAX's persistent compilation cache
+(`agent.muzero.compile_cache`): a fresh process then loads the programs an earlier
+one compiled.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from agent.game.rules import make_game
 from agent.heuristics.xla_msa import memory_boundedness_order
-from agent.muzero import checkpoint, rollout
+from agent.muzero import checkpoint, compile_cache, rollout
 from agent.muzero.learner import padded_game
 from agent.muzero.netprior import NetworkPolicy, greedy
 from harness.model.mapping import Mapping
@@ -48,6 +50,7 @@ def play(instance: Instance, profile: Profile, budget: float, mode: str = "searc
     """The mapping the checkpoint's network plays in `mode` (`MODES`), and counts of what the search did."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    compile_cache.enable()
     agent = load_agent(str(checkpoint_path) if checkpoint_path else None)
     game = make_game(instance, profile, budget)
     policy = NetworkPolicy(agent.state.params, agent.config.network(), game, padded_game(instance, profile, budget))

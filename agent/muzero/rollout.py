@@ -130,12 +130,13 @@ def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
     return jax.vmap(lambda m: total_time(tables, m, offload))(masks)
 
 
-def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
+def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
-    fast candidates are scored once)."""
+    fast candidates are scored once, in a batch padded to `bucket(max(distinct rows, at_least))`: one
+    compiled program serves every call with at most `at_least` distinct rows)."""
     masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
     n = len(masks)
-    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(n) - n, axis=0)])
+    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
     scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
     return scored[index.reshape(-1)]
 
@@ -189,7 +190,7 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
             for j in range(n_fits):
                 place(board, planes[i * n_fits + j], starts[i * n_fits + j], c, a)
         rows = complete(board, planes, starts, decided, np.tile(np.arange(n_fits), len(actions)))
-        t = times(game, rows)
+        t = times(game, rows, config.simulations * n_fits)  # one batch size: one compile per game
         stats["leaves"] += len(rows)
         best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
         choice = actions[best // n_fits]
