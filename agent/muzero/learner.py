@@ -30,14 +30,14 @@ import numpy as np
 import optax
 
 from agent.game import rules as G
+from agent.data import demos
 from agent.data.split import Split, load
 from agent.data.synthesize import synthetic
 from agent.heuristics.cpsat import solve_cpsat
 from agent.heuristics.xla_msa import xla_msa
 from agent.muzero.networks import MuZeroNet, NetworkConfig, Params, reward_scale, scalar_to_support
 from agent.muzero.replay import Replay, Sample
-from agent.muzero.search import masked_logits
-from agent.muzero.search import MODES, SearchConfig
+from agent.muzero.search import MODES, SearchConfig, masked_logits
 from agent.muzero.selfplay import GameShape, Trajectory, self_play
 from harness.model.mapping import check_budget
 from harness.model.profiles import load_profile
@@ -144,19 +144,22 @@ def reference_game() -> G.Game:
 
 def make_games(names, profiles, budgets, demonstrations: bool = False,
                best_time_limit: Optional[float] = None) -> list[TrainGame]:
-    """Every (instance, profile, budget) game of `names`, with xla-msa's time, the teacher's episode
-    (`demonstrations`) and, given `best_time_limit` (seconds), the best of xla-msa and CP-SAT within it."""
+    """Every (instance, profile, budget) game of `names`, with xla-msa's time, the teacher's episode and time
+    (`demonstrations`: `teacher`) and, given `best_time_limit` (seconds), the best of xla-msa and CP-SAT within it."""
     out = []
-    for name in names:
-        instance = load(name)
-        for p in profiles:
-            profile = load_profile(p)
-            for b in budgets:
+    for p in profiles:
+        profile = load_profile(p)
+        for b in budgets:
+            known = known_mappings(profile, b) if demonstrations else {}
+            for name in names:
+                instance = load(name)
                 baseline = xla_msa(instance, profile, b, 0, None)
                 game = padded_game(instance, p, b)
                 seconds = simulate(instance, baseline, profile)
-                demo = demonstration(game, teacher(name, instance, profile, b, baseline)) if demonstrations else None
-                best = None
+                best, demo = None, None
+                if demonstrations:
+                    mapping, best = teacher(instance, profile, (baseline, seconds), known.get(name))
+                    demo = demonstration(game, mapping)
                 if best_time_limit is not None:
                     found = solve_cpsat(instance, profile, b, time_limit=best_time_limit, hint=baseline)
                     best = min(seconds, simulate(instance, found.mapping, profile))
@@ -164,10 +167,25 @@ def make_games(names, profiles, budgets, demonstrations: bool = False,
     return out
 
 
-def teacher(name: str, instance, profile, budget: float, baseline):
-    """The best known mapping of a training game: xla-msa's (`baseline`)."""
-    del name, instance, profile, budget
-    return baseline
+def known_mappings(profile, budget: float) -> dict:
+    """Instance name -> the best known mapping's `agent.data.demos.Demo` at (profile, budget); none where no
+    demonstrations of them were made."""
+    try:
+        return demos.load(profile, budget).by_instance()
+    except demos.DemoError:
+        if not demos.demo_path(profile.name, budget).exists():
+            return {}
+        raise
+
+
+def teacher(instance, profile, baseline: tuple, known: Optional[demos.Demo]) -> tuple:
+    """(mapping, simulated seconds) of the teacher of a training game: the best known mapping (`known`,
+    CP-SAT's) where it simulates faster than xla-msa's (`baseline`: its mapping and seconds), else xla-msa's."""
+    if known is None:
+        return baseline
+    mapping = known.mapping(instance, baseline[0].budget)
+    seconds = simulate(instance, mapping, profile)
+    return (mapping, seconds) if seconds < baseline[1] else baseline
 
 
 def demonstration(game: G.Game, mapping) -> Trajectory:
