@@ -176,12 +176,10 @@ def _saving_alone(tables: Tables, n: int, offload: bool) -> tuple[float, np.ndar
     candidate fast, all others slow, saves): the cost model's `total_time` of each such mapping."""
     width = bucket(n)
     chunk = min(width, SAVING_CHUNK)
-    slow, saved = None, []
-    for first in range(0, n, chunk):
-        slow, part = _savings(tables, jnp.int32(first), offload=offload, width=width, chunk=chunk)
-        saved.append(np.asarray(part, np.float64))
-    slow = float(slow) if slow is not None else float(total_time(tables, jnp.zeros(width), offload))
-    saved = np.concatenate(saved)[:n] if saved else np.zeros(0)
+    parts = [_savings(tables, jnp.int32(first), offload=offload, width=width, chunk=chunk)
+             for first in range(0, max(n, 1), chunk)]
+    slow = float(parts[0][0])
+    saved = np.concatenate([np.asarray(part, np.float64) for _, part in parts])[:n]
     return slow, np.clip(saved / max(slow, 1e-30), 0.0, 1.0)
 
 

@@ -91,7 +91,11 @@ def xla_msa(instance: Instance, profile: Profile, budget, seed, time_limit) -> M
     cross-program prefetch; aliased values are placed as one candidate; the
     benefit comes from this project's cost model rather than HloCostAnalysis.
     """
-    game = G.make_game(instance, profile, budget)
+    return xla_msa_of_game(G.make_game(instance, profile, budget), instance, profile, budget)
+
+
+def xla_msa_of_game(game: G.Game, instance: Instance, profile: Profile, budget) -> Mapping:
+    """`xla_msa`'s mapping from the (unpadded) game of `instance` on `profile` at `budget`, already built."""
     cands = game.candidates
     order = memory_boundedness_order(game, profile)
     size = np.asarray(game.spec.slots)

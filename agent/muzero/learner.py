@@ -34,7 +34,7 @@ from agent.data import demos
 from agent.data.split import Split, load
 from agent.data.synthesize import synthetic
 from agent.heuristics.cpsat import solve_cpsat
-from agent.heuristics.xla_msa import xla_msa
+from agent.heuristics.xla_msa import xla_msa_of_game
 from agent.muzero.networks import MuZeroNet, NetworkConfig, Params, reward_scale, scalar_to_support
 from agent.muzero.replay import Replay, Sample
 from agent.muzero.search import MODES, SearchConfig, masked_logits
@@ -63,11 +63,11 @@ class TrainConfig:
     learning_rate: float = 2e-3
     replay_capacity: int = 20000
     iterations: int = 3000
-    eval_every: int = 100  # iterations between held-out evaluations (0: none)
+    eval_every: int = 50  # iterations between held-out evaluations (0: none)
     seed: int = 0
     demonstrations: bool = True  # learn from the teacher's episodes: a warm start, then a share of each batch
-    warm_start: int = 400  # gradient steps on the demonstrations alone before self-play
-    demo_share: float = 0.25  # share of each self-play batch drawn from the demonstrations
+    warm_start: int = 1200  # gradient steps on the demonstrations alone before self-play
+    demo_share: float = 0.5  # share of each self-play batch drawn from the demonstrations
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -131,7 +131,11 @@ class TrainGame:
 def padded_game(instance, profile, budget: float) -> G.Game:
     """The game of `instance` on `profile` (a Profile or its name) in the agents' fixed action
     space, decisions padded to a power of two."""
-    game = G.make_game(instance, load_profile(profile) if isinstance(profile, str) else profile, budget)
+    return pad_game(G.make_game(instance, load_profile(profile) if isinstance(profile, str) else profile, budget))
+
+
+def pad_game(game: G.Game) -> G.Game:
+    """`game` in the agents' fixed action space, decisions padded to a power of two (at least 32)."""
     return G.pad(game, G.MAX_SLOTS, max(32, 1 << (G.n_candidates(game) - 1).bit_length()))
 
 
@@ -153,8 +157,9 @@ def make_games(names, profiles, budgets, demonstrations: bool = False,
             known = known_mappings(profile, b) if demonstrations else {}
             for name in names:
                 instance = load(name)
-                baseline = xla_msa(instance, profile, b, 0, None)
-                game = padded_game(instance, p, b)
+                game = G.make_game(instance, profile, b)
+                baseline = xla_msa_of_game(game, instance, profile, b)
+                game = pad_game(game)
                 seconds = simulate(instance, baseline, profile)
                 best, demo = None, None
                 if demonstrations:
@@ -357,11 +362,10 @@ def _greedy(params, spec, *, net: MuZeroNet, shape: GameShape) -> G.GameState:
     return G.play(game, choose, jax.random.PRNGKey(0))[0]
 
 
-def evaluate(params: Params, config: TrainConfig, games: list[TrainGame], seed: int = 0) -> dict:
+def evaluate(params: Params, config: TrainConfig, games: list[TrainGame]) -> dict:
     """The network alone (greedy) on each game, against xla-msa: geometric-mean speedup, the share of
     games no worse than xla-msa and the share of the room above xla-msa captured (over the games whose
     best known time is given)."""
-    del seed
     times = np.array([float(greedy_times(params, config, g.game).time) for g in games], np.float64)
     xla = np.array([g.xla_msa for g in games], np.float64)
     ratios = xla / times
