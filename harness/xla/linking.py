@@ -34,6 +34,23 @@ _INLINE = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_c
            "custom_vjp_call_jaxpr": "fun_jaxpr", "checkpoint": "jaxpr", "remat": "jaxpr"}
 
 
+# Control-flow primitives whose bodies are evaluated equation by equation too: the parameters holding their
+# bodies (a closed jaxpr, or a tuple of them). A body value's scope nests in its loop's: eqn<k>/.../eqn<j>.
+_BODIES = {"scan": ("jaxpr",), "while": ("cond_jaxpr", "body_jaxpr"), "cond": ("branches",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Body:
+    """A loop or branch body of a step, flattened into steps of its own over numbered values."""
+
+    param: str  # the equation parameter that holds the body
+    position: int  # its place in a tuple parameter (cond branches), -1 for a single body
+    inputs: tuple[int, ...]  # value numbers of the body's arguments (one iteration's carry, slice, consts)
+    consts: tuple[int, ...]  # value numbers of the body's own constants
+    steps: tuple[int, ...]  # step numbers of its equations, in order
+    outputs: tuple[Any, ...]  # value numbers or `Literal`s of its results
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """One equation of the flat program: `outputs = primitive.bind(inputs, **params)`."""
@@ -41,11 +58,16 @@ class Step:
     eqn: Any  # the jaxpr equation (its primitive and params)
     inputs: tuple[Any, ...]  # value numbers, or `Literal`s
     outputs: tuple[int, ...]  # value numbers (-1 for dropped outputs)
+    bodies: tuple[Body, ...] = ()  # loop and branch bodies, evaluated step by step as well
 
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """A traced function as a flat list of steps over numbered values."""
+    """A traced function as a flat list of steps over numbered values.
+
+    Steps are numbered across the whole program, bodies included; `top` lists
+    the steps of the function itself, in order (the others run inside a body).
+    """
 
     name: str
     steps: tuple[Step, ...]
@@ -55,6 +77,8 @@ class Program:
     avals: tuple[Any, ...]  # abstract value of each value number
     in_tree: Any
     out_tree: Any
+    top: tuple[int, ...]  # step numbers of the function's own equations (bodies excluded)
+    top_consts: tuple[int, ...]  # value numbers of the function's own constants
 
     def nbytes(self, value: int) -> int:
         """Bytes of value `value`."""
@@ -62,47 +86,81 @@ class Program:
         return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
 
 
-def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> Program:
-    """Trace `fn(*args)` and flatten it into numbered steps."""
-    flat_args, in_tree = jax.tree_util.tree_flatten(args)
-    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    out_tree = jax.tree_util.tree_structure(out_shape)
-    avals: list[Any] = []
-    steps: list[Step] = []
-    consts: dict[int, Any] = {}
+class _Flattener:
+    """Numbers values and steps while flattening a jaxpr, its calls inlined and its bodies flattened."""
 
-    def new(var) -> int:
-        avals.append(var.aval)
-        return len(avals) - 1
+    def __init__(self):
+        self.avals: list[Any] = []
+        self.steps: list[Step] = []
+        self.consts: dict[int, Any] = {}
 
-    def flatten(jaxpr, const_values, inputs) -> list[Any]:
+    def new(self, var) -> int:
+        self.avals.append(var.aval)
+        return len(self.avals) - 1
+
+    def flatten(self, jaxpr, const_values, inputs, consts: list[int], level: list[int]) -> list[Any]:
+        """Flatten `jaxpr` applied to `inputs`; appends its constants' numbers to `consts` and its step
+        numbers (calls inlined) to `level`; returns its outputs."""
         env: dict[Any, Any] = {}
 
         def read(atom):
             return atom if isinstance(atom, jcore.Literal) else env[atom]
 
         for var, value in zip(jaxpr.constvars, const_values):
-            env[var] = new(var)
-            consts[env[var]] = value
+            env[var] = self.new(var)
+            self.consts[env[var]] = value
+            consts.append(env[var])
         env.update(zip(jaxpr.invars, inputs))
         for eqn in jaxpr.eqns:
             body = _inline_body(eqn)
             if body is not None:
                 inner, inner_consts = body
-                outs = flatten(inner, inner_consts, [read(a) for a in eqn.invars])
+                outs = self.flatten(inner, inner_consts, [read(a) for a in eqn.invars], consts, level)
                 env.update(zip(eqn.outvars, outs))
                 continue
-            outputs = tuple(-1 if isinstance(v, jcore.DropVar) else new(v) for v in eqn.outvars)
-            steps.append(Step(eqn, tuple(read(a) for a in eqn.invars), outputs))
+            bodies = tuple(self.body(param, position, closed) for param, position, closed in _bodies_of(eqn))
+            outputs = tuple(-1 if isinstance(v, jcore.DropVar) else self.new(v) for v in eqn.outvars)
+            self.steps.append(Step(eqn, tuple(read(a) for a in eqn.invars), outputs, bodies))
+            level.append(len(self.steps) - 1)
             env.update((v, o) for v, o in zip(eqn.outvars, outputs) if o >= 0)
         return [read(a) for a in jaxpr.outvars]
 
-    arg_numbers = [new(v) for v in closed.jaxpr.invars]
-    outputs = flatten(closed.jaxpr, closed.consts, arg_numbers)
+    def body(self, param: str, position: int, closed) -> Body:
+        """The flattened body held by parameter `param` (at `position` of a tuple)."""
+        inputs = tuple(self.new(v) for v in closed.jaxpr.invars)
+        consts: list[int] = []
+        level: list[int] = []
+        outputs = self.flatten(closed.jaxpr, list(closed.consts), list(inputs), consts, level)
+        return Body(param, position, inputs, tuple(consts), tuple(level), tuple(outputs))
+
+
+def _bodies_of(eqn) -> list[tuple[str, int, Any]]:
+    """(parameter, position, closed jaxpr) of each body of a control-flow equation; [] for any other."""
+    found = []
+    for param in _BODIES.get(eqn.primitive.name, ()):
+        value = eqn.params.get(param)
+        if isinstance(value, jcore.ClosedJaxpr):
+            found.append((param, -1, value))
+        elif isinstance(value, (tuple, list)) and all(isinstance(b, jcore.ClosedJaxpr) for b in value):
+            found.extend((param, k, b) for k, b in enumerate(value))
+    return found
+
+
+def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> Program:
+    """Trace `fn(*args)` and flatten it into numbered steps, loop and branch bodies included."""
+    flat_args, in_tree = jax.tree_util.tree_flatten(args)
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    flat = _Flattener()
+    arg_numbers = [flat.new(v) for v in closed.jaxpr.invars]
+    top: list[int] = []
+    top_consts: list[int] = []
+    outputs = flat.flatten(closed.jaxpr, closed.consts, arg_numbers, top_consts, top)
     if len(flat_args) != len(arg_numbers):
         raise ValueError(f"{len(flat_args)} flat arguments for a jaxpr of {len(arg_numbers)} inputs")
     name = getattr(fn, "__name__", "program")
-    return Program(name, tuple(steps), len(arg_numbers), consts, tuple(outputs), tuple(avals), in_tree, out_tree)
+    return Program(name, tuple(flat.steps), len(arg_numbers), flat.consts, tuple(outputs), tuple(flat.avals),
+                   in_tree, out_tree, tuple(top), tuple(top_consts))
 
 
 def _inline_body(eqn) -> Optional[tuple[Any, list[Any]]]:
@@ -116,44 +174,90 @@ def _inline_body(eqn) -> Optional[tuple[Any, list[Any]]]:
     return None
 
 
+@dataclasses.dataclass
+class _Values:
+    """The values of one evaluation scope (the function, or one trace of a body): on device, or in host memory."""
+
+    device: dict[int, Any]
+    offload: frozenset[int]
+    host: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+    def place(self, v: int) -> None:
+        """Put value v in host memory if it is offloaded."""
+        if v in self.offload:
+            with jax.named_scope(f"{OFFLOAD_SCOPE}{v}"):
+                self.host[v] = jax.device_put(self.device.pop(v), jax.memory.Space.Host)
+
+    def read(self, atom):
+        """A value for use: a literal's constant, a device value, or an offloaded one brought back."""
+        if isinstance(atom, jcore.Literal):
+            return atom.val
+        if atom in self.host:
+            with jax.named_scope(f"{FETCH_SCOPE}{atom}"):
+                return jax.device_put(self.host[atom], jax.memory.Space.Device)
+        return self.device[atom]
+
+
 def evaluate(program: Program, flat_args: list[Any], offload: frozenset[int] = frozenset()) -> list[Any]:
     """Run the program step by step in `eqn<k>` scopes; values in `offload` live in host memory.
 
     An offloaded value is put in host memory right after its definition and
-    brought back to device memory before each use (and before it is returned).
+    brought back to device memory before each use (and before it is returned);
+    inside a loop body, in each iteration.
     """
-    env: dict[int, Any] = dict(enumerate(flat_args)) | dict(program.consts)
-    host: dict[int, Any] = {}
-
-    def place(v: int) -> None:
-        if v in offload:
-            with jax.named_scope(f"{OFFLOAD_SCOPE}{v}"):
-                host[v] = jax.device_put(env.pop(v), jax.memory.Space.Host)
-
-    def read(atom):
-        if isinstance(atom, jcore.Literal):
-            return atom.val
-        if atom in host:
-            with jax.named_scope(f"{FETCH_SCOPE}{atom}"):
-                return jax.device_put(host[atom], jax.memory.Space.Device)
-        return env[atom]
-
+    values = _Values(dict(enumerate(flat_args)) | {v: program.consts[v] for v in program.top_consts}, offload)
     with jax.named_scope(f"{SCOPE}_args"):
-        for v in list(env):
-            place(v)
-    for k, step in enumerate(program.steps):
+        for v in list(values.device):
+            values.place(v)
+    _run(program, program.top, values)
+    with jax.named_scope(f"{SCOPE}_out"):
+        return [values.read(a) for a in program.outputs]
+
+
+def _run(program: Program, steps: tuple[int, ...], values: _Values) -> None:
+    """Evaluate `steps` of `program` over `values`, each in its scope."""
+    for k in steps:
+        step = program.steps[k]
         with jax.named_scope(f"{SCOPE}{k}"):
             subfuns, params = _bind_params(step.eqn)
+            params = _with_scoped_bodies(program, step, params, values.offload)
             with getattr(getattr(step.eqn, "ctx", None), "manager", contextlib.nullcontext()):
-                outs = step.eqn.primitive.bind(*subfuns, *[read(a) for a in step.inputs], **params)
+                outs = step.eqn.primitive.bind(*subfuns, *[values.read(a) for a in step.inputs], **params)
             if not step.eqn.primitive.multiple_results:
                 outs = [outs]
             for v, out in zip(step.outputs, outs):
                 if v >= 0:
-                    env[v] = out
-                    place(v)
-    with jax.named_scope(f"{SCOPE}_out"):
-        return [read(a) for a in program.outputs]
+                    values.device[v] = out
+                    values.place(v)
+
+
+def _with_scoped_bodies(program: Program, step: Step, params: dict[str, Any], offload: frozenset[int]) -> dict:
+    """`params` with each body of `step` traced anew, its equations in scopes of their own."""
+    if not step.bodies:
+        return params
+    params = dict(params)
+    for body in step.bodies:
+        closed = _scoped_body(program, body, offload)
+        if body.position < 0:
+            params[body.param] = closed
+        else:
+            branches = list(params[body.param])
+            branches[body.position] = closed
+            params[body.param] = tuple(branches)
+    return params
+
+
+def _scoped_body(program: Program, body: Body, offload: frozenset[int]):
+    """The closed jaxpr of `body` evaluated step by step in scopes, its offloaded values in host memory."""
+
+    def run(*inputs):
+        values = _Values(dict(zip(body.inputs, inputs)) | {v: program.consts[v] for v in body.consts}, offload)
+        for v in body.inputs:
+            values.place(v)
+        _run(program, body.steps, values)
+        return [values.read(a) for a in body.outputs]
+
+    return jax.make_jaxpr(run)(*[program.avals[v] for v in body.inputs])
 
 
 def _bind_params(eqn) -> tuple[list[Any], dict[str, Any]]:
@@ -191,9 +295,19 @@ def compile_scoped(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Progr
 
 
 def step_of(op_name: str) -> Optional[int]:
-    """The equation number in an instruction's `op_name`, or None."""
-    m = _SCOPE_RE.search(op_name)
-    return int(m.group(1)) if m else None
+    """The equation number of the innermost `eqn<k>` scope in an instruction's `op_name`, or None."""
+    found = _SCOPE_RE.findall(op_name)
+    return int(found[-1]) if found else None
+
+
+# Why a buffer holds no value of the program: the category a reason starts with.
+UNLINKED_KINDS = {
+    "loop state": "a while loop's carried value (phi): the carry or stacked outputs across iterations",
+    "compiler value": "an instruction of no equation (a copy, broadcast or layout change XLA made)",
+    "primitive internal": "a value inside one primitive's lowering, not an output of its equation",
+    "ambiguous": "the equation has several outputs of the buffer's size",
+    "parameter": "an entry parameter that is no argument of the program",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,9 +316,10 @@ class Link:
 
     value_of: dict[int, int]  # buffer id -> value number
     unlinked: tuple[int, ...]  # buffer ids with no value of the program
-    reasons: dict[int, str]  # buffer id -> why it is unlinked
+    reasons: dict[int, str]  # buffer id -> why it is unlinked ("<kind>: <detail>", kinds of UNLINKED_KINDS)
     linked_bytes: int
     total_bytes: int
+    unlinked_bytes: dict[str, int] = dataclasses.field(default_factory=dict)  # kind -> unlinked buffer bytes
 
     @property
     def linked_share(self) -> float:
@@ -216,33 +331,161 @@ def link(program: Program, instance: Instance) -> Link:
     """Link each buffer of `instance` (extracted from `jit(program)`) to a program value.
 
     A parameter buffer holds the flat argument of its number. Any other buffer
-    holds the output of the equation named in its `op_name` whose size matches;
-    buffers inside loop bodies, of equations with several outputs of that size,
-    or of no named equation (compiler-made copies) are reported unlinked.
+    holds the output of the innermost equation named in its `op_name` whose size
+    matches, in a loop or branch body too; a buffer that a loop's lowering made
+    in its body (a scan's slice of its inputs) holds the body argument it was
+    read from. A loop's carried values (phis) hold, in order, the loop's
+    outputs of their shape (in its body: the carry argument of that output).
+    A buffer sharing its allocation with buffers of one value (an alias group)
+    holds that value. The rest are unlinked with a reason of `UNLINKED_KINDS`.
     """
-    computation = {op.name: op.computation for op in instance.ops}
-    entry_name = next((computation[b.hlo_name] for b in instance.buffers if b.parameter_number >= 0), "")
-    value_of: dict[int, int] = {}
-    reasons: dict[int, str] = {}
-    for b in instance.buffers:
-        if b.parameter_number >= 0:
-            if b.parameter_number < program.n_args and program.nbytes(b.parameter_number) == b.bytes:
-                value_of[b.id] = b.parameter_number
-            else:
-                reasons[b.id] = f"parameter {b.parameter_number} is no argument of {b.bytes} bytes"
-            continue
-        if computation.get(b.hlo_name) != entry_name or b.is_phi:
-            reasons[b.id] = "defined inside a loop or branch body"
-            continue
-        k = step_of(b.op_name)
-        if k is None or k >= len(program.steps):
-            reasons[b.id] = f"no equation scope in op_name {b.op_name!r}"
-            continue
-        matches = [v for v in program.steps[k].outputs if v >= 0 and program.nbytes(v) == b.bytes]
-        if len(matches) == 1:
-            value_of[b.id] = matches[0]
-        else:
-            reasons[b.id] = f"equation {k} has {len(matches)} outputs of {b.bytes} bytes"
+    found = {b.id: _value_of(program, b) for b in instance.buffers}
+    found.update(_loop_state(program, instance, found))
+    found.update(_by_reads(program, instance, found))
+    found.update(_by_alias(instance, found))
+    value_of = {b: v for b, v in found.items() if isinstance(v, int)}
+    reasons = {b: r for b, r in found.items() if isinstance(r, str)}
+    unlinked_bytes: dict[str, int] = {}
+    for b, reason in reasons.items():
+        kind = reason.split(":", 1)[0]
+        unlinked_bytes[kind] = unlinked_bytes.get(kind, 0) + instance.buffers[b].bytes
     total = sum(b.bytes for b in instance.buffers)
     linked = sum(instance.buffers[b].bytes for b in value_of)
-    return Link(value_of, tuple(sorted(reasons)), reasons, linked, total)
+    return Link(value_of, tuple(sorted(reasons)), reasons, linked, total, unlinked_bytes)
+
+
+def _value_of(program: Program, b) -> int | str:
+    """The value number buffer `b` holds by its own op_name, or the reason it holds none (yet)."""
+    if b.parameter_number >= 0:
+        if b.parameter_number < program.n_args and program.nbytes(b.parameter_number) == b.bytes:
+            return b.parameter_number
+        return f"parameter: parameter {b.parameter_number} is no argument of {b.bytes} bytes"
+    if b.is_phi:
+        return f"loop state: {b.key} carries a value across the iterations of a loop"
+    k = step_of(b.op_name)
+    if k is None or k >= len(program.steps):
+        return f"compiler value: no equation scope in op_name {b.op_name!r} of {b.key}"
+    step = program.steps[k]
+    matches = [v for v in step.outputs if v >= 0 and program.nbytes(v) == b.bytes]
+    if not matches and step.bodies and _in_body(b.op_name, k):  # a body argument: a scan's slice of its inputs
+        matches = [v for body in step.bodies for v in body.inputs if program.nbytes(v) == b.bytes]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        return f"ambiguous: equation {k} has {len(matches)} values of {b.bytes} bytes for {b.key}"
+    return f"primitive internal: {b.key} ({b.bytes} bytes) is no output of equation {k} ({step.eqn.primitive.name})"
+
+
+def _in_body(op_name: str, k: int) -> bool:
+    """Whether `op_name` is inside a body of the loop or branch of equation k (and no equation in it)."""
+    tail = op_name.split(f"{SCOPE}{k}/", 1)[-1]
+    return tail.startswith(("while/body", "while/cond", "cond/", "scan/"))
+
+
+_LOOP_RE = re.compile(rf"(?:^|/){SCOPE}(\d+)/while/")
+
+
+def _loop_steps(instance: Instance) -> dict[str, int]:
+    """Computation name -> the step of the loop whose body (or condition) it is, read off its ops' op_names."""
+    loops: dict[str, int] = {}
+    for op in instance.ops:
+        found = _LOOP_RE.findall(op.op_name)
+        if found and op.computation not in loops:
+            loops[op.computation] = int(found[-1])
+    return loops
+
+
+def _shape_key(program: Program, value: int) -> str:
+    aval = program.avals[value]
+    return f"{np.dtype(aval.dtype).itemsize}:{','.join(map(str, aval.shape))}"
+
+
+def _buffer_key(b) -> str:
+    dims = re.search(r"\[([^\]]*)\]", b.shape)
+    n = int(np.prod([int(d) for d in dims.group(1).split(",") if d], dtype=np.int64)) if dims else 0
+    return f"{b.bytes // max(n, 1)}:{dims.group(1) if dims else ''}"
+
+
+def _loop_state(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Values of a loop's phis: the n-th phi of a shape (by tuple index) holds the loop's n-th output of that
+    shape; in the body, a carried output's phi holds the body's carry argument."""
+    computation = {op.name: op.computation for op in instance.ops}
+    loops = _loop_steps(instance)
+    groups: dict[str, list] = {}
+    for b in instance.buffers:
+        if b.is_phi and isinstance(found[b.id], str):
+            groups.setdefault(b.hlo_name, []).append(b)
+    out: dict[int, int | str] = {}
+    for name, phis in groups.items():
+        k = step_of(phis[0].op_name)
+        inside = k is None
+        k = loops.get(computation.get(name, ""), -1) if inside else k
+        if k < 0 or k >= len(program.steps):
+            continue
+        step = program.steps[k]
+        for key in {_buffer_key(b) for b in phis}:
+            same = sorted((b for b in phis if _buffer_key(b) == key), key=lambda b: b.index)
+            outputs = [(i, v) for i, v in enumerate(step.outputs) if v >= 0 and _shape_key(program, v) == key]
+            if len(same) != len(outputs):
+                out.update((b.id, f"loop state: {len(same)} carried values of shape {b.shape} for "
+                                  f"{len(outputs)} such outputs of equation {k}") for b in same)
+                continue
+            for b, (i, v) in zip(same, outputs):
+                carry = _carry_argument(step, i) if inside else None
+                out[b.id] = v if carry is None else carry
+    return out
+
+
+def _carry_argument(step: Step, position: int) -> Optional[int]:
+    """The body argument (value number) that carries output `position` of a scan or while step into its
+    body; None for a stacked output of a scan."""
+    params, name = step.eqn.params, step.eqn.primitive.name
+    body = next((b for b in step.bodies if b.param in ("jaxpr", "body_jaxpr")), None)
+    if body is None:
+        return None
+    if name == "scan":
+        return body.inputs[params["num_consts"] + position] if position < params["num_carry"] else None
+    return body.inputs[params["body_nconsts"] + position]
+
+
+def _by_reads(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Ambiguous body arguments (a scan's slices of several inputs of one size): the argument whose input
+    the op that defines the buffer reads."""
+    writer = {w: op for op in instance.ops for w in op.writes}
+    out: dict[int, int | str] = {}
+    for b in instance.buffers:
+        reason = found[b.id]
+        if not (isinstance(reason, str) and reason.startswith("ambiguous") and b.id in writer):
+            continue
+        k = step_of(b.op_name)
+        step = program.steps[k]
+        read_values = {found.get(r) for r in writer[b.id].reads if r >= 0}
+        candidates = {body.inputs[j] for body in step.bodies for j, outer in _outer_inputs(step, body)
+                      if outer in read_values and program.nbytes(body.inputs[j]) == b.bytes}
+        if len(candidates) == 1:
+            out[b.id] = candidates.pop()
+    return out
+
+
+def _outer_inputs(step: Step, body: Body) -> list[tuple[int, Any]]:
+    """(body argument position, the step input it comes from) for a scan's or while's body."""
+    params, name = step.eqn.params, step.eqn.primitive.name
+    if name == "scan":
+        return list(enumerate(step.inputs))
+    if name == "while" and body.param == "body_jaxpr":
+        return [(j, step.inputs[params["cond_nconsts"] + j]) for j in range(len(body.inputs))]
+    return []
+
+
+def _by_alias(instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Unlinked buffers of an alias group whose linked buffers all hold one value: that value."""
+    held: dict[int, set] = {}
+    for b in instance.buffers:
+        if isinstance(found[b.id], int):
+            held.setdefault(b.alias_group, set()).add(found[b.id])
+    out: dict[int, int | str] = {}
+    for b in instance.buffers:
+        values = held.get(b.alias_group, set())
+        if isinstance(found[b.id], str) and b.parameter_number < 0 and len(values) == 1:
+            out[b.id] = next(iter(values))
+    return out
