@@ -215,29 +215,46 @@ def evaluate(program: Program, flat_args: list[Any], offload: frozenset[int] = f
 
 
 def _run(program: Program, steps: tuple[int, ...], values: _Values) -> None:
-    """Evaluate `steps` of `program` over `values`, each in its scope."""
+    """Evaluate `steps` of `program` over `values`, each in its scope.
+
+    An offloaded stacked output of a scan is put in host memory inside the body,
+    each iteration's part before it is stacked, so the whole stack lives there.
+    """
     for k in steps:
         step = program.steps[k]
         with jax.named_scope(f"{SCOPE}{k}"):
+            stacked = {p: v for v, p in stacked_outputs(step).items() if v in values.offload}
             subfuns, params = _bind_params(step.eqn)
-            params = _with_scoped_bodies(program, step, params, values.offload)
+            params = _with_scoped_bodies(program, step, params, values.offload, stacked)
             with getattr(getattr(step.eqn, "ctx", None), "manager", contextlib.nullcontext()):
                 outs = step.eqn.primitive.bind(*subfuns, *[values.read(a) for a in step.inputs], **params)
             if not step.eqn.primitive.multiple_results:
                 outs = [outs]
-            for v, out in zip(step.outputs, outs):
-                if v >= 0:
+            for p, (v, out) in enumerate(zip(step.outputs, outs)):
+                if p in stacked:
+                    values.host[v] = out
+                elif v >= 0:
                     values.device[v] = out
                     values.place(v)
 
 
-def _with_scoped_bodies(program: Program, step: Step, params: dict[str, Any], offload: frozenset[int]) -> dict:
-    """`params` with each body of `step` traced anew, its equations in scopes of their own."""
+def stacked_outputs(step: Step) -> dict[int, int]:
+    """Value number -> output position of each stacked output of a scan step (outputs after the carry)."""
+    if step.eqn.primitive.name != "scan":
+        return {}
+    n_carry = step.eqn.params["num_carry"]
+    return {v: p for p, v in enumerate(step.outputs) if p >= n_carry and v >= 0}
+
+
+def _with_scoped_bodies(program: Program, step: Step, params: dict[str, Any], offload: frozenset[int],
+                        stacked: dict[int, int]) -> dict:
+    """`params` with each body of `step` traced anew, its equations in scopes of their own; `stacked`
+    (output position -> value) names the scan outputs whose parts the body puts in host memory."""
     if not step.bodies:
         return params
     params = dict(params)
     for body in step.bodies:
-        closed = _scoped_body(program, body, offload)
+        closed = _scoped_body(program, body, offload, stacked if body.param == "jaxpr" else {})
         if body.position < 0:
             params[body.param] = closed
         else:
@@ -247,17 +264,37 @@ def _with_scoped_bodies(program: Program, step: Step, params: dict[str, Any], of
     return params
 
 
-def _scoped_body(program: Program, body: Body, offload: frozenset[int]):
-    """The closed jaxpr of `body` evaluated step by step in scopes, its offloaded values in host memory."""
+def _scoped_body(program: Program, body: Body, offload: frozenset[int], stacked: dict[int, int]):
+    """The closed jaxpr of `body` evaluated step by step in scopes, its offloaded values in host memory,
+    and its outputs at the positions of `stacked` put in host memory (in the scope of the stack's value)."""
 
     def run(*inputs):
         values = _Values(dict(zip(body.inputs, inputs)) | {v: program.consts[v] for v in body.consts}, offload)
         for v in body.inputs:
             values.place(v)
         _run(program, body.steps, values)
-        return [values.read(a) for a in body.outputs]
+        outs = [values.read(a) for a in body.outputs]
+        for p, v in stacked.items():
+            with jax.named_scope(f"{OFFLOAD_SCOPE}{v}"):
+                outs[p] = jax.device_put(outs[p], jax.memory.Space.Host)
+        return outs
 
     return jax.make_jaxpr(run)(*[program.avals[v] for v in body.inputs])
+
+
+def body_inputs(program: Program) -> frozenset[int]:
+    """The value numbers of every body's arguments."""
+    return frozenset(v for step in program.steps for body in step.bodies for v in body.inputs)
+
+
+def stack_source(program: Program, value: int) -> Optional[Any]:
+    """The body output (value number or `Literal`) whose parts a scan stacks into `value`; None for any
+    other value."""
+    for step in program.steps:
+        position = stacked_outputs(step).get(value)
+        if position is not None:
+            return next(b for b in step.bodies if b.param == "jaxpr").outputs[position]
+    return None
 
 
 def _bind_params(eqn) -> tuple[list[Any], dict[str, Any]]:
