@@ -374,12 +374,18 @@ def link(program: Program, instance: Instance) -> Link:
     read from. A loop's carried values (phis) hold, in order, the loop's
     outputs of their shape (in its body: the carry argument of that output).
     A buffer sharing its allocation with buffers of one value (an alias group)
-    holds that value. The rest are unlinked with a reason of `UNLINKED_KINDS`.
+    holds that value. A buffer of no equation that only one equation reads holds
+    its input of that size that no other buffer holds (a constant or broadcast
+    the compiler materialized); an output buffer of no equation holds the
+    program output of its shape that no other output buffer holds. The rest are
+    unlinked with a reason of `UNLINKED_KINDS`.
     """
     found = {b.id: _value_of(program, b) for b in instance.buffers}
     found.update(_loop_state(program, instance, found))
     found.update(_by_reads(program, instance, found))
     found.update(_by_alias(instance, found))
+    found.update(_by_readers(program, instance, found))
+    found.update(_by_outputs(program, instance, found))
     value_of = {b: v for b, v in found.items() if isinstance(v, int)}
     reasons = {b: r for b, r in found.items() if isinstance(r, str)}
     unlinked_bytes: dict[str, int] = {}
@@ -525,4 +531,44 @@ def _by_alias(instance: Instance, found: dict[int, int | str]) -> dict[int, int 
         values = held.get(b.alias_group, set())
         if isinstance(found[b.id], str) and b.parameter_number < 0 and len(values) == 1:
             out[b.id] = next(iter(values))
+    return out
+
+
+def _by_readers(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Compiler values read by the ops of one equation only: the input of that equation of their size that
+    no buffer holds yet (a constant, iota or broadcast the compiler materialized where it is used)."""
+    readers: dict[int, set] = {}
+    for op in instance.ops:
+        for r in op.reads:
+            if r >= 0:
+                readers.setdefault(r, set()).add(step_of(op.op_name))
+    held = {v for v in found.values() if isinstance(v, int)}
+    out: dict[int, int | str] = {}
+    for b in instance.buffers:
+        reason, steps = found[b.id], readers.get(b.id, set())
+        if not (isinstance(reason, str) and reason.startswith("compiler value") and len(steps) == 1):
+            continue
+        k = next(iter(steps))
+        if k is None or k >= len(program.steps):
+            continue
+        inputs = {a for a in program.steps[k].inputs
+                  if isinstance(a, int) and a not in held and program.nbytes(a) == b.bytes}
+        if len(inputs) == 1:
+            out[b.id] = inputs.pop()
+            held.add(out[b.id])
+    return out
+
+
+def _by_outputs(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Unlinked output buffers: the program output of their shape that no other output buffer holds."""
+    held = {found[b.id] for b in instance.buffers if b.is_output and isinstance(found[b.id], int)}
+    out: dict[int, int | str] = {}
+    for b in instance.buffers:
+        if not (b.is_output and isinstance(found[b.id], str) and b.parameter_number < 0):
+            continue
+        free = {a for a in program.outputs
+                if isinstance(a, int) and a not in held and _shape_key(program, a) == _buffer_key(b)}
+        if len(free) == 1:
+            out[b.id] = free.pop()
+            held.add(out[b.id])
     return out
