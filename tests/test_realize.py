@@ -9,7 +9,7 @@ import workloads
 from harness import Mapping
 from harness.device.placements import check_export, read_placements
 from harness.device.realization import NATIVE, extract_linked, realize
-from harness.xla.linking import link
+from harness.xla.linking import link, used_values
 
 
 def _scan_fn(xs, w):
@@ -43,13 +43,6 @@ def _program(name):
     return workloads.get(name).build("ci")
 
 
-def _used(program):
-    """The values some step, body or the program reads."""
-    atoms = [a for step in program.steps for a in step.inputs] + list(program.outputs)
-    atoms += [a for step in program.steps for body in step.bodies for a in body.outputs]
-    return {a for a in atoms if isinstance(a, int)}
-
-
 def _every_other_slow(instance):
     """A mapping with every other buffer (by id) in slow memory, parameters and outputs included."""
     return Mapping({b.id: 0 for b in instance.buffers if b.id % 2}, len(instance.buffers), instance.name, "test")
@@ -72,7 +65,7 @@ def test_exported_placements_are_the_slow_set_minus_unlinked(name):
         assert placements.host_values == set(report.offloaded_values)
         assert placements.fetched_values <= placements.host_values
         # every offloaded value comes back where it is used (a loop's unused carry out is not)
-        assert not (placements.host_values - placements.fetched_values) & _used(program)
+        assert not (placements.host_values - placements.fetched_values) & used_values(program)
     value_of = link(program, instance).value_of
     assert set(report.offloaded_values) == {value_of[b] for b in linked_slow}
 

@@ -343,7 +343,6 @@ UNLINKED_KINDS = {
     "compiler value": "an instruction of no equation (a copy, broadcast or layout change XLA made)",
     "primitive internal": "a value inside one primitive's lowering, not an output of its equation",
     "ambiguous": "the equation has several outputs of the buffer's size",
-    "parameter": "an entry parameter that is no argument of the program",
 }
 
 
@@ -365,7 +364,8 @@ class Link:
 
 
 def link(program: Program, instance: Instance) -> Link:
-    """Link each buffer of `instance` (extracted from `jit(program)`) to a program value.
+    """Link each buffer of `instance` (extracted from `jit(program)`) to a program value; an instance
+    whose parameters are not the program's arguments raises ValueError.
 
     A parameter buffer holds the flat argument of its number. Any other buffer
     holds the output of the innermost equation named in its `op_name` whose size
@@ -380,10 +380,16 @@ def link(program: Program, instance: Instance) -> Link:
     program output of its shape that no other output buffer holds. The rest are
     unlinked with a reason of `UNLINKED_KINDS`.
     """
+    for b in instance.buffers:
+        if b.parameter_number >= 0 and (b.parameter_number >= program.n_args
+                                        or program.nbytes(b.parameter_number) != b.bytes):
+            raise ValueError(f"instance {instance.name!r} was not extracted from program {program.name!r}: its "
+                             f"parameter {b.parameter_number} ({b.bytes} bytes) is no argument of the program "
+                             f"({program.n_args} arguments)")
     found = {b.id: _value_of(program, b) for b in instance.buffers}
     found.update(_loop_state(program, instance, found))
     found.update(_by_reads(program, instance, found))
-    found.update(_by_alias(instance, found))
+    found.update(_by_alias(program, instance, found))
     found.update(_by_readers(program, instance, found))
     found.update(_by_outputs(program, instance, found))
     value_of = {b: v for b, v in found.items() if isinstance(v, int)}
@@ -400,9 +406,7 @@ def link(program: Program, instance: Instance) -> Link:
 def _value_of(program: Program, b) -> int | str:
     """The value number buffer `b` holds by its own op_name, or the reason it holds none (yet)."""
     if b.parameter_number >= 0:
-        if b.parameter_number < program.n_args and program.nbytes(b.parameter_number) == b.bytes:
-            return b.parameter_number
-        return f"parameter: parameter {b.parameter_number} is no argument of {b.bytes} bytes"
+        return b.parameter_number
     if b.is_phi:
         return f"loop state: {b.key} carries a value across the iterations of a loop"
     k = step_of(b.op_name)
@@ -451,9 +455,11 @@ def _buffer_key(b) -> str:
 
 def _loop_state(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
     """Values of a loop's phis: the n-th phi of a shape (by tuple index) holds the loop's n-th output of that
-    shape; in the body, a carried output's phi holds the body's carry argument."""
+    shape (of those read, where the compiler dropped the others); in the body, a carried output's phi holds
+    the body's carry argument."""
     computation = {op.name: op.computation for op in instance.ops}
     loops = _loop_steps(instance)
+    used = used_values(program)
     groups: dict[str, list] = {}
     for b in instance.buffers:
         if b.is_phi and isinstance(found[b.id], str):
@@ -469,6 +475,8 @@ def _loop_state(program: Program, instance: Instance, found: dict[int, int | str
         for key in {_buffer_key(b) for b in phis}:
             same = sorted((b for b in phis if _buffer_key(b) == key), key=lambda b: b.index)
             outputs = [(i, v) for i, v in enumerate(step.outputs) if v >= 0 and _shape_key(program, v) == key]
+            if len(same) != len(outputs):  # the compiler dropped the state of unread or forwarded outputs
+                outputs = [(i, v) for i, v in outputs if v in used and not _forwarded(step, i)]
             if len(same) != len(outputs):
                 out.update((b.id, f"loop state: {len(same)} carried values of shape {b.shape} for "
                                   f"{len(outputs)} such outputs of equation {k}") for b in same)
@@ -477,6 +485,16 @@ def _loop_state(program: Program, instance: Instance, found: dict[int, int | str
                 carry = _carry_argument(step, i) if inside else None
                 out[b.id] = v if carry is None else carry
     return out
+
+
+def _forwarded(step: Step, position: int) -> bool:
+    """Whether output `position` of a scan stacks a body argument or constant as it is (the compiler needs no
+    loop state for it)."""
+    if position not in stacked_outputs(step).values():
+        return False
+    body = next(b for b in step.bodies if b.param == "jaxpr")
+    atom = body.outputs[position]
+    return not isinstance(atom, int) or atom in body.inputs
 
 
 def _carry_argument(step: Step, position: int) -> Optional[int]:
@@ -520,18 +538,45 @@ def _outer_inputs(step: Step, body: Body) -> list[tuple[int, Any]]:
     return []
 
 
-def _by_alias(instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
-    """Unlinked buffers of an alias group whose linked buffers all hold one value: that value."""
+def _by_alias(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """Unlinked buffers of an alias group whose linked buffers all hold one value: that value. In a loop's
+    state, a buffer outside the loop (the copy XLA makes of the initial carry) holds the loop's input that
+    the carry starts from."""
     held: dict[int, set] = {}
     for b in instance.buffers:
         if isinstance(found[b.id], int):
             held.setdefault(b.alias_group, set()).add(found[b.id])
+    computation = {op.name: op.computation for op in instance.ops}
+    loops, origin = _loop_steps(instance), _carry_origins(program)
     out: dict[int, int | str] = {}
     for b in instance.buffers:
         values = held.get(b.alias_group, set())
-        if isinstance(found[b.id], str) and b.parameter_number < 0 and len(values) == 1:
+        if not isinstance(found[b.id], str) or b.parameter_number >= 0:
+            continue
+        if len(values) == 1:
             out[b.id] = next(iter(values))
+            continue
+        starts = {origin[v] for v in values if v in origin and loops.get(computation.get(b.hlo_name)) != origin[v][0]}
+        if len(starts) == 1 and not b.is_phi:
+            out[b.id] = next(iter(starts))[1]
     return out
+
+
+def _carry_origins(program: Program) -> dict[int, tuple[int, Any]]:
+    """Body argument (value number) -> (its loop's step number, the step input it starts from)."""
+    origins = {}
+    for k, step in enumerate(program.steps):
+        for body in step.bodies:
+            origins.update((body.inputs[j], (k, outer)) for j, outer in _outer_inputs(step, body)
+                           if isinstance(outer, int))
+    return origins
+
+
+def used_values(program: Program) -> frozenset[int]:
+    """The values some step or body reads, or the program returns."""
+    atoms = [a for step in program.steps for a in step.inputs] + list(program.outputs)
+    atoms += [a for step in program.steps for body in step.bodies for a in body.outputs]
+    return frozenset(a for a in atoms if isinstance(a, int))
 
 
 def _by_readers(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
