@@ -339,9 +339,11 @@ def step_of(op_name: str) -> Optional[int]:
 
 # Why a buffer holds no value of the program: the category a reason starts with.
 UNLINKED_KINDS = {
-    "loop state": "a while loop's carried value (phi): the carry or stacked outputs across iterations",
-    "compiler value": "an instruction of no equation (a copy, broadcast or layout change XLA made)",
-    "primitive internal": "a value inside one primitive's lowering, not an output of its equation",
+    "loop state": "a while loop's carried value (phi) that no output of the loop matches (its counter)",
+    "layout copy": "a copy XLA made of a value in another layout (for a convolution, a transpose, an output)",
+    "compiler constant": "a constant, iota or broadcast XLA made of no value of the program",
+    "primitive internal": "a value inside one primitive's lowering or XLA's expansion of it, no output of it",
+    "compiler value": "an instruction of no equation that no other reason explains",
     "ambiguous": "the equation has several outputs of the buffer's size",
 }
 
@@ -392,6 +394,7 @@ def link(program: Program, instance: Instance) -> Link:
     found.update(_by_alias(program, instance, found))
     found.update(_by_readers(program, instance, found))
     found.update(_by_outputs(program, instance, found))
+    found.update(_explained(program, instance, found))
     value_of = {b: v for b, v in found.items() if isinstance(v, int)}
     reasons = {b: r for b, r in found.items() if isinstance(r, str)}
     unlinked_bytes: dict[str, int] = {}
@@ -617,3 +620,58 @@ def _by_outputs(program: Program, instance: Instance, found: dict[int, int | str
             out[b.id] = free.pop()
             held.add(out[b.id])
     return out
+
+
+def _explained(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
+    """The reasons of the compiler's values left unlinked, by what made them: a copy of one linked value
+    (layout copy), an op that reads no buffer (compiler constant), else a part of the equation its data flows
+    into (primitive internal)."""
+    writer = {w: op for op in instance.ops for w in op.writes}
+    readers: dict[int, list] = {}
+    for op in instance.ops:
+        for r in op.reads:
+            if r >= 0:
+                readers.setdefault(r, []).append(op)
+    defined = {v: k for k, step in enumerate(program.steps) for v in step.outputs if v >= 0}
+    out: dict[int, int | str] = {}
+    for b in instance.buffers:
+        reason, op = found[b.id], writer.get(b.id)
+        if not (isinstance(reason, str) and reason.startswith("compiler value")):
+            continue
+        if op is None:
+            if b.is_constant:
+                out[b.id] = f"compiler constant: {b.key} is a constant of the compiled program"
+            continue
+        reads = [r for r in op.reads if r >= 0]
+        if op.kind == "data-movement" and len(reads) == 1 and isinstance(found.get(reads[0]), int):
+            out[b.id] = f"layout copy: {b.key} is a copy of value {found[reads[0]]} made by {op.name}"
+            continue
+        k = _equation_downstream(b.id, readers, found, defined)
+        where = f"equation {k} ({program.steps[k].eqn.primitive.name})" if k is not None else "no equation"
+        if not reads:
+            out[b.id] = f"compiler constant: {b.key} made by {op.name} for {where}"
+        else:
+            out[b.id] = f"primitive internal: {b.key} made by {op.name} (no op_name) inside {where}"
+    return out
+
+
+def _equation_downstream(start: int, readers: dict[int, list], found: dict[int, int | str],
+                         defined: dict[int, int]) -> Optional[int]:
+    """The first equation that buffer `start`'s data flows into: an op in its scope, or a buffer linked to
+    its output (breadth first through the ops that read it)."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        nxt = []
+        for b in frontier:
+            for op in readers.get(b, []):
+                k = step_of(op.op_name)
+                if k is not None:
+                    return k
+                for w in op.writes:
+                    if isinstance(found.get(w), int) and found[w] in defined:
+                        return defined[found[w]]
+                    if w not in seen:
+                        seen.add(w)
+                        nxt.append(w)
+        frontier = nxt
+    return None
