@@ -30,9 +30,20 @@ def _custom_jvp_fn(x, w):
     return h.sum() + g
 
 
+def _scan_grad_fn(xs, w):
+    return jax.grad(lambda w: _scan_fn(xs, w)[1].sum())(w)
+
+
+def _while_fn(h, w):
+    body = lambda c: (c[0] + 1, jnp.tanh(h @ w) * 0.5 + c[1] @ w)
+    return jax.lax.while_loop(lambda c: c[0] < 4, body, (0, h))[1]
+
+
 OUTSIDE = {
     "scan": (_scan_fn, (np.ones((6, 4, 8), np.float32), np.eye(8, dtype=np.float32))),
     "cond": (_cond_fn, (np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), np.ones((8, 8), np.float32))),
+    "scan-grad": (_scan_grad_fn, (np.ones((6, 4, 8), np.float32), np.eye(8, dtype=np.float32) * 0.5)),
+    "while": (_while_fn, (np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), np.eye(8, dtype=np.float32) * 0.5)),
     "custom-jvp-grad": (_custom_jvp_fn, (np.ones((4, 8), np.float32), np.full((8, 8), 0.1, np.float32))),
 }
 
@@ -70,7 +81,7 @@ def test_exported_placements_are_the_slow_set_minus_unlinked(name):
     assert set(report.offloaded_values) == {value_of[b] for b in linked_slow}
 
 
-@pytest.mark.parametrize("name", ["mlp-train", "lstm-scan", "alphatensor-strassen", "scan", "cond"])
+@pytest.mark.parametrize("name", ["mlp-train", "lstm-scan", "alphatensor-strassen", "scan", "scan-grad", "while", "cond"])
 def test_realized_program_computes_the_same_outputs_on_cpu(name):
     fn, args = _program(name)
     instance, program, _ = extract_linked(fn, args, name)

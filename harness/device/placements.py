@@ -49,12 +49,7 @@ def read_placements(text: str, program: linking.Program, platform: str = "") -> 
     host, fetched, problems = set(), set(), []
     inputs = linking.body_inputs(program)
     for is_main, lines in _functions(all_lines):
-        defined_at = {}
         for i, line in enumerate(lines):
-            m = _DEF.match(line)
-            if m:
-                defined_at[m.group(1)] = _loc_name(_op_end(lines, i), loc_names)
-        for line in lines:
             m = _ANNOTATION.search(line)
             if not m:
                 continue
@@ -68,7 +63,8 @@ def read_placements(text: str, program: linking.Program, platform: str = "") -> 
                 fetched.add(value)
                 continue
             host.add(value)
-            where = _defining_step(operand.split("#")[0], defined_at, is_main)
+            where = _defining_step(operand.split("#")[0], _defined_before(lines, i, operand.split("#")[0], loc_names),
+                                   is_main)
             if not _defines(program, where, value, inputs):
                 problems.append(f"value {value} placed in {placement} from {operand}, defined at {where!r}")
     return Placements(platform, frozenset(host), frozenset(fetched), tuple(problems))
@@ -87,6 +83,23 @@ def _functions(lines: list[str]) -> list[tuple[bool, list[str]]]:
     if not any(is_main for is_main, _ in found):
         raise ValueError("the exported module has no public @main function")
     return found
+
+
+def _defined_before(lines: list[str], i: int, name: str, loc_names: dict[str, str]) -> str:
+    """The scope of the op that defines SSA value `name` as seen from line i: the nearest definition before
+    it in the same or an enclosing region (sibling regions, e.g. a loop's condition and body, reuse
+    names)."""
+    level = len(lines[i]) - len(lines[i].lstrip())
+    for j in range(i - 1, -1, -1):
+        line = lines[j]
+        indent = len(line) - len(line.lstrip())
+        if indent > level:
+            continue
+        level = indent
+        m = _DEF.match(line)
+        if m and m.group(1) == name:
+            return _loc_name(_op_end(lines, j), loc_names)
+    return ""
 
 
 def _op_end(lines: list[str], i: int) -> str:
@@ -113,15 +126,15 @@ def _scope_number(scope: str, prefix: str):
     return int(m.group(1)) if m else None
 
 
-def _defining_step(operand: str, defined_at: dict[str, str], is_main: bool):
+def _defining_step(operand: str, scope: str, is_main: bool):
     """("arg", n) for an argument of `@main`, ("body arg", name) for an argument of a body (of another
-    function, or of a loop's region), ("step", k) for an op in scope eqn<k>, else the scope."""
+    function, or of a loop's region), ("step", k) for an op in scope eqn<k> (`scope`: that of the op that
+    defines it), else the scope."""
     m = re.fullmatch(r"%arg(\d+)", operand)
     if m and is_main:
         return ("arg", int(m.group(1)))
     if m or operand.startswith("%iterArg"):
         return ("body arg", operand)
-    scope = defined_at.get(operand, "")
     k = linking.step_of(scope)
     return ("step", k) if k is not None else scope
 
