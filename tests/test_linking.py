@@ -38,6 +38,19 @@ def _five_outputs(x):
     return jnp.sort(x, axis=-1), jnp.cumsum(x, axis=0), x.max(axis=1), jnp.exp(x).sum(), {"gram": x.T @ x}
 
 
+def _multi_output(x, i):
+    values, indices = jax.lax.top_k(x, 4)
+    keys, perm = jax.lax.sort((x, i), num_keys=1)
+    return values, indices, keys, perm
+
+
+def _nested(xs, w):
+    def outer(c, x):
+        inner = jax.lax.scan(lambda d, y: (jnp.tanh(d @ w + y),) * 2, c, x)
+        return inner[0], jax.lax.switch(jnp.int32(x.sum() > 0), [jnp.sin, jnp.cos, jnp.tanh], inner[1])
+    return jax.lax.scan(outer, jnp.zeros(xs.shape[2:]), xs)
+
+
 _F = lambda *shape: np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
 PROGRAMS = {
     "rnn": (_rnn, (_F(8, 64), _F(16, 8, 64), _F(64, 64) * 0.1)),
@@ -45,17 +58,30 @@ PROGRAMS = {
     "while": (_while, (_F(16, 64), _F(64, 64) * 0.1)),
     "cond": (_cond, (_F(16, 64), _F(64, 64))),
     "five-outputs": (_five_outputs, (_F(64, 64),)),
+    "multi-output": (_multi_output, (_F(32, 32), np.arange(32 * 32, dtype=np.int32).reshape(32, 32))),
+    "nested": (_nested, (_F(3, 4, 8, 32), _F(32, 32) * 0.1)),
 }
 
 
-@pytest.mark.parametrize("name", ["rnn", "rnn-grad", "while", "cond"])
-def test_loops_and_branches_are_linked_to_95_percent_of_bytes(name):
+@pytest.mark.parametrize("name", ["rnn", "rnn-grad", "while", "cond", "multi-output", "nested"])
+def test_loops_branches_and_multi_output_primitives_are_linked_to_95_percent_of_bytes(name):
     fn, args = PROGRAMS[name]
     instance, program, _ = extract_linked(fn, args, name)
     linked = link(program, instance)
     assert linked.linked_share >= 0.95, linked.unlinked_bytes
     inside = [b for b in instance.buffers if b.id in linked.value_of and "/while/body/" in b.op_name]
-    assert name == "cond" or inside, "a loop body's buffers should be linked"
+    assert name in ("cond", "multi-output") or inside, "a loop body's buffers should be linked"
+
+
+def test_each_output_of_a_multi_output_primitive_holds_its_own_value():
+    fn, args = PROGRAMS["multi-output"]
+    instance, program, _ = extract_linked(fn, args, "multi-output")
+    value_of = link(program, instance).value_of
+    multi = [op for op in instance.ops if op.opcode in ("sort", "custom-call") and len(op.writes) > 1]
+    assert len(multi) == 2  # top_k and the sort of two operands
+    for op in multi:
+        held = [value_of[b] for b in op.writes]
+        assert [program.avals[v].dtype for v in held] == [args[0].dtype, np.dtype(np.int32)]
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))

@@ -388,7 +388,8 @@ def link(program: Program, instance: Instance) -> Link:
             raise ValueError(f"instance {instance.name!r} was not extracted from program {program.name!r}: its "
                              f"parameter {b.parameter_number} ({b.bytes} bytes) is no argument of the program "
                              f"({program.n_args} arguments)")
-    found = {b.id: _value_of(program, b) for b in instance.buffers}
+    opcode = {op.name: op.opcode for op in instance.ops}
+    found = {b.id: _value_of(program, b, opcode.get(b.hlo_name) == "fusion") for b in instance.buffers}
     found.update(_loop_state(program, instance, found))
     found.update(_by_reads(program, instance, found))
     found.update(_by_alias(program, instance, found))
@@ -406,8 +407,9 @@ def link(program: Program, instance: Instance) -> Link:
     return Link(value_of, tuple(sorted(reasons)), reasons, linked, total, unlinked_bytes)
 
 
-def _value_of(program: Program, b) -> int | str:
-    """The value number buffer `b` holds by its own op_name, or the reason it holds none (yet)."""
+def _value_of(program: Program, b, fused: bool) -> int | str:
+    """The value number buffer `b` holds by its own op_name, or the reason it holds none (yet); `fused`: `b`
+    is an output of a fusion (whose tuple order is the compiler's)."""
     if b.parameter_number >= 0:
         return b.parameter_number
     if b.is_phi:
@@ -419,6 +421,11 @@ def _value_of(program: Program, b) -> int | str:
     matches = [v for v in step.outputs if v >= 0 and program.nbytes(v) == b.bytes]
     if not matches and step.bodies and _in_body(b.op_name, k):  # a body argument: a scan's slice of its inputs
         matches = [v for body in step.bodies for v in body.inputs if program.nbytes(v) == b.bytes]
+    if len(matches) > 1:  # several outputs of its size: those of its element type and dimensions
+        matches = [v for v in matches if _shape_key(program, v) == _buffer_key(b)] or matches
+    if len(matches) > 1 and not fused and len(b.index) == 1 and b.index[0] < len(step.outputs) \
+            and step.outputs[b.index[0]] in matches:  # output i of a multi-output op (sort, top_k) is output i
+        matches = [step.outputs[b.index[0]]]
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -445,15 +452,27 @@ def _loop_steps(instance: Instance) -> dict[str, int]:
     return loops
 
 
+_HLO_TYPES = {"f": "f", "i": "s", "u": "u", "c": "c"}  # numpy kind -> XLA's element type prefix
+
+
 def _shape_key(program: Program, value: int) -> str:
+    """Value `value`'s shape as XLA writes it (`f32[8,64]`; an element type of no such name by its own)."""
     aval = program.avals[value]
-    return f"{np.dtype(aval.dtype).itemsize}:{','.join(map(str, aval.shape))}"
+    dtype = np.dtype(aval.dtype)
+    if dtype.name == "bfloat16":
+        kind = "bf16"
+    elif dtype.kind == "b":
+        kind = "pred"
+    elif dtype.kind in _HLO_TYPES and dtype.name.rstrip("0123456789") in ("float", "int", "uint", "complex"):
+        kind = f"{_HLO_TYPES[dtype.kind]}{8 * dtype.itemsize}"
+    else:
+        kind = dtype.name
+    return f"{kind}[{','.join(map(str, aval.shape))}]"
 
 
 def _buffer_key(b) -> str:
-    dims = re.search(r"\[([^\]]*)\]", b.shape)
-    n = int(np.prod([int(d) for d in dims.group(1).split(",") if d], dtype=np.int64)) if dims else 0
-    return f"{b.bytes // max(n, 1)}:{dims.group(1) if dims else ''}"
+    """Buffer `b`'s shape as `_shape_key` writes a value's."""
+    return b.shape.split("{", 1)[0]
 
 
 def _loop_state(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
