@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import workloads
+
 from harness.device.realization import extract_linked
 from harness.xla.extraction import extract
 from harness.xla.linking import UNLINKED_KINDS, link, step_of
@@ -116,9 +118,9 @@ def test_innermost_scope_names_the_step():
     assert step_of("reduce_window_sum") is None
 
 
-@pytest.mark.parametrize("name", ["rnn-grad", "while", "cond", "five-outputs"])
+@pytest.mark.parametrize("name", ["rnn-grad", "while", "cond", "five-outputs", "lstm-scan"])
 def test_the_scoped_program_compiles_to_the_instance_of_the_plain_one(name):
-    fn, args = PROGRAMS[name]
+    fn, args = PROGRAMS[name] if name in PROGRAMS else workloads.get(name).build("ci")
     plain = extract(fn, *args, name=name)
     scoped, _, _ = extract_linked(fn, args, name)
     assert [(o.opcode, o.flops, o.operand_bytes, o.output_bytes, o.trip_count) for o in scoped.ops] == \
