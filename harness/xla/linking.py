@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 from jax.extend import core as jcore
+from jax._src.interpreters import mlir  # the lowering rules: which primitives lower through a JAX function
 
 from harness.xla.instance import Instance
 
@@ -112,7 +113,7 @@ class _Flattener:
             consts.append(env[var])
         env.update(zip(jaxpr.invars, inputs))
         for eqn in jaxpr.eqns:
-            body = _inline_body(eqn)
+            body = _inline_body(eqn) or _lowering_body(eqn)
             if body is not None:
                 inner, inner_consts = body
                 outs = self.flatten(inner, inner_consts, [read(a) for a in eqn.invars], consts, level)
@@ -161,6 +162,27 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...]) -> Program:
     name = getattr(fn, "__name__", "program")
     return Program(name, tuple(flat.steps), len(arg_numbers), flat.consts, tuple(outputs), tuple(flat.avals),
                    in_tree, out_tree, tuple(top), tuple(top_consts))
+
+
+def _lowering_body(eqn) -> Optional[tuple[Any, list[Any]]]:
+    """(jaxpr, consts) of the JAX function that lowers `eqn`'s primitive on the local backend, where its
+    lowering is one (`mlir.lower_fun`: select_and_scatter_add, cumsum on the CPU, ...), else None.
+
+    Evaluated inline, the values inside the primitive's lowering are equations
+    of their own, so their buffers are linked; XLA compiles the same ops.
+    """
+    entry = mlir._platform_specific_lowerings[jax.default_backend()].get(eqn.primitive) \
+        or mlir._lowerings.get(eqn.primitive)
+    rule = getattr(entry, "rule", None)
+    if getattr(rule, "__name__", "") != "f_lowered" or not rule.__closure__ or _BODIES.get(eqn.primitive.name):
+        return None
+    cells = dict(zip(rule.__code__.co_freevars, (c.cell_contents for c in rule.__closure__)))
+    fun, multiple = cells.get("fun"), cells.get("multiple_results")
+    if not callable(fun) or not isinstance(multiple, bool):
+        return None
+    lowered = (lambda *a: fun(*a, **eqn.params)) if multiple else (lambda *a: [fun(*a, **eqn.params)])
+    closed = jax.make_jaxpr(lowered)(*[v.aval for v in eqn.invars])
+    return closed.jaxpr, list(closed.consts)
 
 
 def _inline_body(eqn) -> Optional[tuple[Any, list[Any]]]:
