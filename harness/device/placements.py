@@ -3,7 +3,7 @@
 `jax.export` lowers the realized program for "cuda" or "tpu" on any machine.
 Each `jax.device_put` to a memory space becomes an `annotate_device_placement`
 custom call with the frontend attribute `_xla_buffer_placement`; its location
-names the scope `offload<v>` (or `fetch<v>`) that `harness.xla.linking` put it in, and
+names the scope `offload<v>` (or `fetch<v>`) that `harness.xla.scoped_program` put it in, and
 its operand is defined under the scope of the equation that computed value v (an
 argument of a body for a body's argument; the body's output for each part of a
 scan's stacked output).
@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from harness.xla import linking
+from harness.xla import scoped_program
 from harness.device.realization import Realized
 
 _LOC_DEF = re.compile(r'^(#loc\d+) = loc\("([^"]*)"')
@@ -41,13 +41,13 @@ def exported_module(realized: Realized, args: tuple[Any, ...], platform: str) ->
     return jax.export.export(realized.fn, platforms=(platform,))(*args).mlir_module()
 
 
-def read_placements(text: str, program: linking.Program, platform: str = "") -> Placements:
+def read_placements(text: str, program: scoped_program.Program, platform: str = "") -> Placements:
     """The placement annotations of an exported module of `program`'s realization (in `@main` and in the
     functions its loop and branch bodies were lowered to)."""
     all_lines = text.splitlines()
     loc_names = {m.group(1): m.group(2) for m in map(_LOC_DEF.match, all_lines) if m}
     host, fetched, problems = set(), set(), []
-    inputs = linking.body_inputs(program)
+    inputs = scoped_program.body_inputs(program)
     for is_main, lines in _functions(all_lines):
         for i, line in enumerate(lines):
             m = _ANNOTATION.search(line)
@@ -55,7 +55,7 @@ def read_placements(text: str, program: linking.Program, platform: str = "") -> 
                 continue
             operand, placement = m.group(1), m.group(2)
             scope = _loc_name(line, loc_names)
-            value = _scope_number(scope, linking.OFFLOAD_SCOPE if placement != "device" else linking.FETCH_SCOPE)
+            value = _scope_number(scope, scoped_program.OFFLOAD_SCOPE if placement != "device" else scoped_program.FETCH_SCOPE)
             if value is None:
                 problems.append(f"{placement} annotation of {operand} outside any offload/fetch scope: {scope!r}")
                 continue
@@ -135,21 +135,21 @@ def _defining_step(operand: str, scope: str, is_main: bool):
         return ("arg", int(m.group(1)))
     if m or operand.startswith("%iterArg"):
         return ("body arg", operand)
-    k = linking.step_of(scope)
+    k = scoped_program.step_of(scope)
     return ("step", k) if k is not None else scope
 
 
-def _defines(program: linking.Program, where, value: int, body_inputs: frozenset[int]) -> bool:
+def _defines(program: scoped_program.Program, where, value: int, body_inputs: frozenset[int]) -> bool:
     """Whether the annotated operand defined at `where` is value `value` (for a scan's stacked output: each
     iteration's part of it)."""
     if where == ("arg", value) and value < program.n_args:
         return True
     if isinstance(where, tuple) and where[0] == "body arg":
-        return value in body_inputs or linking.stack_source(program, value) in body_inputs
+        return value in body_inputs or scoped_program.stack_source(program, value) in body_inputs
     if isinstance(where, str):  # a part that was itself offloaded, brought back to be stacked
-        return _scope_number(where, linking.FETCH_SCOPE) == linking.stack_source(program, value) is not None
+        return _scope_number(where, scoped_program.FETCH_SCOPE) == scoped_program.stack_source(program, value) is not None
     outputs = program.steps[where[1]].outputs
-    return value in outputs or linking.stack_source(program, value) in outputs
+    return value in outputs or scoped_program.stack_source(program, value) in outputs
 
 
 def check_export(realized: Realized, args: tuple[Any, ...], platform: str) -> Placements:
