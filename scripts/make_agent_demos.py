@@ -41,7 +41,7 @@ def demo(name: str, instance: Instance, profile: Profile, budget: float, limit: 
     else:
         source, offsets, seconds = "xla-msa", hint.offsets, xla_seconds
     return D.Demo(name, dict(offsets), source, float(seconds), float(xla_seconds),
-                  float(found.bound_seconds), float(limit), D.instance_sha256(instance),
+                  float(found.bound_seconds), float(limit), D.buffers_sha256(instance),
                   bool(found.optimal))
 
 
