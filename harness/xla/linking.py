@@ -64,9 +64,9 @@ def link(program: Program, instance: Instance) -> Link:
     read from. A loop's carried values (phis) hold, in order, the loop's
     outputs of their shape (in its body: the carry argument of that output).
     A buffer sharing its allocation with buffers of one value (an alias group)
-    holds that value. A buffer of no equation that only one equation reads holds
-    its input of that size that no other buffer holds (a constant or broadcast
-    the compiler materialized); an output buffer of no equation holds the
+    holds that value. A buffer of no equation that equations read holds the one
+    constant input of theirs of its shape that no other buffer holds (a constant
+    or broadcast the compiler materialized); an output buffer of no equation holds the
     program output of its shape that no other output buffer holds. The rest are
     unlinked with a reason of `UNLINKED_KINDS`.
     """
@@ -283,28 +283,38 @@ def _carry_origins(program: Program) -> dict[int, tuple[int, Any]]:
 
 
 def _by_readers(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
-    """Compiler values read by the ops of one equation only: the input of that equation of their size that
-    no buffer holds yet (a constant, iota or broadcast the compiler materialized where it is used)."""
+    """Compiler values that equations read: the one constant input of those equations of their shape that no
+    buffer holds yet (a constant, iota or broadcast the compiler materialized where it is used)."""
     readers: dict[int, set] = {}
     for op in instance.ops:
         for r in op.reads:
             if r >= 0:
                 readers.setdefault(r, set()).add(step_of(op.op_name))
     held = {v for v in found.values() if isinstance(v, int)}
+    constant = _constant_values(program)
     out: dict[int, int | str] = {}
     for b in instance.buffers:
-        reason, steps = found[b.id], readers.get(b.id, set())
-        if not (isinstance(reason, str) and reason.startswith("compiler value") and len(steps) == 1):
+        reason = found[b.id]
+        steps = {k for k in readers.get(b.id, ()) if k is not None and k < len(program.steps)}
+        if not (isinstance(reason, str) and reason.startswith("compiler value") and steps):
             continue
-        k = next(iter(steps))
-        if k is None or k >= len(program.steps):
-            continue
-        inputs = {a for a in program.steps[k].inputs
-                  if isinstance(a, int) and a not in held and program.nbytes(a) == b.bytes}
+        inputs = {a for k in steps for a in program.steps[k].inputs if isinstance(a, int) and a in constant
+                  and a not in held and _shape_key(program, a) == _buffer_key(b)}
         if len(inputs) == 1:
             out[b.id] = inputs.pop()
             held.add(out[b.id])
     return out
+
+
+def _constant_values(program: Program) -> frozenset[int]:
+    """The values of the function itself that are constants or computed from constants and literals only
+    (what the compiler folds and materializes where they are used)."""
+    constant = set(program.top_consts)
+    for k in program.top:
+        step = program.steps[k]
+        if not step.bodies and all(not isinstance(a, int) or a in constant for a in step.inputs):
+            constant.update(v for v in step.outputs if v >= 0)
+    return frozenset(constant)
 
 
 def _by_outputs(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
@@ -324,8 +334,8 @@ def _by_outputs(program: Program, instance: Instance, found: dict[int, int | str
 
 def _explained(program: Program, instance: Instance, found: dict[int, int | str]) -> dict[int, int | str]:
     """The reasons of the compiler's values left unlinked, by what made them: a copy of one linked value
-    (layout copy), an op that reads no buffer (compiler constant), else a part of the equation its data flows
-    into (primitive internal)."""
+    (layout copy), an op that reads no buffer but constants (compiler constant), else a part of the equation
+    its data flows into (primitive internal)."""
     writer = {w: op for op in instance.ops for w in op.writes}
     readers: dict[int, list] = {}
     for op in instance.ops:
@@ -348,7 +358,7 @@ def _explained(program: Program, instance: Instance, found: dict[int, int | str]
             continue
         k = _equation_downstream(b.id, readers, found, defined)
         where = f"equation {k} ({program.steps[k].eqn.primitive.name})" if k is not None else "no equation"
-        if not reads:
+        if all(instance.buffers[r].is_constant for r in reads):
             out[b.id] = f"compiler constant: {b.key} made by {op.name} for {where}"
         else:
             out[b.id] = f"primitive internal: {b.key} made by {op.name} (no op_name) inside {where}"
