@@ -118,3 +118,15 @@ def test_buffers_hash_ignores_op_costs_not_buffers():
     b = instance.buffers[0]
     bigger = dataclasses.replace(instance, buffers=(dataclasses.replace(b, bytes=b.bytes + 4),) + instance.buffers[1:])
     assert D.buffers_sha256(bigger) != D.buffers_sha256(instance)
+
+
+def test_remaking_some_keeps_the_others_with_their_fingerprint(tmp_path):
+    path, made = _write(tmp_path)
+    _edit(path, lambda b: b["fingerprint"].update(probe_seconds=[1.0, 2.0]))  # the old file: another model
+    remade = dataclasses.replace(made[0], time_limit_seconds=9.0)
+    D.save(D.DemoSet(PROFILE.name, BUDGET, D.fingerprint(PROFILE), (remade,)), tmp_path, keep_others=True)
+    loaded = D.load(PROFILE, BUDGET, tmp_path, _instance)
+    assert loaded.by_instance() == {NAMES[0]: remade, NAMES[1]: made[1]}
+    assert [d.startswith("made under another cost model") for d in loaded.drift] == [True]
+    D.save(D.DemoSet(PROFILE.name, BUDGET, D.fingerprint(PROFILE), (remade,)), tmp_path)
+    assert D.load(PROFILE, BUDGET, tmp_path, _instance).by_instance() == {NAMES[0]: remade}

@@ -124,17 +124,32 @@ def fingerprint(profile: Profile) -> dict:
             "probe_seconds": [simulate(probe, m, profile) for m in (all_slow, all_fast)]}
 
 
-def save(demos: DemoSet, directory: Path = DEMO_DIR) -> Path:
-    """Write `demos` to its file under `directory` (created if missing); the path."""
+def save(demos: DemoSet, directory: Path = DEMO_DIR, keep_others: bool = False) -> Path:
+    """Write `demos` to its file under `directory` (created if missing); the path. With `keep_others`, the
+    entries of the file already there for instances `demos` does not name are kept as they are, each with
+    the fingerprint it was made under (a file that does not read keeps nothing and is replaced)."""
     path = demo_path(demos.profile, demos.budget, directory)
+    kept = _kept_entries(path, {d.instance for d in demos.demos}) if keep_others else {}
     path.parent.mkdir(parents=True, exist_ok=True)
+    entries = {**kept, **{d.instance: _demo_json(d) for d in demos.demos}}
     body = {"format": FORMAT, "profile": demos.profile, "budget": demos.budget, "fingerprint": demos.fingerprint,
-            "instances": {d.instance: _demo_json(d) for d in demos.demos}}
+            "instances": dict(sorted(entries.items()))}
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wt") as f:
         json.dump(body, f, sort_keys=True)
     tmp.replace(path)  # never a half-written file under the real name
     return path
+
+
+def _kept_entries(path: Path, remade: set) -> dict:
+    """Entries of the file at `path` for instances not in `remade`, each carrying its own fingerprint."""
+    try:
+        body = _read(path)
+    except DemoError:
+        return {}
+    entries = body.get("instances") if isinstance(body.get("instances"), dict) else {}
+    return {name: {"fingerprint": body.get("fingerprint"), **entry}
+            for name, entry in entries.items() if name not in remade and isinstance(entry, dict)}
 
 
 def _demo_json(d: Demo) -> dict:
@@ -156,11 +171,14 @@ def load(profile: Profile, budget: float, directory: Path = DEMO_DIR,
     if body.get("profile") != profile.name or body.get("budget") != budget:
         raise DemoError(f"{path}: holds profile {body.get('profile')!r} at budget {body.get('budget')!r}, "
                         f"expected {profile.name!r} at {budget!r}")
-    drift = _drift(body.get("fingerprint"), fingerprint(profile))
     get = instances or load_instance
     entries = body.get("instances")
     if not isinstance(entries, dict) or not entries:
         raise DemoError(f"{path}: 'instances' must be a non-empty object of instance name -> demo")
+    current = fingerprint(profile)
+    made_under = [body.get("fingerprint")] + [e["fingerprint"] for e in entries.values()
+                                              if isinstance(e, dict) and "fingerprint" in e]
+    drift = tuple(dict.fromkeys(d for f in made_under for d in _drift(f, current)))
     demos = tuple(_demo(path, name, entry, get, profile, budget) for name, entry in entries.items())
     return DemoSet(profile.name, budget, body["fingerprint"], demos, drift)
 
