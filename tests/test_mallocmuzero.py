@@ -228,7 +228,7 @@ def test_cli_train_resume_and_eval(tmp_path, capsys):
     split = tmp_path / "split.json"
     split.write_text(json.dumps(SPLIT.to_json()))
     out = tmp_path / "run"
-    assert main(["train", "--split", str(split), "--out", str(out), "--iterations", "2"]) == 0
+    assert main(["train", "--split", str(split), "--out", str(out), "--iterations", "2", "--no-demonstrations"]) == 0
     assert "2 iterations" in capsys.readouterr().out
     assert main(["train", "--out", str(out), "--resume", "--iterations", "3"]) == 0
     assert int(checkpoint.load(out).state.iteration) == 3
