@@ -66,8 +66,8 @@ class TrainConfig:
     eval_every: int = 50  # iterations between held-out evaluations (0: none)
     seed: int = 0
     demonstrations: bool = True  # learn from the teacher's episodes: a warm start, then a share of each batch
-    warm_start: int = 1200  # gradient steps on the demonstrations alone before self-play
-    demo_share: float = 0.5  # share of each self-play batch drawn from the demonstrations
+    warm_start: int = 2000  # gradient steps on the demonstrations alone before self-play
+    demo_share: float = 0.9  # share of each self-play batch drawn from the demonstrations
 
     def __post_init__(self):
         if self.mode not in MODES:
