@@ -124,7 +124,9 @@ def test_calibrate_on_ops_and_programs_reports_both_levels(points, op_points):
     calibration = calibrate(points, PRIOR, ["run-a"], op_points)
     report = calibration.report
     per_op = report["per_op"]
-    assert per_op["fitted"]["n_points"] == len(op_points) == len(report["op_points"])
+    assert per_op["fitted"]["n_points"] == report["op_n_points"] == len(op_points) == len(calibration.op_rows)
+    assert 0 < len(report["op_points_sample"]) <= 400 and "op_points" not in report  # the points are in the store
+    assert set(report["by_workload"]) == {p.workload for p in points}
     assert per_op["fitted"]["mape"] < per_op["prior"]["mape"] and per_op["fitted"]["mape"] < 0.1
     assert report["mape"] < 0.05 and math.isfinite(per_op["lowo"]["mape"])
     assert set(per_op["fitted"]["by_kind"]) == {p.kind for p in op_points}

@@ -25,23 +25,34 @@ def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
+_PRICED: dict[tuple[int, int], tuple[Tables, Profile, Tables]] = {}  # (structure, profile) -> the priced tables
 
 
 def cost_tables(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
     """The candidates and cost tables of `instance` on `profile`.
 
     The profile-independent part is cached per instance object and memory model,
-    so pricing one instance on many profiles (calibration) rebuilds nothing.
+    so pricing one instance on many profiles (calibration) rebuilds nothing; the
+    priced tables per profile object too (profiles are frozen), so simulating many
+    mappings of one instance on one profile prices it once.
     """
     key = (id(instance), profile.memory_model)
     hit = _STRUCTURES.get(key)
     if hit is None or hit[0] is not instance:
         cands = candidates(instance)
         hit = (instance, cands, build_structure(instance, profile.memory_model, cands), op_work(instance))
-        if len(_STRUCTURES) >= 64:
-            _STRUCTURES.pop(next(iter(_STRUCTURES)))
-        _STRUCTURES[key] = hit
-    return hit[1], with_profile(hit[2], hit[3], profile)
+        _bounded_put(_STRUCTURES, key, hit)
+    priced = _PRICED.get((id(hit[2]), id(profile)))
+    if priced is None or priced[0] is not hit[2] or priced[1] is not profile:
+        priced = (hit[2], profile, with_profile(hit[2], hit[3], profile))
+        _bounded_put(_PRICED, (id(hit[2]), id(profile)), priced)
+    return hit[1], priced[2]
+
+
+def _bounded_put(cache: dict, key, value, size: int = 64) -> None:
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def fast_mask(instance: Instance, mapping: Mapping, cands: Candidates) -> np.ndarray:
