@@ -62,9 +62,10 @@ def _cpsat(instance: Instance, profile: Profile, budget, seed, time_limit) -> So
 def _mallocmuzero(mode: str) -> Callable:
     def policy(instance: Instance, profile: Profile, budget, seed, time_limit, simulations=None,
                checkpoint=None) -> Mapping:
-        return play(instance, profile, budget, mode, simulations, checkpoint)[0]
+        return play(instance, profile, budget, mode, simulations, checkpoint, time_limit)[0]
 
-    policy.__doc__ = f"The shipped (or the named) mallocMuZero checkpoint's network, mode {mode!r} (agent.muzero.policy)."
+    policy.__doc__ = (f"The shipped (or the named) mallocMuZero checkpoint's network, mode {mode!r} (agent.muzero.policy);"
+                      " `time_limit` seconds: the search's deadline (its best episode so far when it passes).")
     return policy
 
 

@@ -2,10 +2,16 @@
 
 - search simulations per second: one Gumbel MuZero search over a batch of 8 states;
 - self-play game steps per second: a batch of 8 searched episodes under jit;
-- rollout search leaves per second: one episode of the `mallocmuzero` policy's search (`agent.muzero.rollout`).
+- rollout search leaves per second: one episode of the `mallocmuzero` policy's search (`agent.muzero.rollout`);
+- `agent.solve(..., policy="mallocmuzero")` on a program outside the suite (the gradient of a 6-layer MLP, extracted
+  with `harness.extract`): warm (in this process, after a first solve) and cold (the first solve of a fresh process,
+  with JAX's persistent compilation cache empty, then filled by an earlier process; marked slow: not in `make test`).
 """
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,7 +24,9 @@ from agent.muzero import rollout
 from agent.muzero.search import run_search
 from agent.muzero.selfplay import self_play
 from agent.muzero.learner import TrainConfig, init_state, padded_game
+from agent import solve
 from harness import load_profile
+from harness.model.mapping import validate
 
 BATCH = 8
 
@@ -68,3 +76,71 @@ def test_rollout_leaves_per_second(benchmark, simulations):
     if benchmark.stats:
         benchmark.extra_info["leaves_per_second"] = stats["leaves"] / benchmark.stats.stats.median
     assert slots.shape == (game.candidates.n,) and stats["leaves"] >= game.candidates.n
+
+
+OUTSIDE = """
+import time, jax, jax.numpy as jnp, numpy as np
+from harness import extract, load_profile
+from harness.model.mapping import validate
+
+def mlp6_grad(ws, x):
+    def loss(ws):
+        h = x
+        for w in ws:
+            h = jax.nn.relu(h @ w)
+        return (h ** 2).sum()
+    return jax.grad(loss)(ws)
+
+r = np.random.default_rng(0)
+instance = extract(mlp6_grad, [jnp.asarray(r.standard_normal((256, 256)), jnp.float32) * 0.05 for _ in range(6)],
+                   jnp.asarray(r.standard_normal((128, 256)), jnp.float32), name="mlp6-grad")
+profile = load_profile("tpu-v4i-cmem")
+"""
+COLD = OUTSIDE + """
+import sys
+from agent import solve
+print("ready", flush=True)
+sys.stdin.readline()
+mapping = solve(instance, profile, 0.5, policy="mallocmuzero")
+validate(instance, mapping, profile, 0.5)
+print("solved", flush=True)
+"""
+
+
+def _fresh_process(cache) -> subprocess.Popen:
+    """A fresh Python process with the outside program extracted and `agent` imported, its compilation cache
+    `cache`, waiting for a line on stdin to solve (the process's start and imports stay out of the timing)."""
+    env = {**os.environ, "MALLOCBENCH_JAX_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-c", COLD], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _solve_in(proc: subprocess.Popen) -> str:
+    """Ask `proc` to solve; its answer once done."""
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    answer = proc.stdout.readline().strip()
+    proc.wait(timeout=60)
+    return answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["empty", "filled"])
+def test_cold_solve_outside_the_suite(benchmark, tmp_path, cache):
+    if cache == "filled":
+        assert _solve_in(_fresh_process(tmp_path)) == "solved"  # an earlier process fills the cache
+    benchmark.group = "mallocmuzero solve"
+    answer = benchmark.pedantic(_solve_in, setup=lambda: ((_fresh_process(tmp_path),), {}), rounds=1)
+    assert answer == "solved"  # the mapping passed validate in the fresh process
+
+
+def test_warm_solve_outside_the_suite(benchmark):
+    scope = {}
+    exec(OUTSIDE, scope)  # noqa: S102 -- the program text the cold benchmark runs in a fresh process
+    instance, profile = scope["instance"], scope["profile"]
+    solve(instance, profile, 0.5, policy="mallocmuzero")  # compile outside the timing
+    benchmark.group = "mallocmuzero solve"
+    mapping = benchmark.pedantic(lambda: solve(instance, profile, 0.5, policy="mallocmuzero"), rounds=3)
+    validate(instance, mapping, profile, 0.5)

@@ -292,3 +292,17 @@ def test_forty_candidates_are_solved_to_optimality():
         validate(instance, result.mapping, DIRECT, BUDGET)
         xla = simulate(instance, solve(instance, DIRECT, BUDGET, policy="xla-msa"), DIRECT)
         assert result.bound_seconds <= result.objective_seconds <= xla
+
+
+def test_the_bound_counts_the_runs_launch():
+    """A run's launch (program_overhead_seconds) is paid by every mapping: a proven optimum's bound is its time,
+    and the offload bound (the stall-free time) holds the launch too."""
+    instance = synthetic(0, 10)
+    for profile in (DIRECT, OFFLOAD):
+        launched = dataclasses.replace(profile, program_overhead_seconds=1e-3)
+        result = solve_cpsat(instance, launched, BUDGET)
+        unlaunched = solve_cpsat(instance, profile, BUDGET)
+        assert result.bound_seconds == pytest.approx(unlaunched.bound_seconds + 1e-3, rel=1e-6)
+        assert result.bound_seconds <= result.objective_seconds
+        if profile is DIRECT:
+            assert result.optimal and result.bound_seconds == pytest.approx(result.objective_seconds, rel=1e-6)

@@ -68,3 +68,25 @@ def test_searched_episodes_are_legal_and_fortified_never_loses_to_xla_msa(profil
 def test_simulations_must_be_positive():
     with pytest.raises(ValueError, match="simulations: must be at least 1"):
         R.RolloutConfig(0)
+
+
+@pytest.mark.parametrize("fortified", [False, True])
+def test_a_passed_deadline_stops_after_the_first_decision_with_its_best_episode(fortified):
+    profile = load_profile("h100-offload")
+    instance = synthetic(4, 40, pattern="random")
+    game, board = _board(instance, profile)
+    config = R.RolloutConfig(4, fortified=fortified)
+    full, full_stats = R.play(game, board, config)
+    cut, stats = R.play(game, board, config, deadline=0.0)  # long passed
+    assert full_stats["decisions_searched"] == game.candidates.n and stats["decisions_searched"] == 1
+    assert stats["leaves"] <= 4 * len(R.FITS) < full_stats["leaves"]
+    first = int(board.order[0])
+    assert cut[first] == full[first]  # the decision it searched is the one the full search plays
+    validate(instance, _mapping(game, cut, instance), profile, 0.5)
+
+
+def test_the_policys_time_limit_is_its_searchs_deadline():
+    instance, profile = synthetic(3, 30), load_profile("tpu-v4i-cmem")
+    validate(instance, solve(instance, profile, 0.5, policy="mallocmuzero", time_limit=0.0), profile, 0.5)
+    with pytest.raises(ValueError, match="seconds: expected a non-negative number"):
+        solve(instance, profile, 0.5, policy="mallocmuzero", time_limit=-1.0)

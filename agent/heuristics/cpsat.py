@@ -49,7 +49,8 @@ op's own time does not depend on the mapping, so the surrogate's optimum is
 not the game's; the result has ``optimal=False``. Its ``bound_seconds`` is the
 simulated time with no stalls at all (the ops' time, which no mapping can beat):
 a valid lower bound of the simulated time, where the surrogate's own bound is
-not one.
+not one. Both bounds include the run's launch (`program_overhead_seconds`), which
+every mapping pays once.
 
 Warm start: a `hint` mapping (e.g. xla-msa's) is given to CP-SAT as a complete
 solution hint (x_c, o_c where it lies on the slot grid, and E_t). After
@@ -331,7 +332,8 @@ def _direct_objective(game, n: int) -> _Objective:
             per_op.setdefault(op, []).append((c, nb))
     variable = [op for op in sorted(per_op) if delta != 0]
     constant_ops = sorted(set(range(n_ops)) - set(variable))
-    constant_seconds = float(sum(max(comp[op], mem0[op]) for op in constant_ops))
+    # The run's launch (program_overhead_seconds) is paid once whatever the mapping.
+    constant_seconds = float(sum(max(comp[op], mem0[op]) for op in constant_ops)) + float(t.launch)
     all_slow = float(sum(max(comp[op], mem0[op]) for op in variable))
     scale = SCALE_UNITS / all_slow if all_slow > 0 else 1.0
     terms, useful, eps = [], np.zeros(n, dtype=bool), 0.0
@@ -357,7 +359,7 @@ def _offload_objective(game, n: int) -> _Objective:
     seconds = moved / float(np.float32(t.copy_bw))
     # Ops run at device bandwidth whatever the mapping: their time is a floor no mapping beats.
     elapsed = np.asarray(op_elapsed(t, jnp.zeros_like(t.op_bytes)), dtype=np.float64)
-    floor_seconds = float(np.sum(np.asarray(t.weight, dtype=np.float64) * elapsed))
+    floor_seconds = float(np.sum(np.asarray(t.weight, dtype=np.float64) * elapsed)) + float(t.launch)
     total = float(seconds.sum())
     scale = SCALE_UNITS / total if total > 0 else 1.0
     coef = [int(round(scale * s)) for s in seconds]

@@ -32,6 +32,13 @@ def _advance(params: Params, spec: G.GameSpec, state: G.GameState, action: jax.A
     return state, masked_logits(logits, G.legal_actions(game, state))
 
 
+@functools.partial(jax.jit, static_argnames="shape")
+def _reset(spec: G.GameSpec, *, shape: GameShape) -> G.GameState:
+    """The game's initial state, compiled as one program (run eagerly, its cost model dispatches and
+    compiles dozens of small ones: seconds on a cold start)."""
+    return G.reset(shape.game(spec))
+
+
 class NetworkPolicy:
     """The network's logits at each decision of one episode of `game` (unpadded), as played."""
 
@@ -40,7 +47,7 @@ class NetworkPolicy:
             raise ValueError(f"padded: {padded.n_slots} slots, fewer than the game's {game.n_slots}")
         self._params, self._net, self._padded = params, net, padded
         self._shape = GameShape.of(padded)
-        self._state = G.reset(padded)
+        self._state = _reset(padded.spec, shape=self._shape)
         self.n_slots = game.n_slots
 
     def __call__(self, played: Optional[int]) -> np.ndarray:

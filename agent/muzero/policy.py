@@ -11,12 +11,15 @@
 `candidates(instance, profile, budget, k)` gives the distinct mappings of these three,
 fastest (simulated) first: the top-K to hand to `harness.select`, which measures them and
 keeps the fastest on the hardware. The shipped checkpoint (`SHIPPED`) is used unless
-another is named.
+another is named. The first play turns on JAX's persistent compilation cache
+(`agent.muzero.compile_cache`): a fresh process then loads the programs an earlier
+one compiled.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +27,7 @@ import numpy as np
 
 from agent.game.rules import make_game
 from agent.heuristics.xla_msa import memory_boundedness_order
-from agent.muzero import checkpoint, rollout
+from agent.muzero import checkpoint, compile_cache, rollout
 from agent.muzero.learner import padded_game
 from agent.muzero.netprior import NetworkPolicy, greedy
 from harness.model.mapping import Mapping
@@ -44,10 +47,19 @@ def load_agent(path: Optional[str] = None) -> checkpoint.Checkpoint:
 
 
 def play(instance: Instance, profile: Profile, budget: float, mode: str = "search",
-         simulations: Optional[int] = None, checkpoint_path: Optional[str] = None) -> tuple[Mapping, dict]:
-    """The mapping the checkpoint's network plays in `mode` (`MODES`), and counts of what the search did."""
+         simulations: Optional[int] = None, checkpoint_path: Optional[str] = None,
+         seconds: Optional[float] = None) -> tuple[Mapping, dict]:
+    """The mapping the checkpoint's network plays in `mode` (`MODES`), and counts of what the search did.
+
+    `seconds` (None: no limit) bounds the searching modes' wall time from this call on: the rollout stops at
+    that deadline with its best episode so far (`rollout.play`; its first decision is always searched, and
+    loading the checkpoint and compiling count). The network alone (greedy) takes no limit."""
+    start = time.perf_counter()
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if seconds is not None and not seconds >= 0:
+        raise ValueError(f"seconds: expected a non-negative number of seconds or None, got {seconds!r}")
+    compile_cache.enable()
     agent = load_agent(str(checkpoint_path) if checkpoint_path else None)
     game = make_game(instance, profile, budget)
     policy = NetworkPolicy(agent.state.params, agent.config.network(), game, padded_game(instance, profile, budget))
@@ -58,7 +70,7 @@ def play(instance: Instance, profile: Profile, budget: float, mode: str = "searc
     else:
         config = rollout.RolloutConfig(SIMULATIONS if simulations is None else simulations,
                                        fortified=mode == "fortified")
-        slots, stats = rollout.play(game, board, config, policy)
+        slots, stats = rollout.play(game, board, config, policy, None if seconds is None else start + seconds)
     offsets = {b: int(s) * game.slot_bytes for c, s in enumerate(slots) if s != rollout.SLOW
                for b in game.candidates.members[c]}
     return Mapping(offsets, len(instance.buffers), instance.name, "mallocmuzero", budget), stats

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Callable, Optional
 
 import jax
@@ -130,12 +131,13 @@ def _times(tables, masks: jax.Array, offload: bool) -> jax.Array:
     return jax.vmap(lambda m: total_time(tables, m, offload))(masks)
 
 
-def times(game: G.Game, slot_rows: np.ndarray) -> np.ndarray:
+def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
-    fast candidates are scored once)."""
+    fast candidates are scored once, in a batch padded to `bucket(max(distinct rows, at_least))`: one
+    compiled program serves every call with at most `at_least` distinct rows)."""
     masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
     n = len(masks)
-    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(n) - n, axis=0)])
+    padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
     scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
     return scored[index.reshape(-1)]
 
@@ -161,18 +163,28 @@ class RolloutConfig:
             raise ValueError(f"simulations: must be at least 1, got {self.simulations}")
 
 
-def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prior] = None) -> tuple[np.ndarray, dict]:
+def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prior] = None,
+         deadline: Optional[float] = None) -> tuple[np.ndarray, dict]:
     """The slots of every candidate after one searched episode of `game` (SLOW for slow), and counts of what
-    the search did: leaves scored, and decisions where the fortified search kept its best episode's action."""
+    the search did: leaves scored, decisions searched, and decisions where the fortified search kept its best
+    episode's action.
+
+    Anytime: with a `deadline` (a `time.perf_counter()` value), once it has passed the search stops before its
+    next decision (the first is always searched) and returns the best episode scored at the last decision (the
+    best so far where fortified): every decision played so far, the undecided candidates where that episode's
+    completion put them."""
     C = len(board.order)
     plane = np.zeros((board.n_steps, board.n_slots), bool)
     slots = np.full(C, SLOW, np.int64)
     decided = np.zeros(C, bool)
     incumbent, incumbent_time = None, np.inf  # the best episode scored at the last decision (or so far)
-    stats = {"leaves": 0, "kept_incumbent": 0}
+    stats = {"leaves": 0, "kept_incumbent": 0, "decisions_searched": C}
     choice, here = None, None  # here: [fits, C] the completions of the current state, where known
     n_fits = len(FITS)
     for k in range(C):
+        if deadline is not None and k > 0 and time.perf_counter() >= deadline:
+            stats["decisions_searched"] = k
+            return incumbent.copy(), stats  # it holds every decision played: each was its action
         c = int(board.order[k])
         taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
         legal = legal_slots(taken, int(board.size[c]))
@@ -189,7 +201,7 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
             for j in range(n_fits):
                 place(board, planes[i * n_fits + j], starts[i * n_fits + j], c, a)
         rows = complete(board, planes, starts, decided, np.tile(np.arange(n_fits), len(actions)))
-        t = times(game, rows)
+        t = times(game, rows, config.simulations * n_fits)  # one batch size: one compile per game
         stats["leaves"] += len(rows)
         best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
         choice = actions[best // n_fits]
