@@ -135,10 +135,13 @@ def test_matmul_flops_are_the_dots_and_convolutions():
     assert all(op.matmul_flops <= op.flops for op in instance.ops)
 
 
-def test_a_sort_counts_its_compares_and_is_its_own_kind():
+def test_sorts_and_windowed_reductions_are_kinds_of_their_own():
     instance = extract(lambda x: jnp.sort(x, axis=-1), jnp.ones((4, 8), jnp.float32))
     (sort,) = [op for op in instance.ops if op.kind == "sort"]
     assert sort.flops == 4 * 8 * 3  # n ceil(log2 n) compares per row of n = 8
+    pool = extract(lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), (2, 2), "VALID"),
+                   jnp.ones((8, 8), jnp.float32))
+    assert [op.flops for op in pool.ops if op.kind == "windowed-reduction"] == [16 * 3]  # 3 maxes per window
 
 
 def test_an_operand_read_only_through_a_slice_counts_the_slice():

@@ -10,6 +10,7 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
                      (an unfused convolution: / unfused_conv_flop_rate; on the CPU, Eigen's, not a library fusion)
         elementwise  rest
         reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
+        windowed-reduction  the same at window_flop_rate (reduce-window, select-and-scatter: pooling, cumsum)
         data-movement  bytes / move_bandwidth
         sort         bytes / move_bandwidth + compares x sort_compare_seconds (compares: the op's flops)
         loop         iterations x loop_iteration_seconds (the loop's own control; its body ops are ops)
@@ -168,14 +169,16 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     half = profile.matmul_half_flops
     conv_rate = np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate"))
     move = work.bytes / profile.rate("move_bandwidth")
+    reduction = kind["reduction"] | kind["windowed-reduction"]
+    reduction_rate = np.where(kind["windowed-reduction"], profile.rate("window_flop_rate"),
+                              profile.rate("reduction_flop_rate"))
     seconds = np.select(
-        [kind["dot"], kind["convolution"], kind["elementwise"], kind["reduction"], kind["data-movement"], kind["loop"],
+        [kind["dot"], kind["convolution"], kind["elementwise"], reduction, kind["data-movement"], kind["loop"],
          kind["sort"]],
         [(work.matmul + half) / profile.flop_rate + rest,
          (work.matmul + profile.rate("conv_half_flops")) / conv_rate + rest,
          rest,
-         (work.matmul + work.other) / profile.rate("reduction_flop_rate")
-         + work.transcendentals / profile.transcendental_rate,
+         (work.matmul + work.other) / reduction_rate + work.transcendentals / profile.transcendental_rate,
          move,
          work.iterations * profile.loop_iteration_seconds,
          move + work.other * profile.sort_compare_seconds],

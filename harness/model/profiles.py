@@ -23,16 +23,18 @@ FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rat
 # Figures a profile file may leave out (then the default below): each op kind's own rate, the saturation of
 # matrix units, a cache's size and bandwidth, a loop's per-iteration cost and a sort's per-compare cost.
 # None means "the general figure" (`Profile.rate`): conv_flop_rate -> flop_rate, unfused_conv_flop_rate ->
-# conv_flop_rate, reduction_flop_rate -> vector_flop_rate, move_bandwidth -> fast_bandwidth (data movement
+# conv_flop_rate, reduction_flop_rate -> vector_flop_rate, window_flop_rate -> reduction_flop_rate, move_bandwidth -> fast_bandwidth (data movement
 # is memory time only), cache_bandwidth -> fast_bandwidth, conv_half_flops -> matmul_half_flops. A zero means no such cost or no such cache.
 OPTIONAL_FIGURES = {"conv_flop_rate": None, "unfused_conv_flop_rate": None, "reduction_flop_rate": None,
+                    "window_flop_rate": None,
                     "move_bandwidth": None, "cache_bandwidth": None, "cache_bytes": 0.0,
                     "matmul_half_flops": 0.0, "conv_half_flops": None, "loop_iteration_seconds": 0.0, "program_overhead_seconds": 0.0,
                     "sort_compare_seconds": 0.0}
 NON_NEGATIVE = ("matmul_half_flops", "conv_half_flops", "loop_iteration_seconds", "program_overhead_seconds",
                 "sort_compare_seconds", "cache_bytes")  # zero: no such cost
 _GENERAL = {"conv_flop_rate": "flop_rate", "unfused_conv_flop_rate": "conv_flop_rate",
-            "reduction_flop_rate": "vector_flop_rate", "move_bandwidth": "fast_bandwidth",
+            "reduction_flop_rate": "vector_flop_rate", "window_flop_rate": "reduction_flop_rate",
+            "move_bandwidth": "fast_bandwidth",
             "cache_bandwidth": "fast_bandwidth",
             "conv_half_flops": "matmul_half_flops"}  # an optional rate left None -> the figure it falls back to
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
@@ -67,6 +69,7 @@ class Profile:
     conv_flop_rate: float | None = None  # convolutions (None: flop_rate)
     unfused_conv_flop_rate: float | None = None  # convolutions XLA leaves unfused (on the CPU: Eigen's; None: conv_flop_rate)
     reduction_flop_rate: float | None = None  # reductions (None: vector_flop_rate)
+    window_flop_rate: float | None = None  # windowed reductions: reduce-window, select-and-scatter (None: reduction_flop_rate)
     move_bandwidth: float | None = None  # bytes/s of ops that only move data: copy, transpose, pad... (None: fast_bandwidth)
     cache_bytes: float = 0.0  # an op's first this many fast bytes move at cache_bandwidth (a working set in cache; 0: none)
     cache_bandwidth: float | None = None  # bytes/s of those (None: fast_bandwidth)

@@ -40,7 +40,7 @@ from harness.model.profiles import Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
 FIGURES = ("flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
-           "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
+           "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
            "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "conv_half_flops", "op_overhead_seconds",
            "loop_iteration_seconds", "program_overhead_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
@@ -121,7 +121,7 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
               "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
               "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
-              "reduction_flop_rate": "reduction" in kinds,
+              "reduction_flop_rate": "reduction" in kinds, "window_flop_rate": "windowed-reduction" in kinds,
               "transcendental_rate": any(op.transcendentals for op in ops), "fast_bandwidth": True,
               "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
               "conv_half_flops": "convolution" in kinds,
