@@ -232,6 +232,9 @@ def test_sorts_unfused_convolutions_windows_and_the_cache_by_hand():
     # elementwise, memory-bound: 256 B all in the cache: 256/4096 + .5; 4096 B: 1024/4096 + 3072/1024 + .5.
     # windowed reduction: 64/32 + .5.
     np.testing.assert_allclose(elapsed, [14.5, 10.5, 5.5, 0.5625, 3.75, 2.5], rtol=1e-6)
+    # the launch, once per run: 1 + .25 for each parameter and output buffer (one parameter here)
+    launched = dataclasses.replace(profile, program_overhead_seconds=1.0, argument_seconds=0.25)
+    assert simulate(CPU_KINDS, _mapping([0]), launched) == pytest.approx(sum(elapsed) + 1.25, rel=1e-6)
     # without the CPU's figures (as on the two-tier profiles): a sort moves data, one convolution rate with the
     # dots' saturation, no cache, one reduction rate: 256/128 + .5; (2000 + 1000)/500 + .5 twice; 256/1024 + .5;
     # 4096/1024 + .5; 64/64 + .5

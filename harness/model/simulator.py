@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes,
-                                     OpWork, op_elapsed, op_memory, op_work, total_time, with_profile)
+                                     OpWork, launch_seconds, op_elapsed, op_memory, op_work, total_time, with_profile)
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
@@ -112,6 +112,7 @@ class Batch:
     structure: Tables
     work: OpWork
     mask: np.ndarray
+    arguments: np.ndarray  # [programs] parameter and output buffers of each (its launch)
 
 
 def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
@@ -134,7 +135,7 @@ def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
     cands = candidates(merged)
     mask = fast_mask(merged, Mapping({b: 0 for b in fast}, len(buffers)), cands)
     return Batch(tuple(i for i, _ in pairs), np.array(starts), build_structure(merged, "direct", cands),
-                 op_work(merged), mask)
+                 op_work(merged), mask, np.array([op_work(i).arguments for i, _ in pairs]))
 
 
 def simulate_batch(b: Batch, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
@@ -146,5 +147,5 @@ def simulate_batch(b: Batch, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     tables = with_profile(b.structure, b.work, profile)
     elapsed, _ = _op_seconds(tables, b.mask)
     per_run = (np.asarray(elapsed, np.float64) * np.asarray(tables.weight, np.float64))[:b.starts[-1]]
-    whole = np.add.reduceat(per_run, b.starts[:-1]) + profile.program_overhead_seconds
+    whole = np.add.reduceat(per_run, b.starts[:-1]) + launch_seconds(profile, b.arguments)
     return whole, per_run

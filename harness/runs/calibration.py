@@ -42,7 +42,7 @@ from harness.model.simulator import batch, simulate_batch, simulate_ops
 FIGURES = ("flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
            "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
            "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "conv_half_flops", "op_overhead_seconds",
-           "loop_iteration_seconds", "program_overhead_seconds", "sort_compare_seconds")
+           "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -127,7 +127,7 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
               "conv_half_flops": "convolution" in kinds,
               "op_overhead_seconds": True,
               "loop_iteration_seconds": any(op_kind(op) == "loop" and op.iterations for op in ops),
-              "program_overhead_seconds": bool(points),
+              "program_overhead_seconds": bool(points), "argument_seconds": bool(points),
               "sort_compare_seconds": any(op_kind(op) == "sort" and op.flops for op in ops)}
     for figure in FIGURES:  # in FIGURES' order
         if wanted.get(figure) and getattr(prior, figure):
@@ -340,7 +340,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     fitted, held = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
     predicted, op_predicted = predict_both(points, op_points, fitted)
-    lowo, op_lowo = np.empty(len(points)), np.empty(len(op_points))
+    lowo, op_lowo = np.empty(len(points)), op_predicted.copy()  # ops of no scored workload (kernels): never left out
     for w in sorted({p.workload for p in points}):
         inside = [p for p in points if p.workload != w]
         op_inside = [p for p in op_points if p.workload != w]
