@@ -93,3 +93,15 @@ def test_bitcasts_run_as_their_memory_reinterpretation(source, result):
     dtype = np.int32 if result.startswith("s32") else np.float32
     want = np.transpose(memory.view(dtype).reshape([out_dims[d] for d in out_order]), np.argsort(out_order))
     np.testing.assert_array_equal(hlo_module.run_text(text, [x])[0], want)
+
+
+def test_workloads_table_shows_both_routes_and_what_neither_reaches():
+    from harness.cli.main import _linked_cells
+    from harness.runs.suite import SummaryRow
+
+    row = SummaryRow("w", "f", "ci", linked_share=0.7, unlinked_bytes=(("layout copy", 2048),), hlo_share=0.25,
+                     hlo_unlinked_bytes=(("tuple element", 1024),))
+    shares, reasons = _linked_cells(row)
+    assert shares == "70.0% + 25.0% = 95.0%" and "tuple element" in reasons and "layout copy" not in reasons
+    shares, reasons = _linked_cells(SummaryRow("w", "f", "ci", linked_share=0.7, unlinked_bytes=(("layout copy", 2048),)))
+    assert shares == "70.0%" and "layout copy" in reasons
