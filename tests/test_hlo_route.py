@@ -59,6 +59,24 @@ def test_annotation_is_read_back_in_host_memory_space():
     np.testing.assert_allclose(hlo_module.run_text(annotated, [x])[0], np.sin(x) @ x.T, rtol=1e-5)
 
 
+def test_a_move_out_of_host_memory_space_is_not_placed():
+    text = jax.jit(lambda x: jnp.sin(x) @ x.T).lower(jnp.ones((4, 8))).compile().as_text()
+    name = next(i.name for i in parse_module(text).entry_computation.instructions
+                if i.opcode != "parameter" and not i.is_root)
+    annotated = hlo_module.annotate_host(text, [name])
+    assert hlo_module.host_placed(annotated.replace(":S(5)}", "}")) == frozenset()
+    no_move = annotated.replace('custom_call_target="MoveToHost"', 'custom_call_target="SomethingElse"')
+    assert hlo_module.host_placed(no_move) == frozenset()
+
+
+def test_a_jaxlib_without_the_api_gives_a_clear_error(monkeypatch):
+    from jax._src.lib import _jax
+
+    monkeypatch.delattr(_jax.mlir, "hlo_to_stablehlo")
+    with pytest.raises(hlo_module.HloApiError, match="hlo_to_stablehlo"):
+        hlo_module.compile_text(jax.jit(lambda x: x + 1.0).lower(jnp.ones(4)).compile().as_text())
+
+
 def test_annotating_an_unknown_or_root_instruction_fails():
     module = parse_module(text := jax.jit(lambda x: x + 1.0).lower(jnp.ones(4)).compile().as_text())
     with pytest.raises(ValueError, match="no array instruction"):

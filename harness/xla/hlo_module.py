@@ -5,8 +5,11 @@ internals of an expansion) hold no value of the JAX program, so no annotation in
 the program reaches them. Their defining instruction in the optimized module
 does: `annotate_host` puts its result in host memory with the host-offload
 custom calls XLA's host offloader reads (`MoveToHost`, whose result has memory
-space S(5), then `MoveToDevice` before the uses), and `host_placed` parses the
-module back with XLA's own parser to confirm which instructions it places there.
+space S(5), then `MoveToDevice` before the uses), and `host_placed` confirms which
+instructions it places there: XLA's own parser reads the S(5) back, and the module
+as the compiler receives it still holds the MoveToHost (on cuda and tpu, XLA's host
+offloader turns it into a copy to host memory, as it does for JAX's own
+`device_put` to `pinned_host`; the CPU drops it: one memory tier).
 
 jaxlib compiles only MLIR modules, so `compile_text` goes HLO text -> HLO
 module proto -> StableHLO (`hlo_to_stablehlo`) -> `Client.compile_and_load`.
@@ -30,6 +33,7 @@ from harness.xla.hlo_text import ArrayShape, Module, parse_module
 HOST_MEMORY_SPACE = 5  # S(5): the host memory space of XLA's layouts (host offloading)
 MOVE_TO_HOST = "MoveToHost"
 MOVE_TO_DEVICE = "MoveToDevice"
+BUFFER_ATTRIBUTE = "mallocbench_placed"  # frontend attribute of a MoveToHost: the instruction whose result it moves
 
 
 class HloApiError(RuntimeError):
@@ -44,6 +48,7 @@ class _Api:
     hlo_to_stablehlo: Any  # HloModuleProto bytes -> StableHLO bytecode
     compile_options: Any  # () -> CompileOptions
     device_list: Any  # tuple of devices -> DeviceList
+    stablehlo_to_hlo: Any  # StableHLO -> XlaComputation (the conversion the PJRT client makes before compiling)
 
 
 def _api() -> _Api:
@@ -55,7 +60,8 @@ def _api() -> _Api:
     wanted = {"xla_client.hlo.hlo_module_from_text": lambda: xla_client.hlo.hlo_module_from_text,
               "_jax.mlir.hlo_to_stablehlo": lambda: _jax.mlir.hlo_to_stablehlo,
               "xla_client.CompileOptions": lambda: xla_client.CompileOptions,
-              "_jax.DeviceList": lambda: _jax.DeviceList}
+              "_jax.DeviceList": lambda: _jax.DeviceList,
+              "_jax.mlir.mlir_module_to_xla_computation": lambda: _jax.mlir.mlir_module_to_xla_computation}
     found = {}
     for name, get in wanted.items():
         try:
@@ -101,7 +107,7 @@ def annotate_host(text: str, names: Iterable[str]) -> str:
         out.append(head + sep + _renamed_uses(tail, names))
         if name in names:
             out.append(f"{indent}%{name}.host = {host_shape(shape)} custom-call(%{name}), "
-                       f'custom_call_target="{MOVE_TO_HOST}"')
+                       f'custom_call_target="{MOVE_TO_HOST}", frontend_attributes={{{BUFFER_ATTRIBUTE}="{name}"}}')
             out.append(f"{indent}%{name}.device = {shape} custom-call(%{name}.host), "
                        f'custom_call_target="{MOVE_TO_DEVICE}"')
     return "\n".join(out) + "\n"
@@ -121,14 +127,27 @@ def _unfused(module: Module):
 
 
 def host_placed(text: str) -> frozenset[str]:
-    """The instructions whose result module `text` moves to host memory, as XLA's parser reads it back: the
-    operand of each MoveToHost custom call whose parsed result shape is in memory space S(5)."""
-    printed = _api().module_from_text(text).to_string()
-    module = parse_module(printed)
+    """The instructions whose result module `text` (from `annotate_host`) moves to host memory, confirmed
+    twice: XLA's parser reads the MoveToHost result of the instruction back in memory space S(5), and the
+    module handed to the compiler (`text` made runnable, converted to StableHLO and back to HLO as the PJRT
+    client converts it) still holds that MoveToHost (found by its `BUFFER_ATTRIBUTE`)."""
+    api = _api()
+    module = parse_module(printed := api.module_from_text(text).to_string())
     space = re.compile(rf":[^}}]*S\({HOST_MEMORY_SPACE}\)")
-    return frozenset(i.operands[0] for c in module.computations.values() for i in c.instructions
-                     if i.opcode == "custom-call" and MOVE_TO_HOST in i.attrs.get("custom_call_target", "")
-                     and _has_space(printed, i.name, space))
+    in_space = {i.operands[0] for c in module.computations.values() for i in c.instructions
+                if i.opcode == "custom-call" and MOVE_TO_HOST in i.attrs.get("custom_call_target", "")
+                and _has_space(printed, i.name, space)}
+    return frozenset(in_space) & _moves_reaching_compiler(api, text)
+
+
+_MOVE_RE = re.compile(rf'custom_call_target="{MOVE_TO_HOST}".*\b{BUFFER_ATTRIBUTE}="([^"]+)"')
+
+
+def _moves_reaching_compiler(api: _Api, text: str) -> frozenset[str]:
+    """The instructions named by the MoveToHost custom calls of module `text` as the compiler receives it."""
+    stablehlo = api.hlo_to_stablehlo(api.module_from_text(runnable_text(text)).as_serialized_hlo_module_proto())
+    hlo = api.stablehlo_to_hlo(stablehlo).as_hlo_text()
+    return frozenset(m.group(1) for m in map(_MOVE_RE.search, hlo.splitlines()) if m)
 
 
 def _has_space(printed: str, name: str, space: re.Pattern) -> bool:
