@@ -15,7 +15,9 @@ jaxlib compiles only MLIR modules, so `compile_text` goes HLO text -> HLO
 module proto -> StableHLO (`hlo_to_stablehlo`) -> `Client.compile_and_load`.
 StableHLO keeps no layouts: `runnable_text` first writes each `bitcast` (a
 reinterpretation of memory in its layouts) as the transposes and reshape it
-stands for. The jaxlib API is reached only in `_api`; where it is missing,
+stands for, and each fusion as a call of its computation (XLA optimizes the
+module again: it inlines and fuses anew, but no fusion crosses a MoveToHost, so
+an annotated value stays materialized). The jaxlib API is reached only in `_api`; where it is missing,
 `HloApiError` names what.
 """
 
@@ -145,8 +147,7 @@ _MOVE_RE = re.compile(rf'custom_call_target="{MOVE_TO_HOST}".*\b{BUFFER_ATTRIBUT
 
 def _moves_reaching_compiler(api: _Api, text: str) -> frozenset[str]:
     """The instructions named by the MoveToHost custom calls of module `text` as the compiler receives it."""
-    stablehlo = api.hlo_to_stablehlo(api.module_from_text(runnable_text(text)).as_serialized_hlo_module_proto())
-    hlo = api.stablehlo_to_hlo(stablehlo).as_hlo_text()
+    hlo = api.stablehlo_to_hlo(_stablehlo(api, text)).as_hlo_text()
     return frozenset(m.group(1) for m in map(_MOVE_RE.search, hlo.splitlines()) if m)
 
 
@@ -227,20 +228,30 @@ def _plain(dtype: str, dims: Sequence[int]) -> str:
     return f"{dtype}[{','.join(map(str, dims))}]{layout}"
 
 
+def _stablehlo(api: _Api, text: str) -> bytes:
+    """HLO module `text`, made runnable, as the StableHLO module jaxlib compiles."""
+    return api.hlo_to_stablehlo(api.module_from_text(runnable_text(text)).as_serialized_hlo_module_proto())
+
+
 def compile_text(text: str, devices: Sequence[Any] | None = None):
     """Compile HLO module `text` (made runnable by `runnable_text` first) for `devices` (default: the first
     local device); the loaded executable. HloApiError where this jaxlib cannot."""
     api = _api()
     devices = tuple(devices or jax.devices()[:1])
-    proto = api.module_from_text(runnable_text(text)).as_serialized_hlo_module_proto()
-    stablehlo = api.hlo_to_stablehlo(proto)
-    return devices[0].client.compile_and_load(stablehlo, api.device_list(devices), api.compile_options())
+    client = devices[0].client
+    if not hasattr(client, "compile_and_load"):
+        raise HloApiError(f"jax {jax.__version__}: the {type(client).__name__} has no compile_and_load")
+    return client.compile_and_load(_stablehlo(api, text), api.device_list(devices), api.compile_options())
 
 
 def run_text(text: str, flat_args: Sequence[Any], devices: Sequence[Any] | None = None) -> list[np.ndarray]:
-    """The outputs (flat, as numpy arrays) of HLO module `text` run on `flat_args`."""
+    """The outputs (flat, as numpy arrays) of HLO module `text` run on `flat_args` (on the first of `devices`,
+    default the first local device). HloApiError where this jaxlib cannot run a loaded executable."""
     devices = tuple(devices or jax.devices()[:1])
     executable = compile_text(text, devices)
     inputs = [jax.device_put(a, devices[0]) for a in flat_args]
-    results = executable.execute_sharded(inputs).disassemble_into_single_device_arrays()
+    try:
+        results = executable.execute_sharded(inputs).disassemble_into_single_device_arrays()
+    except AttributeError as err:
+        raise HloApiError(f"jax {jax.__version__}: cannot run a loaded executable ({err})") from None
     return [np.asarray(r[0]) for r in results]
