@@ -123,3 +123,19 @@ def test_workloads_table_shows_both_routes_and_what_neither_reaches():
     assert shares == "70.0% + 25.0% = 95.0%" and "tuple element" in reasons and "layout copy" not in reasons
     shares, reasons = _linked_cells(SummaryRow("w", "f", "ci", linked_share=0.7, unlinked_bytes=(("layout copy", 2048),)))
     assert shares == "70.0%" and "layout copy" in reasons
+
+
+def test_compiled_host_instructions_counts_results_in_host_memory_space():
+    class _Module:
+        def to_string(self):
+            return ("ENTRY %main (p: f32[4]) -> f32[4] {\n  %p = f32[4]{0} parameter(0)\n"
+                    "  %copy-start = (f32[4]{0:S(5)}, f32[4]{0}, u32[]) copy-start(%p)\n"
+                    "  %c = f32[4]{0:S(5)} copy-done(%copy-start)\n  ROOT %n = f32[4]{0} negate(%p)\n}\n")
+
+    class _Executable:
+        def hlo_modules(self):
+            return [_Module()]
+
+    assert hlo_module.compiled_host_instructions(_Executable()) == 2
+    cpu = hlo_module.compile_text(jax.jit(lambda x: x + 1.0).lower(jnp.ones(4)).compile().as_text())
+    assert hlo_module.compiled_host_instructions(cpu) == 0

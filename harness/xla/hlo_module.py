@@ -255,3 +255,11 @@ def run_text(text: str, flat_args: Sequence[Any], devices: Sequence[Any] | None 
     except AttributeError as err:
         raise HloApiError(f"jax {jax.__version__}: cannot run a loaded executable ({err})") from None
     return [np.asarray(r[0]) for r in results]
+
+
+def compiled_host_instructions(executable) -> int:
+    """Instructions of a compiled executable's optimized module whose result is in host memory (S(5)): what the
+    backend's host offloader made of the MoveToHost calls (0 on the CPU, which drops them)."""
+    space = re.compile(rf"= \S*:[^}}\s]*S\({HOST_MEMORY_SPACE}\)")
+    return sum(1 for module in executable.hlo_modules() for line in module.to_string().splitlines()
+               if space.search(line))
