@@ -119,7 +119,7 @@ def test_resume_gives_identical_next_steps(trained, tmp_path):
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     rows = trainer.read_curve(stopped)
-    assert [r["iteration"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r["iteration"] for r in rows] == ["0", "1", "2", "3", "4", "5"]  # 0: the warm start
     assert [r["loss"] for r in rows] == [r["loss"] for r in trainer.read_curve(straight)]
 
 
