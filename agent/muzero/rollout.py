@@ -111,19 +111,37 @@ def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.nda
     """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `plane[l]` ([L, steps,
     slots]) and `slots[l]` ([L, C]) and places the others in `board.base_order`, each where its fit
     (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
-    With best fit and nothing decided this is xla-msa's mapping."""
-    plane, slots = plane.copy(), slots.copy()
+    With best fit and nothing decided this is xla-msa's mapping.
+
+    The plane is held packed, 64 slots to a word ([L, steps, words] uint64), so that the slots taken over a
+    live range are an OR of a few words per step."""
+    slots = slots.copy()
+    words = _pack(plane)
     rows = np.arange(len(slots))
     cols = np.arange(board.n_slots)
     for c in board.base_order:
         if not decided[c]:
             live = slice(board.start[c], board.end[c] + 1)
             w = int(board.size[c])
-            slot = fits_many(plane[:, live].any(axis=1), w)[fit, rows]
+            slot = fits_many(_unpack(np.bitwise_or.reduce(words[:, live], axis=1), board.n_slots), w)[fit, rows]
             slots[:, c] = slot
             cover = (cols >= slot[:, None]) & (cols < slot[:, None] + w) & (slot[:, None] != SLOW)
-            plane[:, live] |= cover[:, None, :]
+            words[:, live] |= _pack(cover)[:, None, :]
     return slots
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """[..., slots] bools as [..., ceil(slots / 64)] uint64 words (slot j: bit j % 64 of word j // 64)."""
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((*packed.shape[:-1], pad), np.uint8)], axis=-1)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def _unpack(words: np.ndarray, n_slots: int) -> np.ndarray:
+    """The [..., n_slots] bools of `_pack`'s words."""
+    return np.unpackbits(words.view(np.uint8), axis=-1, count=n_slots, bitorder="little").view(bool)
 
 
 @functools.partial(jax.jit, static_argnames="offload")
