@@ -125,3 +125,15 @@ def test_completion_on_a_packed_plane_matches_the_plain_plane():
                                                        if len(R.legal_slots(t, w)) else R.SLOW)
                 R.place(board, expected_plane[l], expected[l], c, rule(taken, int(board.size[c])))
     assert np.array_equal(R.complete(board, plane, slots, decided, fit), expected)
+
+
+def test_times_scores_repeated_fast_sets_once_and_in_place():
+    profile = load_profile("h100-offload")
+    instance = synthetic(2, 30)
+    game, board = _board(instance, profile)
+    slots, _ = R.play(game, board, R.RolloutConfig(2))
+    other = np.full_like(slots, R.SLOW)
+    same_set = np.where(slots != R.SLOW, 0, R.SLOW)  # the same fast set at other slots: the same time
+    t = R.times(game, np.stack([slots, other, same_set, other]))
+    assert t[0] == t[2] and t[1] == t[3] and t[0] < t[1]
+    assert t[0] == pytest.approx(R.times(game, slots[None])[0], rel=1e-6)

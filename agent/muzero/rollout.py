@@ -153,11 +153,14 @@ def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
     fast candidates are scored once, in a batch padded to `bucket(max(distinct rows, at_least))`: one
     compiled program serves every call with at most `at_least` distinct rows)."""
-    masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
+    fast = slot_rows != SLOW
+    first: dict[bytes, int] = {}  # a fast set -> its number, by first appearance (np.unique over rows is slow)
+    index = np.array([first.setdefault(row.tobytes(), len(first)) for row in np.packbits(fast, axis=1)])
+    masks = fast[np.unique(index, return_index=True)[1]]  # row k: the first row of fast set k
     n = len(masks)
     padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
     scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
-    return scored[index.reshape(-1)]
+    return scored[index]
 
 
 Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at first) -> [n_slots + 1] logits
