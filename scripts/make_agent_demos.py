@@ -41,7 +41,7 @@ def demo(name: str, instance: Instance, profile: Profile, budget: float, limit: 
     else:
         source, offsets, seconds = "xla-msa", hint.offsets, xla_seconds
     return D.Demo(name, dict(offsets), source, float(seconds), float(xla_seconds),
-                  float(found.bound_seconds), float(limit), D.instance_sha256(instance),
+                  float(found.bound_seconds), float(limit), D.buffers_sha256(instance),
                   bool(found.optimal))
 
 
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profiles", nargs="+", default=list(PROFILES), help=f"default: {' '.join(PROFILES)}")
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="default: 0.25 0.5 0.75")
     parser.add_argument("--out", type=Path, default=D.DEMO_DIR, help="directory of the files")
-    parser.add_argument("--only", nargs="*", help="these training instances only (default: all)")
+    parser.add_argument("--only", nargs="*", help="remake these training instances' demos only, keeping the "
+                        "others in the files (default: all)")
     args = parser.parse_args(argv)
     names = list(default_split().train)
     if args.only:
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
         profile = load_profile(profile_name)
         for budget in args.budgets:
             made = tuple(demo(n, instances[n], profile, budget, args.limit, args.workers) for n in names)
-            path = D.save(D.DemoSet(profile.name, budget, D.fingerprint(profile), made), args.out)
+            path = D.save(D.DemoSet(profile.name, budget, D.fingerprint(profile), made), args.out,
+                          keep_others=bool(args.only))
             counts = {s: sum(d.source == s for d in made) for s in D.SOURCES}
             counts["proven optimal"] = sum(d.optimal for d in made)
             print(f"{path.name}: {counts}, mean gain {sum(d.gain for d in made) / len(made):.5f}, "

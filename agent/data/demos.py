@@ -6,11 +6,16 @@ where it comes from (`SOURCES`: CP-SAT's proven optimum, CP-SAT's best within
 its time limit where that simulates faster than xla-msa's, else xla-msa's), its
 simulated seconds and xla-msa's, CP-SAT's proven lower bound and time limit.
 
-A file is only as good as the cost model and profile it was computed under, so
-it carries their fingerprint (`fingerprint`: the profile's figures and the
-simulated seconds of fixed probe mappings) and a hash of each instance; `load`
-recomputes both and raises a `DemoError` naming the file and the instance when
-anything is stale, malformed or not a valid mapping within the budget.
+A demo is a mapping: it stays a valid demonstration as long as its instance's
+buffers (sizes, live ranges, alias groups) are the ones it was made for, so each
+entry carries a hash of them (`buffers_sha256`), and `load` raises a `DemoError`
+naming the file and the instance when an entry is malformed, made for other
+buffers, or not a valid mapping within the budget. Its recorded seconds are only
+as current as the cost model and profile it was made under: the file carries
+their fingerprint (`fingerprint`: the profile's figures and the simulated seconds
+of fixed probe mappings), and a loaded `DemoSet` says in `drift` what changed
+since, so that a user rescores the demos (the learner's `teacher` re-simulates
+each one and keeps it only where it still beats xla-msa's) or remakes them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from harness.model.profiles import Profile
 from harness.model.simulator import simulate
 from harness.xla.instance import Instance
 
-FORMAT = "mallocbench-demos/1"
+FORMAT = "mallocbench-demos/2"
 DEMO_DIR = Path(__file__).resolve().parent / "demos"
 SOURCES = ("cpsat-optimal", "cpsat-best", "xla-msa")
 PROBE_TOLERANCE = 1e-5  # relative: the probe's seconds may differ by float32 rounding, not by a model change
@@ -49,7 +54,7 @@ class Demo:
     """The best known mapping of one game: buffer -> byte offset of its fast buffers; `source` one of `SOURCES`;
     `demo_seconds` and `xla_msa_seconds` the simulated seconds of it and of xla-msa's mapping; `bound_seconds`
     CP-SAT's proven lower bound on every mapping of the game; `time_limit_seconds` CP-SAT's limit;
-    `instance_sha256` the hash (`instance_sha256`) of the instance it was computed on; `optimal` whether the
+    `buffers_sha256` the hash (`buffers_sha256`) of the buffers of the instance it was computed on; `optimal` whether the
     demo is proven optimal (also where xla-msa's mapping is, its source then xla-msa)."""
 
     instance: str
@@ -59,7 +64,7 @@ class Demo:
     xla_msa_seconds: float
     bound_seconds: float
     time_limit_seconds: float
-    instance_sha256: str
+    buffers_sha256: str
     optimal: bool
 
     @property
@@ -82,12 +87,14 @@ class Demo:
 
 @dataclasses.dataclass(frozen=True)
 class DemoSet:
-    """The demonstrations of one (profile, budget), by instance name, and the fingerprint they were made under."""
+    """The demonstrations of one (profile, budget), by instance name, the fingerprint they were made under and,
+    once loaded, `drift`: what changed since then (empty: the recorded seconds are the current model's)."""
 
     profile: str
     budget: float
     fingerprint: dict
     demos: tuple[Demo, ...]
+    drift: tuple[str, ...] = ()
 
     def by_instance(self) -> dict[str, Demo]:
         """Instance name -> its demo."""
@@ -99,9 +106,11 @@ def demo_path(profile: str, budget: float, directory: Path = DEMO_DIR) -> Path:
     return Path(directory) / f"{profile}@{budget:g}.json.gz"
 
 
-def instance_sha256(instance: Instance) -> str:
-    """Hex SHA-256 of the instance's JSON: any change to its ops or buffers changes it."""
-    return hashlib.sha256(instance.to_json().encode()).hexdigest()
+def buffers_sha256(instance: Instance) -> str:
+    """Hex SHA-256 of what a mapping of `instance` depends on: each buffer's bytes, live range and alias group
+    (its ops' costs left out: a new cost count leaves every mapping valid)."""
+    rows = [(b.id, b.bytes, b.start, b.end, b.alias_group) for b in instance.buffers]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def fingerprint(profile: Profile) -> dict:
@@ -115,17 +124,32 @@ def fingerprint(profile: Profile) -> dict:
             "probe_seconds": [simulate(probe, m, profile) for m in (all_slow, all_fast)]}
 
 
-def save(demos: DemoSet, directory: Path = DEMO_DIR) -> Path:
-    """Write `demos` to its file under `directory` (created if missing); the path."""
+def save(demos: DemoSet, directory: Path = DEMO_DIR, keep_others: bool = False) -> Path:
+    """Write `demos` to its file under `directory` (created if missing); the path. With `keep_others`, the
+    entries of the file already there for instances `demos` does not name are kept as they are, each with
+    the fingerprint it was made under (a file that does not read keeps nothing and is replaced)."""
     path = demo_path(demos.profile, demos.budget, directory)
+    kept = _kept_entries(path, {d.instance for d in demos.demos}) if keep_others else {}
     path.parent.mkdir(parents=True, exist_ok=True)
+    entries = {**kept, **{d.instance: _demo_json(d) for d in demos.demos}}
     body = {"format": FORMAT, "profile": demos.profile, "budget": demos.budget, "fingerprint": demos.fingerprint,
-            "instances": {d.instance: _demo_json(d) for d in demos.demos}}
+            "instances": dict(sorted(entries.items()))}
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wt") as f:
         json.dump(body, f, sort_keys=True)
     tmp.replace(path)  # never a half-written file under the real name
     return path
+
+
+def _kept_entries(path: Path, remade: set) -> dict:
+    """Entries of the file at `path` for instances not in `remade`, each carrying its own fingerprint."""
+    try:
+        body = _read(path)
+    except DemoError:
+        return {}
+    entries = body.get("instances") if isinstance(body.get("instances"), dict) else {}
+    return {name: {"fingerprint": body.get("fingerprint"), **entry}
+            for name, entry in entries.items() if name not in remade and isinstance(entry, dict)}
 
 
 def _demo_json(d: Demo) -> dict:
@@ -138,21 +162,25 @@ def _demo_json(d: Demo) -> dict:
 def load(profile: Profile, budget: float, directory: Path = DEMO_DIR,
          instances: Optional[Callable[[str], Instance]] = None) -> DemoSet:
     """The demos of `profile` at `budget`, each checked against its instance (`instances(name)`, default
-    `agent.data.split.load`): same hash, a valid mapping within the budget. DemoError naming the file (and
-    the instance) when the file is missing, malformed, of another format, profile or budget, or stale (made
-    under another cost model, profile or instance: rerun scripts/make_agent_demos.py)."""
+    `agent.data.split.load`): made for its buffers, a valid mapping within the budget. DemoError naming the
+    file (and the instance) when the file is missing, malformed, of another format, profile or budget, or made
+    for other buffers (rerun scripts/make_agent_demos.py). Made under other profile figures or another cost
+    model, the set loads with that said in its `drift`."""
     path = demo_path(profile.name, budget, directory)
     body = _read(path)
     if body.get("profile") != profile.name or body.get("budget") != budget:
         raise DemoError(f"{path}: holds profile {body.get('profile')!r} at budget {body.get('budget')!r}, "
                         f"expected {profile.name!r} at {budget!r}")
-    _check_fingerprint(path, body.get("fingerprint"), fingerprint(profile))
     get = instances or load_instance
     entries = body.get("instances")
     if not isinstance(entries, dict) or not entries:
         raise DemoError(f"{path}: 'instances' must be a non-empty object of instance name -> demo")
+    current = fingerprint(profile)
+    made_under = [body.get("fingerprint")] + [e["fingerprint"] for e in entries.values()
+                                              if isinstance(e, dict) and "fingerprint" in e]
+    drift = tuple(dict.fromkeys(d for f in made_under for d in _drift(f, current)))
     demos = tuple(_demo(path, name, entry, get, profile, budget) for name, entry in entries.items())
-    return DemoSet(profile.name, budget, body["fingerprint"], demos)
+    return DemoSet(profile.name, budget, body["fingerprint"], demos, drift)
 
 
 def _read(path: Path) -> dict:
@@ -170,17 +198,20 @@ def _read(path: Path) -> dict:
     return body
 
 
-def _check_fingerprint(path: Path, stored, current: dict) -> None:
-    """DemoError unless `stored` is `current` (the probe's seconds within PROBE_TOLERANCE)."""
-    if not isinstance(stored, dict) or stored.get("profile_sha256") != current["profile_sha256"]:
-        raise DemoError(f"{path}: stale: made under other profile figures; rerun scripts/make_agent_demos.py")
+def _drift(stored, current: dict) -> tuple[str, ...]:
+    """What differs between the fingerprint `stored` in a file and the `current` one (the probe's seconds
+    within PROBE_TOLERANCE): other profile figures, another cost model; empty when neither."""
+    stored = stored if isinstance(stored, dict) else {}
+    drift = []
+    if stored.get("profile_sha256") != current["profile_sha256"]:
+        drift.append("made under other profile figures")
     probe = stored.get("probe_seconds")
-    ok = isinstance(probe, list) and len(probe) == len(current["probe_seconds"]) and all(
+    same = isinstance(probe, list) and len(probe) == len(current["probe_seconds"]) and all(
         isinstance(a, (int, float)) and math.isclose(a, b, rel_tol=PROBE_TOLERANCE)
         for a, b in zip(probe, current["probe_seconds"]))
-    if not ok:
-        raise DemoError(f"{path}: stale: made under another cost model (probe seconds {probe!r}, now "
-                        f"{current['probe_seconds']!r}); rerun scripts/make_agent_demos.py")
+    if not same:
+        drift.append(f"made under another cost model (probe seconds {probe!r}, now {current['probe_seconds']!r})")
+    return tuple(drift)
 
 
 def _demo(path: Path, name: str, entry, get: Callable[[str], Instance], profile: Profile, budget: float) -> Demo:
@@ -189,7 +220,7 @@ def _demo(path: Path, name: str, entry, get: Callable[[str], Instance], profile:
     try:
         demo = Demo(name, {int(b): int(off) for b, off in entry["offsets"].items()}, entry["source"],
                     *(float(entry[k]) for k in ("demo_seconds", "xla_msa_seconds", "bound_seconds",
-                                                "time_limit_seconds")), str(entry["instance_sha256"]),
+                                                "time_limit_seconds")), str(entry["buffers_sha256"]),
                     entry["optimal"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise DemoError(f"{where}: malformed entry ({type(err).__name__}: {err})") from None
@@ -205,8 +236,8 @@ def _demo(path: Path, name: str, entry, get: Callable[[str], Instance], profile:
         instance = get(name)
     except ValueError as err:
         raise DemoError(f"{where}: {err}") from None
-    if instance_sha256(instance) != demo.instance_sha256:
-        raise DemoError(f"{where}: stale: the instance changed since the demo was made; rerun "
+    if buffers_sha256(instance) != demo.buffers_sha256:
+        raise DemoError(f"{where}: stale: made for other buffers than the instance's now; rerun "
                         f"scripts/make_agent_demos.py")
     try:
         validate(instance, demo.mapping(instance, budget), profile, budget)

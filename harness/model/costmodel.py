@@ -6,19 +6,24 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
     compute  = work + overhead
     work     = by the op's kind (`hlo_costs.OP_KINDS`):
         dot          (matmul flops + matmul_half_flops) / flop_rate      + rest
-        convolution  (matmul flops + matmul_half_flops) / conv_flop_rate + rest
+        convolution  (matmul flops + conv_half_flops) / conv_flop_rate + rest
+                     (an unfused convolution: / unfused_conv_flop_rate; on the CPU, Eigen's, not a library fusion)
         elementwise  rest
         reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
         data-movement  bytes / move_bandwidth
+        sort         bytes / move_bandwidth + compares x sort_compare_seconds (compares: the op's flops)
         loop         iterations x loop_iteration_seconds (the loop's own control; its body ops are ops)
         free         0 (parameters, tuples, bitcasts: no kernel runs)
       rest = other flops / vector_flop_rate + transcendentals / transcendental_rate
     overhead = op_overhead_seconds per op with a kernel, 0 for free ops
     memory   = fast bytes / fast bandwidth + slow bytes / slow bandwidth
+               + min(fast bytes, cache_bytes) x (1 / cache bandwidth - 1 / fast bandwidth)
+      (an op's fast bytes up to the cache's size move at the cache's bandwidth; cache_bytes 0, as on
+      the two-tier profiles: no cache term, and the same bits as without one)
 
 A run adds `program_overhead_seconds` once (the call's launch: argument
 handling, the executor's start). The matmul term is a saturating roofline: a dot of f flops runs at
-rate x f / (f + matmul_half_flops), so small ones do not reach the peak rate.
+rate x f / (f + matmul_half_flops), a convolution with conv_half_flops, so small ones do not reach the peak rate.
 
 Memory models:
 
@@ -77,6 +82,8 @@ class Tables(NamedTuple):
     copy_bw: jax.Array
     overhead: jax.Array  # [ops] seconds per execution outside compute and memory (dispatch): 0 for free ops
     launch: jax.Array  # seconds once per run (the program call's own cost)
+    cache_bytes: jax.Array  # scalars: an op's fast bytes up to this many move at the cache's bandwidth,
+    cache_gain: jax.Array  # saving this many seconds per byte (1 / cache bandwidth - 1 / fast bandwidth, <= 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,14 +127,15 @@ class OpWork(NamedTuple):
     bytes: np.ndarray  # bytes read and written
     iterations: np.ndarray  # a loop's body executions per execution of it
     kind: np.ndarray  # index into OP_KINDS
+    unfused: np.ndarray  # 1.0 where the op is a bare convolution (not a fusion)
 
 
 def op_kind(op: Op) -> str:
     """The op's kind; for an instance written before kinds were recorded, told from its opcode and flops."""
     if op.kind:
         return op.kind
-    if op.opcode in FREE or op.opcode in LOOP:
-        return "free" if op.opcode in FREE else "loop"
+    if op.opcode in FREE or op.opcode in LOOP or op.opcode == "sort":
+        return "free" if op.opcode in FREE else "loop" if op.opcode in LOOP else "sort"
     if op.matmul_flops:
         return "convolution" if op.opcode == "convolution" else "dot"
     return "elementwise" if op.flops or op.transcendentals else "data-movement"
@@ -149,6 +157,7 @@ def op_work(instance: Instance) -> OpWork:
         transcendentals=column(op.transcendentals for op in ops),
         bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
         iterations=column((op.iterations or 0) for op in ops),
+        unfused=column(op.opcode == "convolution" for op in ops),
         kind=np.concatenate([[OP_KINDS.index(op_kind(op)) for op in ops], np.full(n - len(ops), free)]).astype(np.int32))
 
 
@@ -157,15 +166,19 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     kind = {k: work.kind == i for i, k in enumerate(OP_KINDS)}
     rest = work.other / profile.vector_flop_rate + work.transcendentals / profile.transcendental_rate
     half = profile.matmul_half_flops
+    conv_rate = np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate"))
+    move = work.bytes / profile.rate("move_bandwidth")
     seconds = np.select(
-        [kind["dot"], kind["convolution"], kind["elementwise"], kind["reduction"], kind["data-movement"], kind["loop"]],
+        [kind["dot"], kind["convolution"], kind["elementwise"], kind["reduction"], kind["data-movement"], kind["loop"],
+         kind["sort"]],
         [(work.matmul + half) / profile.flop_rate + rest,
-         (work.matmul + half) / profile.rate("conv_flop_rate") + rest,
+         (work.matmul + profile.rate("conv_half_flops")) / conv_rate + rest,
          rest,
          (work.matmul + work.other) / profile.rate("reduction_flop_rate")
          + work.transcendentals / profile.transcendental_rate,
-         work.bytes / profile.rate("move_bandwidth"),
-         work.iterations * profile.loop_iteration_seconds],
+         move,
+         work.iterations * profile.loop_iteration_seconds,
+         move + work.other * profile.sort_compare_seconds],
         0.0)
     overhead = np.where(kind["free"], 0.0, profile.op_overhead_seconds)
     return seconds, overhead
@@ -184,8 +197,10 @@ def with_profile(structure: Tables, work: OpWork, profile: Profile) -> Tables:
     priced = jax.device_put((  # one transfer: pricing many profiles (calibration) is dominated by it
         (seconds + overhead).astype(f32), overhead.astype(f32), f32(profile.fast_bandwidth),
         f32(profile.fast_bandwidth if offload else profile.slow_bandwidth), f32(profile.copy_bandwidth),
-        f32(profile.program_overhead_seconds)))
-    return structure._replace(**dict(zip(("compute", "overhead", "fast_bw", "op_slow_bw", "copy_bw", "launch"), priced)))
+        f32(profile.program_overhead_seconds), f32(profile.cache_bytes),
+        f32(1.0 / profile.rate("cache_bandwidth") - 1.0 / profile.fast_bandwidth if profile.cache_bytes else 0.0)))
+    return structure._replace(**dict(zip(("compute", "overhead", "fast_bw", "op_slow_bw", "copy_bw", "launch",
+                                          "cache_bytes", "cache_gain"), priced)))
 
 
 def build_structure(instance: Instance, memory_model: str, cands: Candidates | None = None) -> Tables:
@@ -248,7 +263,7 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
         ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
         ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
         fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0),
-        overhead=jnp.zeros(n_pad, f32), launch=jnp.float32(0.0),
+        overhead=jnp.zeros(n_pad, f32), launch=jnp.float32(0.0), cache_bytes=jnp.float32(0.0), cache_gain=jnp.float32(0.0),
     )
 
 
@@ -272,11 +287,16 @@ def fast_bytes(tables: Tables, fast: jax.Array) -> jax.Array:
     return jnp.zeros(tables.weight.shape[:1] + per_access.shape[1:], per_access.dtype).at[tables.acc_op].add(per_access)
 
 
-def op_elapsed(tables: Tables, fast_op_bytes: jax.Array) -> jax.Array:
-    """[ops] seconds per execution of each op, given its fast bytes."""
+def op_memory(tables: Tables, fast_op_bytes: jax.Array) -> jax.Array:
+    """[ops] seconds per execution each op moves its bytes, given its fast bytes (the memory term)."""
     slow_op_bytes = tables.op_bytes - fast_op_bytes
     memory = fast_op_bytes / tables.fast_bw + slow_op_bytes / tables.op_slow_bw
-    return jnp.maximum(tables.compute, memory + tables.overhead)
+    return memory + jnp.minimum(fast_op_bytes, tables.cache_bytes) * tables.cache_gain
+
+
+def op_elapsed(tables: Tables, fast_op_bytes: jax.Array) -> jax.Array:
+    """[ops] seconds per execution of each op, given its fast bytes."""
+    return jnp.maximum(tables.compute, op_memory(tables, fast_op_bytes) + tables.overhead)
 
 
 def _drain(idle, reads, writes, bw):

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes,
-                                     OpWork, op_elapsed, op_work, total_time, with_profile)
+                                     OpWork, op_elapsed, op_memory, op_work, total_time, with_profile)
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
@@ -21,7 +21,7 @@ _total_time = jax.jit(total_time, static_argnums=2)
 def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
     """([ops] seconds per execution, [ops] memory seconds per execution) of each op for a fast mask."""
     fb = fast_bytes(tables, fast)
-    return op_elapsed(tables, fb), fb / tables.fast_bw + (tables.op_bytes - fb) / tables.op_slow_bw
+    return op_elapsed(tables, fb), op_memory(tables, fb)
 
 
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}

@@ -39,9 +39,10 @@ from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
-FIGURES = ("flop_rate", "conv_flop_rate", "vector_flop_rate", "reduction_flop_rate", "transcendental_rate",
-           "fast_bandwidth", "move_bandwidth", "slow_bandwidth", "copy_bandwidth", "matmul_half_flops",
-           "op_overhead_seconds", "loop_iteration_seconds", "program_overhead_seconds")
+FIGURES = ("flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
+           "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
+           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "conv_half_flops", "op_overhead_seconds",
+           "loop_iteration_seconds", "program_overhead_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -116,16 +117,19 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
     kinds = {op_kind(op) for op in ops}
     free = []
     wanted = {"flop_rate": "dot" in kinds, "conv_flop_rate": "convolution" in kinds,
+              "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
+              "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
               "reduction_flop_rate": "reduction" in kinds,
               "transcendental_rate": any(op.transcendentals for op in ops), "fast_bandwidth": True,
               "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
+              "conv_half_flops": "convolution" in kinds,
               "op_overhead_seconds": True,
               "loop_iteration_seconds": any(op_kind(op) == "loop" and op.iterations for op in ops),
-              "program_overhead_seconds": bool(points)}
-    for figure, used in wanted.items():
-        value = getattr(prior, figure)
-        if used and value:
+              "program_overhead_seconds": bool(points),
+              "sort_compare_seconds": any(op_kind(op) == "sort" and op.flops for op in ops)}
+    for figure in FIGURES:  # in FIGURES' order
+        if wanted.get(figure) and getattr(prior, figure):
             free.append(figure)
     any_slow = any(len(p.mapping.offsets) < len(p.instance.buffers) for p in points)
     if any_slow and not prior.one_tier:

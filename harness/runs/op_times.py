@@ -4,15 +4,20 @@ For each size, the programs of every workload are compiled once and then profile
 in `rounds` interleaved rounds (every program once per round, in a rotated order,
 so that load from other processes spreads over all of them). In a round a program
 is called `calls` times untraced (its whole time: the least of them) and `calls`
-times under `jax.profiler` (its per-op times, the least per op,
-`harness.device.op_profile`). Stored:
+times under `jax.profiler` (its per-op times, `harness.device.op_profile`). An op whose
+trace event holds only its dispatch (an unfused convolution on the CPU: its work runs
+on the thread pool) is compiled and timed alone in each round instead
+(`harness.device.op_alone`). Stored:
 
 - `measurements`: one row per program, as a sweep stores an `xla-native` cell
   (median over rounds of the round's least time, CI of that median; `samples`
   the rounds' figures), so calibration reads it;
 - `op_times`: one row per op with a kernel (op, kind, flops, bytes, shapes, trip
-  count, seconds per run: the median over rounds, events per run), and per
-  program its `coverage`, the share of the whole time (the least of all its calls) its ops account for.
+  count, seconds per run, events per run, `timed_alone`), and per program its
+  `coverage`, the share of the whole time its ops account for. An op's seconds are
+  those of the round whose profiled ops took the least in all (one call's figures,
+  so that they add up as in one run), an op timed alone its least over rounds; the
+  whole time is the least of all untraced calls, so coverage compares least with least.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import numpy as np
 import workloads
 from agent.registry import solve
 from harness.device.machine import this_machine
+from harness.device.op_alone import AloneTimer, convolution_program, dispatch_only
 from harness.device.op_profile import OpTrace, trace_ops
 from harness.device.realization import NATIVE, extract_linked
 from harness.device.timing import environment, median_ci
 from harness.model.profiles import Profile
 from harness.results import store
 from harness.results.artifacts import write_text
+from harness.xla.hlo_text import parse_module
 from harness.xla.instance import Instance
 
 
@@ -67,6 +74,8 @@ class _Program:
     run: Callable[[], None]
     traces: list[OpTrace]
     untraced: list[float]
+    alone: dict[str, AloneTimer]  # ops timed alone (`op_alone.dispatch_only`) -> their timer
+    alone_s: dict[str, list[float]]  # -> seconds per execution, one per round
 
 
 def run_op_times(spec: OpTimesSpec, root: str = store.DEFAULT_ROOT, label: str = "op-times",
@@ -87,12 +96,15 @@ def run_op_times(spec: OpTimesSpec, root: str = store.DEFAULT_ROOT, label: str =
                 instance, _, compiled = extract_linked(fn, args, f"{name}/{size}")
                 run = _runner(compiled, args)
                 run()  # warm
-                programs.append(_Program(name, size, instance, run, [], []))
+                alone = _alone_timers(compiled, instance, spec.calls)
+                programs.append(_Program(name, size, instance, run, [], [], alone, {n: [] for n in alone}))
             for r in range(spec.rounds):
                 for p in programs[r % len(programs):] + programs[:r % len(programs)]:
                     trace = trace_ops(p.run, spec.calls)
                     p.traces.append(trace)
                     p.untraced.append(trace.untraced_s)
+                    for op, timer in p.alone.items():
+                        p.alone_s[op].append(timer())
             for p in programs:
                 row, op_rows = _rows(p, spec, run_id, root)
                 store.append("measurements", [row], run_id, root)
@@ -104,6 +116,15 @@ def run_op_times(spec: OpTimesSpec, root: str = store.DEFAULT_ROOT, label: str =
         raise
     store.finish_run(run_id, root, rows=n)
     return run_id
+
+
+def _alone_timers(compiled, instance: Instance, calls: int) -> dict[str, AloneTimer]:
+    """A timer for each op of the program whose trace event holds only its dispatch."""
+    module = parse_module(compiled.as_text())
+    names = {op.name for op in instance.ops}
+    return {inst.name: AloneTimer(*convolution_program(module, inst), calls=calls)
+            for c in module.computations.values() for inst in c.instructions
+            if inst.name in names and dispatch_only(inst)}
 
 
 def _runner(compiled, args) -> Callable[[], None]:
@@ -123,9 +144,11 @@ def _rows(p: _Program, spec: OpTimesSpec, run_id: str, root: str) -> tuple[dict,
     samples = np.array(p.untraced)  # one median of `calls` untraced calls per round
     median = float(np.median(samples))
     low, high = median_ci(samples) if len(samples) >= 6 else (float(samples.min()), float(samples.max()))
-    names = sorted({n for t in p.traces for n in t.seconds})
-    seconds = {n: float(np.median([t.seconds.get(n, 0.0) for t in p.traces])) for n in names}
+    names = sorted({n for t in p.traces for n in t.seconds} | set(p.alone))
+    best = min(p.traces, key=lambda t: sum(t.seconds.values()) - sum(t.seconds.get(n, 0.0) for n in p.alone))
     executions = {n: int(np.median([t.executions.get(n, 0) for t in p.traces])) for n in names}
+    seconds = {n: float(best.seconds.get(n, 0.0)) for n in names}  # one call's figures: they add up
+    seconds |= {n: min(p.alone_s[n]) * max(executions.get(n, 1), 1) for n in p.alone}
     least = min(t.untraced_s for t in p.traces)
     coverage = sum(seconds.values()) / least
     row = {
@@ -148,7 +171,7 @@ def _rows(p: _Program, spec: OpTimesSpec, run_id: str, root: str) -> tuple[dict,
             "transcendentals": op.transcendentals, "bytes": float(sum(op.operand_bytes) + op.output_bytes),
             "shapes": " ".join(p.instance.buffers[b].shape for b in op.writes),
             "trip_count": op.trip_count if op.trip_count is not None else -1,
-            "executions": executions[name], "measured_s": seconds[name],
+            "executions": executions[name], "measured_s": seconds[name], "timed_alone": name in p.alone,
             "coverage": coverage, "instance_file": instance_file,
         })
     return row, op_rows

@@ -22,7 +22,7 @@ import jax
 
 import workloads
 from harness.results import artifacts
-from harness.xla.extraction import from_compiled
+from harness.xla.extraction import EXTRACTION_VERSION, from_compiled
 from harness.xla.instance import SCHEMA_VERSION as INSTANCE_SCHEMA, Instance
 from harness.xla.linking import compile_scoped
 
@@ -47,9 +47,10 @@ _SOURCE_INFO = re.compile(r' (?:stack_frame_id=\d+|source_(?:file="[^"]*"|(?:end
 
 def program_hash(compiled_text: str, name: str) -> str:
     """The hash of a compiled program's HLO text without its Python source locations (which name the caller's
-    lines, not the program), salted with the JAX version, backend, instance schema and workload name."""
+    lines, not the program), salted with the JAX version, backend, instance schema, extraction version and
+    workload name."""
     text = _SOURCE_INFO.sub("", _LOCATION_TABLES.sub("", compiled_text))
-    salt = f"{jax.__version__}|{jax.default_backend()}|{INSTANCE_SCHEMA}|{name}\n"
+    salt = f"{jax.__version__}|{jax.default_backend()}|{INSTANCE_SCHEMA}|{EXTRACTION_VERSION}|{name}\n"
     return hashlib.sha256((salt + text).encode()).hexdigest()[:32]
 
 

@@ -15,6 +15,10 @@ from harness.xla.instance import Buffer, CompilerFigures, Instance, LeftOut, Op
 from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
 
 # Instructions that only name or forward values: they read and write no bytes.
+# What an extraction of the same compiled program yields changes with this number (cost counts, kinds):
+# it salts the extraction cache's key, so a cached instance from before is extracted again.
+EXTRACTION_VERSION = 2  # 2: sorts' compares and kind; operands read only through slices count the slices
+
 _NO_TRAFFIC = {
     "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while", "call",
     "conditional", "domain", "add-dependency", "optimization-barrier", "after-all",
@@ -148,6 +152,8 @@ def _op(module: Module, live: Liveness, step: int, buffer_of: dict[int, int]) ->
     defined = [v for i, v in live.value_sets[inst.name].items()
                if v.instruction is inst and v.index == i and v.id in buffer_of] if traffic else []
     output_bytes = sum(v.shape.byte_size for v in defined)
+    for operand, nbytes in (_sliced_operands(module, inst) if traffic else {}).items():
+        operand_bytes[operand] = min(operand_bytes[operand], nbytes)
     sliced = _slice_access(module, inst) if traffic else None
     if sliced is not None:  # a dynamic slice or in-place update touches only the slice of its big operand
         operand, nbytes, in_place = sliced
@@ -196,6 +202,46 @@ def _slice_access(module: Module, inst) -> Optional[tuple[int, int, bool]]:
     if root.opcode == "dynamic-update-slice" and 0 in operand_of:
         return operand_of[0], first_array(module.instruction(root.operands[1]).shape).byte_size, True
     return None
+
+
+_SLICES = ("slice", "dynamic-slice")
+
+
+def _sliced_operands(module: Module, inst) -> dict[int, int]:
+    """Operand -> bytes read of it, for the operands `inst` reads only through slices: a slice op's
+    operand, or a fusion's parameter whose every use (through bitcasts) slices it. Such an operand
+    is read as far as its slices (their bytes, summed), as XLA's cost analysis counts operand utilization."""
+    if inst.opcode in _SLICES:
+        return {0: first_array(inst.shape).byte_size}
+    if inst.opcode != "fusion":
+        return {}
+    fused = module.computations[inst.called("calls")[0]]
+    users: dict[str, list] = collections.defaultdict(list)
+    for i in fused.instructions:
+        for operand in i.operands:
+            users[operand].append(i)
+
+    def slice_bytes(name: str) -> Optional[int]:  # bytes of the slices that read `name`; None: another use
+        total = 0
+        for user in users[name]:
+            if user.opcode == "bitcast":
+                part = slice_bytes(user.name)
+            elif user.opcode in _SLICES and user.operands[0] == name:
+                part = first_array(user.shape).byte_size
+            else:
+                return None
+            if part is None:
+                return None
+            total += part
+        return total if users[name] else None
+
+    found = {}
+    for i in fused.instructions:
+        if i.opcode == "parameter":
+            nbytes = slice_bytes(i.name)
+            if nbytes is not None:
+                found[int(i.attrs["_payload"])] = nbytes
+    return found
 
 
 def _iterations(inst) -> Optional[int]:

@@ -2,7 +2,9 @@
 
 Dots and convolutions count two flops per multiply-add; elementwise ops one flop
 (or one transcendental) per element; reductions the reducer's cost once per
-element folded in; fusions the sum of their fused instructions. Loop bodies are
+element folded in; a sort one flop per compare, n log2 n for each sorted row of n
+(XLA's cost analysis counts N log2 N over all N elements); fusions the sum of their
+fused instructions. Loop bodies are
 counted once, as `compiled.cost_analysis()` counts them.
 """
 
@@ -26,7 +28,7 @@ ELEMENTWISE = TRANSCENDENTAL | {
 }
 FMA_FLOPS = 2
 # Op kinds, each priced at its own rate by the cost model.
-OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free")
+OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free", "sort")
 FREE = {  # name or forward values: no kernel runs (no event in a profile)
     "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "domain", "add-dependency",
     "optimization-barrier", "after-all",
@@ -64,7 +66,17 @@ def instruction_cost(module: Module, inst: Instruction) -> tuple[float, float]:
         return _convolution_flops(module, inst), 0.0
     if op in ("reduce", "reduce-window", "scatter", "map", "select-and-scatter", "all-reduce"):
         return _applied_cost(module, inst)
+    if op == "sort":
+        return sort_compares(module, inst), 0.0
     return 0.0, 0.0
+
+
+def sort_compares(module: Module, inst: Instruction) -> float:
+    """Compares of a sort: n ceil(log2 n) per sorted row of n elements (a comparison sort), rows = elements / n."""
+    shape = first_array(module.instruction(inst.operands[0]).shape)
+    dims = inst.ints("dimensions")
+    n = shape.dims[dims[0]] if dims and shape.dims else shape.elements
+    return float(shape.elements * math.ceil(math.log2(n))) if n > 1 else 0.0
 
 
 def matmul_flops(module: Module, inst: Instruction) -> float:
@@ -80,7 +92,7 @@ def op_kind(module: Module, inst: Instruction) -> str:
     """The op's kind (one of `OP_KINDS`): what its kernel does, looking inside fusions.
 
     A fusion with a convolution is a convolution, else with a dot a dot, else with
-    a reduction a reduction; an op with no flops or transcendentals that is neither
+    a sort a sort, else with a reduction a reduction; an op with no flops or transcendentals that is neither
     free nor a loop moves data (copy, transpose, pad, slice, concatenate, gather...).
     """
     if inst.opcode in FREE:
@@ -92,6 +104,8 @@ def op_kind(module: Module, inst: Instruction) -> str:
         return "convolution"
     if "dot" in opcodes:
         return "dot"
+    if "sort" in opcodes:
+        return "sort"
     if opcodes & REDUCTION:
         return "reduction"
     return "elementwise" if any(instruction_cost(module, inst)) else "data-movement"
