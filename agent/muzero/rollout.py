@@ -159,7 +159,7 @@ def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     masks = fast[np.unique(index, return_index=True)[1]]  # row k: the first row of fast set k
     n = len(masks)
     padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
-    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
+    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded.astype(np.float32)), game.offload))
     return scored[index]
 
 
