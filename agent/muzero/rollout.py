@@ -190,10 +190,11 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     the search did: leaves scored, decisions searched, and decisions where the fortified search kept its best
     episode's action.
 
-    Anytime: with a `deadline` (a `time.perf_counter()` value), once it has passed the search stops before its
-    next decision (the first is always searched) and returns the best episode scored at the last decision (the
-    best so far where fortified): every decision played so far, the undecided candidates where that episode's
-    completion put them."""
+    Anytime: with a `deadline` (a `time.perf_counter()` value), the search stops before a decision that the
+    last one's duration says would end past it (the first is always searched; the decisions shorten as fewer
+    candidates are left to complete) and returns the best episode scored at the last decision (the best so far
+    where fortified): every decision played so far, the undecided candidates where that episode's completion
+    put them."""
     C = len(board.order)
     plane = np.zeros((board.n_steps, board.n_slots), bool)
     slots = np.full(C, SLOW, np.int64)
@@ -202,10 +203,13 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     stats = {"leaves": 0, "kept_incumbent": 0, "decisions_searched": C}
     choice, here = None, None  # here: [fits, C] the completions of the current state, where known
     n_fits = len(FITS)
+    began = time.perf_counter()  # the start of the current decision
     for k in range(C):
-        if deadline is not None and k > 0 and time.perf_counter() >= deadline:
+        now = time.perf_counter()
+        if deadline is not None and k > 0 and now + (now - began) >= deadline:
             stats["decisions_searched"] = k
             return incumbent.copy(), stats  # it holds every decision played: each was its action
+        began = now
         c = int(board.order[k])
         taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
         legal = legal_slots(taken, int(board.size[c]))
