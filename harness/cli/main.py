@@ -44,14 +44,17 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     listed = list(dict.fromkeys([*workloads.names(args.suite), *given]))
     rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci")} if args.extract else {}
     table = Table(title=f"mallocbench workloads (suite {args.suite})")
-    for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", "description"):
+    linking = ("linked (ci)", "unlinked bytes by reason") if args.extract else ()  # shares of buffer bytes
+    for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", *linking, "description"):
         table.add_column(col)
     for name in listed:
         w = workloads.get(name)
         row = rows.get(name)
         flops = f"{row.flops:.3g}" if row and not row.error else ("error" if row else "-")
         bufs = str(row.buffers) if row and not row.error else ("error" if row else "-")
-        table.add_row(name, w.family, ", ".join(workloads.SIZES), flops, bufs, w.description)
+        linked = (f"{row.linked_share:.1%}" if not row.error else "error",
+                  ", ".join(f"{kind} {_human_bytes(n)}" for kind, n in row.unlinked_bytes)) if row else ()
+        table.add_row(name, w.family, ", ".join(workloads.SIZES), flops, bufs, *linked, w.description)
     console.print(table)
     families = {workloads.get(n).family for n in listed}
     console.print(f"{len(listed)} workloads from {len(families)} families")

@@ -1,6 +1,6 @@
 """Realize a mapping: the program with its slow values placed in host memory.
 
-The function is traced and evaluated equation by equation (`harness.xla.linking`);
+The function is traced and evaluated equation by equation (`harness.xla.scoped_program`);
 the values that the mapping's slow buffers hold are put in host memory right
 after their definition and brought back to device memory before each use, with
 `jax.device_put` to the memory spaces inside the jitted program. XLA's
@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from harness.xla import linking
+from harness.xla import linking, scoped_program
 from harness.xla.extraction import from_compiled
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
@@ -46,7 +46,7 @@ class Realized:
 
     fn: Callable[..., Any]
     report: RealizeReport
-    program: linking.Program
+    program: scoped_program.Program
 
 
 def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
@@ -58,17 +58,17 @@ def slow_buffers(instance: Instance, mapping: Mapping) -> tuple[int, ...]:
 
 
 def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, mapping: Optional[Mapping],
-            backend: Optional[str] = None, program: Optional[linking.Program] = None) -> Realized:
+            backend: Optional[str] = None, program: Optional[scoped_program.Program] = None) -> Realized:
     """The program of `fn(*args)` with `mapping`'s slow values in host memory.
 
-    `instance` must be extracted from `harness.xla.linking.jit(program)` of the same
+    `instance` must be extracted from `harness.xla.scoped_program.jit(program)` of the same
     function and argument shapes (`extract_linked`). A mapping of policy
     `xla-native`, or None, gives the untouched program. `backend` defaults to
     the local one; naming "cuda" or "tpu" annotates the program for that
     platform (to export it) whatever runs here.
     """
     backend = backend or jax.default_backend()
-    program = program or linking.trace(fn, args)
+    program = program or scoped_program.trace(fn, args)
     link = linking.link(program, instance)
     policy = mapping.policy if mapping is not None else NATIVE
     slow = slow_buffers(instance, mapping) if mapping is not None and policy != NATIVE else ()
@@ -84,10 +84,10 @@ def realize(fn: Callable[..., Any], args: tuple[Any, ...], instance: Instance, m
         policy=policy, backend=backend, realizable=realizable, reason=reason, slow_buffers=slow,
         offloaded_values=tuple(sorted(offload)), unlinked=unlinked,
         unlinked_bytes=sum(instance.buffers[b].bytes for b in unlinked), linked_share=link.linked_share)
-    return Realized(linking.jit(program, offload), report, program)
+    return Realized(scoped_program.jit(program, offload), report, program)
 
 
-def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, linking.Program, Any]:
+def extract_linked(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> tuple[Instance, scoped_program.Program, Any]:
     """(instance, program, compiled) of the scoped program of `fn(*args)`: the program `realize` runs."""
-    program, compiled = linking.compile_scoped(fn, args)
+    program, compiled = scoped_program.compile_scoped(fn, args)
     return from_compiled(compiled, name), program, compiled

@@ -7,7 +7,7 @@ import math
 from typing import Any, Callable, Optional
 
 from harness.xla.instance import Instance
-from harness.xla.linking import Program, trace
+from harness.xla.scoped_program import Program, trace
 from harness.model.mapping import Mapping
 from harness.device.timing import Measurement, measure
 from harness.device.realization import RealizeReport, realize

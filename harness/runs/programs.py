@@ -24,7 +24,7 @@ import workloads
 from harness.results import artifacts
 from harness.xla.extraction import EXTRACTION_VERSION, from_compiled
 from harness.xla.instance import SCHEMA_VERSION as INSTANCE_SCHEMA, Instance
-from harness.xla.linking import compile_scoped
+from harness.xla.scoped_program import compile_scoped
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ class SummaryRow:
     xla_bytes: int = 0
     linked_share: float = 0.0  # buffer bytes linked to a value of the JAX program
     unlinked: int = 0  # buffers with no value of the JAX program
+    unlinked_bytes: tuple[tuple[str, int], ...] = ()  # (reason kind of linking.UNLINKED_KINDS, bytes), most first
     compile_seconds: float = 0.0
     extract_seconds: float = 0.0
     error: str = ""
@@ -53,7 +54,8 @@ def extract_workload(name: str, size: str = "ci", root: Optional[str] = None) ->
         workload=name, family=workloads.get(name).family, size=size, ops=len(instance.ops),
         buffers=len(instance.buffers), flops=instance.flops, xla_flops=instance.compiler.flops,
         peak_live_bytes=instance.peak_live_bytes, xla_bytes=instance.compiler.total_bytes,
-        linked_share=linked.linked_share, unlinked=len(linked.unlinked), compile_seconds=prog.compile_s,
+        linked_share=linked.linked_share, unlinked=len(linked.unlinked),
+        unlinked_bytes=tuple(sorted(linked.unlinked_bytes.items(), key=lambda kv: -kv[1])), compile_seconds=prog.compile_s,
         extract_seconds=prog.extract_s)
 
 
