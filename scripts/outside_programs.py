@@ -51,6 +51,22 @@ def five_outputs(x):
     return s, jnp.cumsum(x, axis=0), x.max(axis=1), jnp.exp(x).sum(), x.T @ x
 
 
+def embed_scatter(table, ids, w):
+    x = table[ids]  # a gather
+    x = jax.nn.relu(x @ w)
+    return jax.ops.segment_sum(x, ids % 64, num_segments=64)  # a scatter-add
+
+
+def fori_mlp(x, w):
+    return jax.lax.fori_loop(0, 16, lambda i, h: jnp.tanh(h @ w) + h * 0.5, x)  # a while loop, not a scan
+
+
+def depthwise(x, w):
+    dn = ("NHWC", "HWIO", "NHWC")
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=x.shape[-1])
+    return jax.nn.softplus(y).sum(axis=(1, 2))
+
+
 def programs():
     """(name, fn, args) of each program."""
     r = np.random.default_rng(0)
@@ -61,6 +77,10 @@ def programs():
         ("rnn-grad", rnn_grad, (f(16, 128), f(64, 16, 128), f(128, 128) * 0.1)),
         ("norm-mlp", norm_mlp, (f(512, 256), f(256, 1024), f(1024, 256))),
         ("five-outputs", five_outputs, (f(512, 512),)),
+        ("embed-scatter", embed_scatter, (f(4096, 128), jnp.asarray(r.integers(0, 4096, 2048), jnp.int32),
+                                          f(128, 256))),
+        ("fori-mlp", fori_mlp, (f(64, 256), f(256, 256) * 0.05)),
+        ("depthwise-conv", depthwise, (f(8, 64, 64, 32), f(5, 5, 1, 32))),
     ]
 
 

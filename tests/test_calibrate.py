@@ -62,7 +62,7 @@ def test_free_figures_are_those_of_the_op_kinds_present(points):
     # one tier: no slow bandwidth
     assert free_figures(PRIOR, points) == (
         "flop_rate", "vector_flop_rate", "reduction_flop_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes",
-        "matmul_half_flops", "op_overhead_seconds", "program_overhead_seconds")
+        "matmul_half_flops", "op_overhead_seconds", "program_overhead_seconds", "argument_seconds")
     no_saturation = dataclasses.replace(PRIOR, matmul_half_flops=0.0)  # a zero prior: the effect is off
     assert "matmul_half_flops" not in free_figures(no_saturation, points)
 
@@ -124,7 +124,9 @@ def test_calibrate_on_ops_and_programs_reports_both_levels(points, op_points):
     calibration = calibrate(points, PRIOR, ["run-a"], op_points)
     report = calibration.report
     per_op = report["per_op"]
-    assert per_op["fitted"]["n_points"] == len(op_points) == len(report["op_points"])
+    assert per_op["fitted"]["n_points"] == report["op_n_points"] == len(op_points) == len(calibration.op_rows)
+    assert 0 < len(report["op_points_sample"]) <= 400 and "op_points" not in report  # the points are in the store
+    assert set(report["by_workload"]) == {p.workload for p in points}
     assert per_op["fitted"]["mape"] < per_op["prior"]["mape"] and per_op["fitted"]["mape"] < 0.1
     assert report["mape"] < 0.05 and math.isfinite(per_op["lowo"]["mape"])
     assert set(per_op["fitted"]["by_kind"]) == {p.kind for p in op_points}
@@ -148,7 +150,7 @@ def test_bad_input_is_named(points):
         fit([dataclasses.replace(points[0], measured_s=0.0)] + points[1:], PRIOR)
     with pytest.raises(CalibrationError, match="unknown figure 'warp_speed'"):
         fit(points, PRIOR, free=("warp_speed",))
-    with pytest.raises(CalibrationError, match="2 points cannot fit 9 figures"):
+    with pytest.raises(CalibrationError, match="2 points cannot fit 10 figures"):
         fit(points[:2], PRIOR)
     with pytest.raises(CalibrationError, match="step 999 is not an op"):
         fit(points, PRIOR, op_points=[OpPoint("w", "s", points[0].instance, 999, 1.0, 1.0, "run-a")])

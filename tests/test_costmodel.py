@@ -204,3 +204,41 @@ def test_retiming_a_change_and_batches_give_the_bits_of_a_full_run(seed, n, patt
             jax.tree.map(np.testing.assert_array_equal, got, singles[i])
         # simulate's own program (jitted total_time) gives the same bits; eager op-by-op evaluation need not
         assert float(jax.jit(total_time, static_argnums=2)(tables, mask, offload)) == float(singles[i].time)
+
+
+def _cpu_op(step, opcode, kind, flops=0.0, matmul=0.0, nbytes=0):
+    return dataclasses.replace(_kind_op(step, kind, flops, matmul, nbytes), opcode=opcode)
+
+
+# A sort of 96 compares moving 256 B, a convolution XLA left unfused and the same one fused, two
+# elementwise ops of 1 flop each: one of 256 B (inside the cache), one of 4096 B (beyond it), and a
+# windowed reduction (pooling) of 64 flops.
+CPU_KINDS = Instance(
+    name="cpu-kinds", hlo_module="hand", backend="none", jax_version="", jaxlib_version="",
+    ops=(_cpu_op(0, "sort", "sort", 96.0, nbytes=256), _cpu_op(1, "convolution", "convolution", 2000.0, 2000.0),
+         _cpu_op(2, "fusion", "convolution", 2000.0, 2000.0), _cpu_op(3, "fusion", "elementwise", 1.0, nbytes=256),
+         _cpu_op(4, "fusion", "elementwise", 1.0, nbytes=4096), _cpu_op(5, "fusion", "windowed-reduction", 64.0)),
+    buffers=(_buffer(0, "b0", 4096, 0, 6, (0, 3, 4), parameter=True),), left_out=(),
+    compiler=CompilerFigures(0.0, 0.0, 0.0, 4096, 0, 0, 0))
+
+
+def test_sorts_unfused_convolutions_windows_and_the_cache_by_hand():
+    profile = dataclasses.replace(
+        _profile("direct"), fast_bandwidth=1024.0, slow_bandwidth=1024.0, move_bandwidth=128.0, conv_flop_rate=500.0,
+        unfused_conv_flop_rate=250.0, matmul_half_flops=1000.0, conv_half_flops=500.0, sort_compare_seconds=0.125,
+        cache_bytes=1024.0, cache_bandwidth=4096.0, vector_flop_rate=1e9, reduction_flop_rate=64.0, window_flop_rate=32.0)
+    elapsed = simulate_ops(CPU_KINDS, _mapping([0]), profile)["elapsed"]
+    # sort: 256/128 + 96 x .125 + .5. unfused conv: (2000 + 500)/250 + .5; fused: (2000 + 500)/500 + .5.
+    # elementwise, memory-bound: 256 B all in the cache: 256/4096 + .5; 4096 B: 1024/4096 + 3072/1024 + .5.
+    # windowed reduction: 64/32 + .5.
+    np.testing.assert_allclose(elapsed, [14.5, 10.5, 5.5, 0.5625, 3.75, 2.5], rtol=1e-6)
+    # the launch, once per run: 1 + .25 for each parameter and output buffer (one parameter here)
+    launched = dataclasses.replace(profile, program_overhead_seconds=1.0, argument_seconds=0.25)
+    assert simulate(CPU_KINDS, _mapping([0]), launched) == pytest.approx(sum(elapsed) + 1.25, rel=1e-6)
+    # without the CPU's figures (as on the two-tier profiles): a sort moves data, one convolution rate with the
+    # dots' saturation, no cache, one reduction rate: 256/128 + .5; (2000 + 1000)/500 + .5 twice; 256/1024 + .5;
+    # 4096/1024 + .5; 64/64 + .5
+    plain = dataclasses.replace(profile, unfused_conv_flop_rate=None, conv_half_flops=None, sort_compare_seconds=0.0,
+                                cache_bytes=0.0, cache_bandwidth=None, window_flop_rate=None)
+    np.testing.assert_allclose(simulate_ops(CPU_KINDS, _mapping([0]), plain)["elapsed"],
+                               [2.5, 6.5, 6.5, 0.75, 4.5, 1.5], rtol=1e-6)

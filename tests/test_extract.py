@@ -133,3 +133,20 @@ def test_matmul_flops_are_the_dots_and_convolutions():
     assert dot < matmul <= dot + conv
     assert instance.flops > matmul  # the tanh's add, the +1 and the sum are vector flops
     assert all(op.matmul_flops <= op.flops for op in instance.ops)
+
+
+def test_sorts_and_windowed_reductions_are_kinds_of_their_own():
+    instance = extract(lambda x: jnp.sort(x, axis=-1), jnp.ones((4, 8), jnp.float32))
+    (sort,) = [op for op in instance.ops if op.kind == "sort"]
+    assert sort.flops == 4 * 8 * 3  # n ceil(log2 n) compares per row of n = 8
+    pool = extract(lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 2), (2, 2), "VALID"),
+                   jnp.ones((8, 8), jnp.float32))
+    assert [op.flops for op in pool.ops if op.kind == "windowed-reduction"] == [16 * 3]  # 3 maxes per window
+
+
+def test_an_operand_read_only_through_a_slice_counts_the_slice():
+    xs = jnp.ones((64, 32), jnp.float32)
+    instance = extract(lambda xs, i: jax.lax.dynamic_index_in_dim(xs, i, keepdims=False) * 2.0 + 1.0, xs, 3)
+    (param,) = [b.id for b in instance.buffers if b.is_parameter and b.bytes == 64 * 32 * 4]
+    reads = [n for op in instance.ops for b, n in zip(op.reads, op.operand_bytes) if b == param]
+    assert reads and all(n == 32 * 4 for n in reads)  # one row, not the whole array

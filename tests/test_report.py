@@ -263,4 +263,5 @@ def test_predicted_vs_measured_draws_the_per_op_points_of_a_calibration(tmp_path
     calibration = _json.loads(open("results/calibration/cpu-local.json").read())
     paths = plot_predicted_vs_measured(cells_frame, calibration, tmp_path)
     assert [p.name for p in paths][0].startswith("predicted_vs_measured") and all(p.stat().st_size for p in paths)
-    assert calibration["per_op"]["fitted"]["n_points"] == len(calibration["op_points"]) > 1000
+    assert calibration["op_n_points"] == calibration["per_op"]["fitted"]["n_points"] > 1000
+    assert 0 < len(calibration["op_points_sample"]) <= 400

@@ -93,13 +93,19 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import calibrate, op_points_from_store, points_from_store, write
+    from harness.runs.calibration import CalibrationError, calibrate, op_points_from_store, points_from_store, write
     from harness.model.profiles import load_profile
 
     prior = load_profile(args.profile)
     runs, instances = parse_list(args.runs, "run"), {}
+    kernel_runs = parse_list(args.kernel_runs, "run") if args.kernel_runs else []
     points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=args.statistic)
     op_points = op_points_from_store(args.results, runs, instances)
+    if kernel_runs:  # their ops join the fit; their programs are not scored
+        kernel_ops = op_points_from_store(args.results, kernel_runs, instances)
+        if not kernel_ops:
+            raise CalibrationError(f"kernel runs {', '.join(kernel_runs)} hold no per-op times (table op_times)")
+        op_points += kernel_ops
     with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
                             "(and leaving each workload out)"):
         calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic)
@@ -215,6 +221,9 @@ def add_commands(sub, suites, sizes) -> None:
                     "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
+    p.add_argument("--kernel-runs", metavar="R1,R2",
+                   help="runs of calibration kernels (scripts/calibration_kernels.py): their per-op times join the "
+                   "fit, their programs are not scored")
     add_results_option(p)
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")

@@ -25,26 +25,27 @@ from harness.results import store
 
 
 
-def _run_suite_with_progress(names: list[str], size: str):
+def _run_suite_with_progress(names: list[str], size: str, hlo: bool = False):
     from harness.runs.suite import run_suite
 
     with _progress() as progress:
         task = progress.add_task(f"extracting {len(names)} workloads", total=len(names))
-        return run_suite(size=size, names=names, on_done=lambda row: progress.update(
+        return run_suite(size=size, names=names, hlo=hlo, on_done=lambda row: progress.update(
             task, advance=1, description=f"extracted {row.workload}"))
 
 
 def cmd_workloads(args: argparse.Namespace) -> int:
     """List the workloads of a suite (with the plugins' and those given by --workload) with the flops and
-    buffers of their ci-size instance; name the plugins that cannot be loaded."""
+    buffers of their ci-size instance and the share of buffer bytes linked by route (to a program value, by
+    an annotation of the compiled HLO); name the plugins that cannot be loaded."""
     import workloads
 
     given, bad = workloads.resolve(args.workload or [])
     print_plugin_problems([*plugin_problems(), *bad])
     listed = list(dict.fromkeys([*workloads.names(args.suite), *given]))
-    rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci")} if args.extract else {}
+    rows = {r.workload: r for r in _run_suite_with_progress(listed, "ci", hlo=args.hlo)} if args.extract else {}
     table = Table(title=f"mallocbench workloads (suite {args.suite})")
-    linking = ("linked (ci)", "unlinked bytes by reason") if args.extract else ()  # shares of buffer bytes
+    linking = ("linked (ci): value + HLO", "unlinked bytes by reason") if args.extract else ()  # shares of bytes
     for col in ("name", "family", "sizes", "flops (ci)", "buffers (ci)", *linking, "description"):
         table.add_column(col)
     for name in listed:
@@ -52,13 +53,23 @@ def cmd_workloads(args: argparse.Namespace) -> int:
         row = rows.get(name)
         flops = f"{row.flops:.3g}" if row and not row.error else ("error" if row else "-")
         bufs = str(row.buffers) if row and not row.error else ("error" if row else "-")
-        linked = (f"{row.linked_share:.1%}" if not row.error else "error",
-                  ", ".join(f"{kind} {_human_bytes(n)}" for kind, n in row.unlinked_bytes)) if row else ()
+        linked = _linked_cells(row) if row else ()
         table.add_row(name, w.family, ", ".join(workloads.SIZES), flops, bufs, *linked, w.description)
     console.print(table)
     families = {workloads.get(n).family for n in listed}
     console.print(f"{len(listed)} workloads from {len(families)} families")
     return 0
+
+
+def _linked_cells(row) -> tuple[str, str]:
+    """The `workloads` table's linking cells of a summary row: the shares by route and the bytes that neither
+    route reaches by reason."""
+    if row.error:
+        return "error", ""
+    if row.hlo_share is None:
+        return f"{row.linked_share:.1%}", ", ".join(f"{kind} {_human_bytes(n)}" for kind, n in row.unlinked_bytes)
+    return (f"{row.linked_share:.1%} + {row.hlo_share:.1%} = {row.linked_share + row.hlo_share:.1%}",
+            ", ".join(f"{kind} {_human_bytes(n)}" for kind, n in row.hlo_unlinked_bytes))
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -389,6 +400,9 @@ def _add_instance_commands(sub, suites: Sequence[str], sizes: Sequence[str]) -> 
                    help="also list this plugin workload, a function returning (fn, args) (repeatable)")
     p.add_argument("--no-extract", dest="extract", action="store_false",
                    help="list only, without compiling each workload for its flops and buffers")
+    p.add_argument("--no-hlo-route", dest="hlo", action="store_false",
+                   help="link buffers to program values only, without annotating, compiling and running the "
+                        "compiled HLO for the compiler's own values")
 
     p = add_command(sub, "extract", cmd_extract, help="extract a workload's instance as JSON")
     p.add_argument("workload")

@@ -20,8 +20,8 @@ import numpy as np
 
 from harness.xla.hlo_text import ArrayShape, Instruction, Module
 
-DISPATCH_ONLY = ("convolution",)
-_FLOATS = {"f16": jnp.float16, "bf16": jnp.bfloat16, "f32": jnp.float32, "f64": jnp.float64}  # opcodes whose CPU trace event is the dispatch of asynchronous work
+DISPATCH_ONLY = ("convolution",)  # opcodes whose CPU trace event is the dispatch of asynchronous work
+_FLOATS = {"f16": jnp.float16, "bf16": jnp.bfloat16, "f32": jnp.float32, "f64": jnp.float64}
 
 
 class OpAloneError(ValueError):

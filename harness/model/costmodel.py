@@ -10,6 +10,7 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
                      (an unfused convolution: / unfused_conv_flop_rate; on the CPU, Eigen's, not a library fusion)
         elementwise  rest
         reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
+        windowed-reduction  the same at window_flop_rate (reduce-window, select-and-scatter: pooling, cumsum)
         data-movement  bytes / move_bandwidth
         sort         bytes / move_bandwidth + compares x sort_compare_seconds (compares: the op's flops)
         loop         iterations x loop_iteration_seconds (the loop's own control; its body ops are ops)
@@ -21,8 +22,9 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
       (an op's fast bytes up to the cache's size move at the cache's bandwidth; cache_bytes 0, as on
       the two-tier profiles: no cache term, and the same bits as without one)
 
-A run adds `program_overhead_seconds` once (the call's launch: argument
-handling, the executor's start). The matmul term is a saturating roofline: a dot of f flops runs at
+A run adds its launch once: `program_overhead_seconds` (the executor's start) and
+`argument_seconds` for each parameter and output buffer of the program (argument
+handling, output allocation). The matmul term is a saturating roofline: a dot of f flops runs at
 rate x f / (f + matmul_half_flops), a convolution with conv_half_flops, so small ones do not reach the peak rate.
 
 Memory models:
@@ -128,6 +130,7 @@ class OpWork(NamedTuple):
     iterations: np.ndarray  # a loop's body executions per execution of it
     kind: np.ndarray  # index into OP_KINDS
     unfused: np.ndarray  # 1.0 where the op is a bare convolution (not a fusion)
+    arguments: int  # the program's parameter and output buffers (the launch handles each)
 
 
 def op_kind(op: Op) -> str:
@@ -158,6 +161,7 @@ def op_work(instance: Instance) -> OpWork:
         bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
         iterations=column((op.iterations or 0) for op in ops),
         unfused=column(op.opcode == "convolution" for op in ops),
+        arguments=sum(1 for b in instance.buffers if b.is_parameter or b.is_output),
         kind=np.concatenate([[OP_KINDS.index(op_kind(op)) for op in ops], np.full(n - len(ops), free)]).astype(np.int32))
 
 
@@ -168,20 +172,27 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     half = profile.matmul_half_flops
     conv_rate = np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate"))
     move = work.bytes / profile.rate("move_bandwidth")
+    reduction = kind["reduction"] | kind["windowed-reduction"]
+    reduction_rate = np.where(kind["windowed-reduction"], profile.rate("window_flop_rate"),
+                              profile.rate("reduction_flop_rate"))
     seconds = np.select(
-        [kind["dot"], kind["convolution"], kind["elementwise"], kind["reduction"], kind["data-movement"], kind["loop"],
+        [kind["dot"], kind["convolution"], kind["elementwise"], reduction, kind["data-movement"], kind["loop"],
          kind["sort"]],
         [(work.matmul + half) / profile.flop_rate + rest,
          (work.matmul + profile.rate("conv_half_flops")) / conv_rate + rest,
          rest,
-         (work.matmul + work.other) / profile.rate("reduction_flop_rate")
-         + work.transcendentals / profile.transcendental_rate,
+         (work.matmul + work.other) / reduction_rate + work.transcendentals / profile.transcendental_rate,
          move,
          work.iterations * profile.loop_iteration_seconds,
          move + work.other * profile.sort_compare_seconds],
         0.0)
     overhead = np.where(kind["free"], 0.0, profile.op_overhead_seconds)
     return seconds, overhead
+
+
+def launch_seconds(profile: Profile, arguments: int | np.ndarray) -> float | np.ndarray:
+    """Seconds of a run's launch, paid once per run, for a program of `arguments` parameter and output buffers."""
+    return profile.program_overhead_seconds + profile.argument_seconds * arguments
 
 
 def with_profile(structure: Tables, work: OpWork, profile: Profile) -> Tables:
@@ -197,7 +208,7 @@ def with_profile(structure: Tables, work: OpWork, profile: Profile) -> Tables:
     priced = jax.device_put((  # one transfer: pricing many profiles (calibration) is dominated by it
         (seconds + overhead).astype(f32), overhead.astype(f32), f32(profile.fast_bandwidth),
         f32(profile.fast_bandwidth if offload else profile.slow_bandwidth), f32(profile.copy_bandwidth),
-        f32(profile.program_overhead_seconds), f32(profile.cache_bytes),
+        f32(launch_seconds(profile, work.arguments)), f32(profile.cache_bytes),
         f32(1.0 / profile.rate("cache_bandwidth") - 1.0 / profile.fast_bandwidth if profile.cache_bytes else 0.0)))
     return structure._replace(**dict(zip(("compute", "overhead", "fast_bw", "op_slow_bw", "copy_bw", "launch",
                                           "cache_bytes", "cache_gain"), priced)))

@@ -22,19 +22,18 @@ FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rat
                  "op_overhead_seconds")
 # Figures a profile file may leave out (then the default below): each op kind's own rate, the saturation of
 # matrix units, a cache's size and bandwidth, a loop's per-iteration cost and a sort's per-compare cost.
-# None means "the general figure" (`Profile.rate`): conv_flop_rate -> flop_rate, unfused_conv_flop_rate ->
-# conv_flop_rate, reduction_flop_rate -> vector_flop_rate, move_bandwidth -> fast_bandwidth (data movement
-# is memory time only), cache_bandwidth -> fast_bandwidth, conv_half_flops -> matmul_half_flops. A zero means no such cost or no such cache.
+# None means "the general figure" (`Profile.rate`, `_GENERAL`); a zero means no such cost or no such cache.
 OPTIONAL_FIGURES = {"conv_flop_rate": None, "unfused_conv_flop_rate": None, "reduction_flop_rate": None,
-                    "move_bandwidth": None, "cache_bandwidth": None, "cache_bytes": 0.0,
-                    "matmul_half_flops": 0.0, "conv_half_flops": None, "loop_iteration_seconds": 0.0, "program_overhead_seconds": 0.0,
-                    "sort_compare_seconds": 0.0}
+                    "window_flop_rate": None, "move_bandwidth": None, "cache_bandwidth": None, "cache_bytes": 0.0,
+                    "matmul_half_flops": 0.0, "conv_half_flops": None, "loop_iteration_seconds": 0.0,
+                    "program_overhead_seconds": 0.0, "argument_seconds": 0.0, "sort_compare_seconds": 0.0}
 NON_NEGATIVE = ("matmul_half_flops", "conv_half_flops", "loop_iteration_seconds", "program_overhead_seconds",
-                "sort_compare_seconds", "cache_bytes")  # zero: no such cost
+                "argument_seconds", "sort_compare_seconds", "cache_bytes")  # zero: no such cost
+# An optional figure left None -> the figure it falls back to (data movement is then memory time only).
 _GENERAL = {"conv_flop_rate": "flop_rate", "unfused_conv_flop_rate": "conv_flop_rate",
-            "reduction_flop_rate": "vector_flop_rate", "move_bandwidth": "fast_bandwidth",
-            "cache_bandwidth": "fast_bandwidth",
-            "conv_half_flops": "matmul_half_flops"}  # an optional rate left None -> the figure it falls back to
+            "reduction_flop_rate": "vector_flop_rate", "window_flop_rate": "reduction_flop_rate",
+            "move_bandwidth": "fast_bandwidth", "cache_bandwidth": "fast_bandwidth",
+            "conv_half_flops": "matmul_half_flops"}
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
 
 _DEFAULTS = {"cpu": "cpu-local-fitted", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
@@ -67,13 +66,15 @@ class Profile:
     conv_flop_rate: float | None = None  # convolutions (None: flop_rate)
     unfused_conv_flop_rate: float | None = None  # convolutions XLA leaves unfused (on the CPU: Eigen's; None: conv_flop_rate)
     reduction_flop_rate: float | None = None  # reductions (None: vector_flop_rate)
+    window_flop_rate: float | None = None  # windowed reductions: reduce-window, select-and-scatter (None: reduction_flop_rate)
     move_bandwidth: float | None = None  # bytes/s of ops that only move data: copy, transpose, pad... (None: fast_bandwidth)
     cache_bytes: float = 0.0  # an op's first this many fast bytes move at cache_bandwidth (a working set in cache; 0: none)
     cache_bandwidth: float | None = None  # bytes/s of those (None: fast_bandwidth)
     matmul_half_flops: float = 0.0  # flops of a dot or convolution that reaches half its kind's rate (saturating roofline)
     conv_half_flops: float | None = None  # the same for convolutions (None: matmul_half_flops)
     loop_iteration_seconds: float = 0.0  # a while loop's own seconds per iteration (condition, body dispatch)
-    program_overhead_seconds: float = 0.0  # once per run: the call's launch (arguments, executor start)
+    program_overhead_seconds: float = 0.0  # once per run: the call's launch (executor start)
+    argument_seconds: float = 0.0  # once per run for each parameter and output buffer (argument handling)
     sort_compare_seconds: float = 0.0  # a sort's seconds per compare, beyond moving its bytes (0: sorts only move data)
 
     @property

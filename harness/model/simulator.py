@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from harness.model.costmodel import (Candidates, Tables, bucket, build_structure, candidates, copy_stalls, fast_bytes,
-                                     OpWork, op_elapsed, op_memory, op_work, total_time, with_profile)
+                                     OpWork, launch_seconds, op_elapsed, op_memory, op_work, total_time, with_profile)
 from harness.xla.instance import Instance
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
@@ -25,23 +25,34 @@ def _op_seconds(tables: Tables, fast: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 _STRUCTURES: dict[tuple[int, str], tuple[Instance, Candidates, Tables, np.ndarray]] = {}
+_PRICED: dict[tuple[int, int], tuple[Tables, Profile, Tables]] = {}  # (structure, profile) -> the priced tables
 
 
 def cost_tables(instance: Instance, profile: Profile) -> tuple[Candidates, Tables]:
     """The candidates and cost tables of `instance` on `profile`.
 
     The profile-independent part is cached per instance object and memory model,
-    so pricing one instance on many profiles (calibration) rebuilds nothing.
+    so pricing one instance on many profiles (calibration) rebuilds nothing; the
+    priced tables per profile object too (profiles are frozen), so simulating many
+    mappings of one instance on one profile prices it once.
     """
     key = (id(instance), profile.memory_model)
     hit = _STRUCTURES.get(key)
     if hit is None or hit[0] is not instance:
         cands = candidates(instance)
         hit = (instance, cands, build_structure(instance, profile.memory_model, cands), op_work(instance))
-        if len(_STRUCTURES) >= 64:
-            _STRUCTURES.pop(next(iter(_STRUCTURES)))
-        _STRUCTURES[key] = hit
-    return hit[1], with_profile(hit[2], hit[3], profile)
+        _bounded_put(_STRUCTURES, key, hit)
+    priced = _PRICED.get((id(hit[2]), id(profile)))
+    if priced is None or priced[0] is not hit[2] or priced[1] is not profile:
+        priced = (hit[2], profile, with_profile(hit[2], hit[3], profile))
+        _bounded_put(_PRICED, (id(hit[2]), id(profile)), priced)
+    return hit[1], priced[2]
+
+
+def _bounded_put(cache: dict, key, value, size: int = 64) -> None:
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def fast_mask(instance: Instance, mapping: Mapping, cands: Candidates) -> np.ndarray:
@@ -101,6 +112,7 @@ class Batch:
     structure: Tables
     work: OpWork
     mask: np.ndarray
+    arguments: np.ndarray  # [programs] parameter and output buffers of each (its launch)
 
 
 def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
@@ -123,7 +135,7 @@ def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
     cands = candidates(merged)
     mask = fast_mask(merged, Mapping({b: 0 for b in fast}, len(buffers)), cands)
     return Batch(tuple(i for i, _ in pairs), np.array(starts), build_structure(merged, "direct", cands),
-                 op_work(merged), mask)
+                 op_work(merged), mask, np.array([op_work(i).arguments for i, _ in pairs]))
 
 
 def simulate_batch(b: Batch, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
@@ -135,5 +147,5 @@ def simulate_batch(b: Batch, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     tables = with_profile(b.structure, b.work, profile)
     elapsed, _ = _op_seconds(tables, b.mask)
     per_run = (np.asarray(elapsed, np.float64) * np.asarray(tables.weight, np.float64))[:b.starts[-1]]
-    whole = np.add.reduceat(per_run, b.starts[:-1]) + profile.program_overhead_seconds
+    whole = np.add.reduceat(per_run, b.starts[:-1]) + launch_seconds(profile, b.arguments)
     return whole, per_run

@@ -361,9 +361,10 @@ def plot_predicted_vs_measured(cells: pd.DataFrame, calibration: Optional[dict],
         title += (f"\n{calibration['profile']} calibrated on {calibration['n_points']} cells: MAPE "
                   f"{calibration['mape']:.1%} (LOWO {calibration['lowo_mape']:.1%}), tau "
                   f"{calibration['kendall_tau']:.2f} (LOWO {calibration['lowo_kendall_tau']:.2f})")
-        if calibration.get("op_points"):  # calibrated on per-op times too: each op, seconds per run
-            ops = pd.DataFrame(calibration["op_points"])
-            ax.scatter(ops.measured_s, ops.predicted_s, s=3, alpha=0.4, label="single ops, calibrated")
+        sample = calibration.get("op_points_sample") or calibration.get("op_points")  # older reports kept them all
+        if sample:  # calibrated on per-op times too: ops (a sample), seconds per run
+            ops = pd.DataFrame(sample)
+            ax.scatter(ops.measured_s, ops.predicted_s, s=3, alpha=0.4, label="single ops (a sample), calibrated")
             values += list(ops.measured_s) + list(ops.predicted_s)
             per_op = calibration["per_op"]
             title += (f"\n{per_op['fitted']['n_points']} ops: MAPE {per_op['fitted']['mape']:.1%} "

@@ -40,9 +40,9 @@ from harness.model.profiles import Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
 FIGURES = ("flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
-           "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
+           "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
            "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "conv_half_flops", "op_overhead_seconds",
-           "loop_iteration_seconds", "program_overhead_seconds", "sort_compare_seconds")
+           "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -98,7 +98,8 @@ class Calibration:
     prior: Profile
     fitted: Profile
     run_ids: tuple[str, ...]
-    report: dict
+    report: dict  # figures, the whole-program points and a sample of the op points (small: it is committed)
+    op_rows: tuple[dict, ...] = ()  # every op point's measured, fitted and left-out prediction (for the plot)
 
 
 def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[OpPoint] = ()) -> tuple[str, ...]:
@@ -120,13 +121,13 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
               "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
               "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
-              "reduction_flop_rate": "reduction" in kinds,
+              "reduction_flop_rate": "reduction" in kinds, "window_flop_rate": "windowed-reduction" in kinds,
               "transcendental_rate": any(op.transcendentals for op in ops), "fast_bandwidth": True,
               "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
               "conv_half_flops": "convolution" in kinds,
               "op_overhead_seconds": True,
               "loop_iteration_seconds": any(op_kind(op) == "loop" and op.iterations for op in ops),
-              "program_overhead_seconds": bool(points),
+              "program_overhead_seconds": bool(points), "argument_seconds": bool(points),
               "sort_compare_seconds": any(op_kind(op) == "sort" and op.flops for op in ops)}
     for figure in FIGURES:  # in FIGURES' order
         if wanted.get(figure) and getattr(prior, figure):
@@ -339,7 +340,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     fitted, held = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
     predicted, op_predicted = predict_both(points, op_points, fitted)
-    lowo, op_lowo = np.empty(len(points)), np.empty(len(op_points))
+    lowo, op_lowo = np.empty(len(points)), op_predicted.copy()  # ops of no scored workload (kernels): never left out
     for w in sorted({p.workload for p in points}):
         inside = [p for p in points if p.workload != w]
         op_inside = [p for p in op_points if p.workload != w]
@@ -375,11 +376,34 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         "points": [{"workload": p.workload, "size": p.size, "policy": p.policy, "budget": p.budget,
                     "measured_s": p.measured_s, "predicted_s": float(pr), "lowo_predicted_s": float(lo),
                     "noise": p.noise, "run_id": p.run_id} for p, pr, lo in zip(points, predicted, lowo)],
-        "op_points": [{"workload": p.workload, "size": p.size, "op": p.instance.ops[p.step].name, "kind": p.kind,
-                       "measured_s": p.measured_s, "predicted_s": float(pr), "lowo_predicted_s": float(lo),
-                       "run_id": p.run_id} for p, pr, lo in zip(op_points, op_predicted, op_lowo)],
     }
-    return Calibration(prior, fitted, runs, report)
+    op_rows = tuple({"workload": p.workload, "size": p.size, "op": p.instance.ops[p.step].name, "kind": p.kind,
+                     "measured_s": p.measured_s, "predicted_s": float(pr), "lowo_predicted_s": float(lo),
+                     "run_id": p.run_id} for p, pr, lo in zip(op_points, op_predicted, op_lowo))
+    report |= _level_summary(report, points, predicted, lowo, op_rows)
+    return Calibration(prior, fitted, runs, report, op_rows)
+
+
+OP_SAMPLE = 400  # op points a report keeps for its plot; every op point is in the store (table op_times)
+
+
+def _level_summary(report: dict, points: Sequence[Point], predicted: np.ndarray, lowo: np.ndarray,
+                   op_rows: Sequence[dict]) -> dict:
+    """The report's per-op headline figures, each workload's whole-program error (fitted and left out) and an
+    even sample of the op points by measured time (the report stays small; the points are in the store)."""
+    per_op = report["per_op"]
+    by_workload = {}
+    for w in sorted({p.workload for p in points}):
+        idx = [i for i, p in enumerate(points) if p.workload == w]
+        measured = np.array([points[i].measured_s for i in idx])
+        by_workload[w] = {"n_points": len(idx), "mape": float(np.mean(np.abs(predicted[idx] / measured - 1))),
+                          "lowo_mape": float(np.mean(np.abs(lowo[idx] / measured - 1))),
+                          "bias": float(np.mean(predicted[idx] / measured - 1))}
+    ordered = sorted(op_rows, key=lambda r: r["measured_s"])
+    step = max(1, math.ceil(len(ordered) / OP_SAMPLE))
+    return {"op_n_points": per_op["fitted"]["n_points"], "op_mape": per_op["fitted"].get("mape", math.nan),
+            "op_lowo_mape": per_op["lowo"].get("mape", math.nan), "op_coverage_median": per_op["coverage_median"],
+            "by_workload": by_workload, "op_points_sample": ordered[::step]}
 
 
 def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Sequence[str]) -> Profile:
@@ -414,8 +438,8 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     panels = [("whole programs", report["points"], f"MAPE {report['mape']:.1%} (LOWO {report['lowo_mape']:.1%}), "
                f"tau {report['kendall_tau']:.2f} (LOWO {report['lowo_kendall_tau']:.2f})")]
     per_op = report.get("per_op", {})
-    if report.get("op_points"):
-        panels.append(("single ops", report["op_points"],
+    if calibration.op_rows:
+        panels.append(("single ops", calibration.op_rows,
                        f"MAPE {per_op['fitted']['mape']:.1%} (LOWO {per_op['lowo']['mape']:.1%}), time-weighted "
                        f"{per_op['fitted']['weighted_error']:.1%} (LOWO {per_op['lowo']['weighted_error']:.1%})"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)

@@ -39,6 +39,7 @@ class Program:
     cached: bool
     compile_s: float  # seconds to compile the scoped program
     extract_s: float  # seconds to extract the instance (0 when it came from the cache)
+    compiled: Any = None  # the compiled scoped program (its HLO text is what the HLO route annotates)
 
 
 _LOCATION_TABLES = re.compile(r"^(?:FileNames|FunctionNames|FileLocations|StackFrames)\n(?:.+\n)*", re.M)
@@ -70,13 +71,15 @@ def load_program(name: str, size: str, root: Optional[str] = None) -> Program:
     path = _cache_path(root, key) if root is not None else None
     instance = _read_cached(path) if path is not None else None
     if instance is not None:
-        return Program(fn, args, program, instance, key, cached=True, compile_s=compile_s, extract_s=0.0)
+        return Program(fn, args, program, instance, key, cached=True, compile_s=compile_s, extract_s=0.0,
+                       compiled=compiled)
     t0 = time.perf_counter()
     instance = from_compiled(compiled, f"{name}/{size}")
     extract_s = time.perf_counter() - t0
     if path is not None:
         artifacts.write_bytes(path, gzip.compress(instance.to_json().encode(), mtime=0))
-    return Program(fn, args, program, instance, key, cached=False, compile_s=compile_s, extract_s=extract_s)
+    return Program(fn, args, program, instance, key, cached=False, compile_s=compile_s, extract_s=extract_s,
+                   compiled=compiled)
 
 
 def _read_cached(path: Path) -> Optional[Instance]:

@@ -17,7 +17,7 @@ from harness.xla.liveness import Liveness, Value, analyze, may_share_operand
 # Instructions that only name or forward values: they read and write no bytes.
 # What an extraction of the same compiled program yields changes with this number (cost counts, kinds):
 # it salts the extraction cache's key, so a cached instance from before is extracted again.
-EXTRACTION_VERSION = 2  # 2: sorts' compares and kind; operands read only through slices count the slices
+EXTRACTION_VERSION = 3  # 2: sorts' compares and kind; operands read only through slices. 3: windowed reductions' kind
 
 _NO_TRAFFIC = {
     "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while", "call",

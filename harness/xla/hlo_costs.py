@@ -28,13 +28,15 @@ ELEMENTWISE = TRANSCENDENTAL | {
 }
 FMA_FLOPS = 2
 # Op kinds, each priced at its own rate by the cost model.
-OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free", "sort")
+OP_KINDS = ("dot", "convolution", "elementwise", "reduction", "data-movement", "loop", "free", "sort",
+            "windowed-reduction")
 FREE = {  # name or forward values: no kernel runs (no event in a profile)
     "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "domain", "add-dependency",
     "optimization-barrier", "after-all",
 }
 LOOP = {"while", "conditional", "call"}  # run other computations; their own cost is control overhead
 REDUCTION = {"reduce", "reduce-window", "select-and-scatter", "scatter", "all-reduce"}
+WINDOWED = {"reduce-window", "select-and-scatter"}  # reductions over a sliding window (pooling, cumulative sums)
 
 
 def _elements(shape) -> int:
@@ -92,7 +94,8 @@ def op_kind(module: Module, inst: Instruction) -> str:
     """The op's kind (one of `OP_KINDS`): what its kernel does, looking inside fusions.
 
     A fusion with a convolution is a convolution, else with a dot a dot, else with
-    a sort a sort, else with a reduction a reduction; an op with no flops or transcendentals that is neither
+    a sort a sort, else with a windowed reduction (reduce-window, select-and-scatter) a windowed
+    reduction, else with a reduction a reduction; an op with no flops or transcendentals that is neither
     free nor a loop moves data (copy, transpose, pad, slice, concatenate, gather...).
     """
     if inst.opcode in FREE:
@@ -106,6 +109,8 @@ def op_kind(module: Module, inst: Instruction) -> str:
         return "dot"
     if "sort" in opcodes:
         return "sort"
+    if opcodes & WINDOWED:
+        return "windowed-reduction"
     if opcodes & REDUCTION:
         return "reduction"
     return "elementwise" if any(instruction_cost(module, inst)) else "data-movement"
