@@ -90,3 +90,50 @@ def test_the_policys_time_limit_is_its_searchs_deadline():
     validate(instance, solve(instance, profile, 0.5, policy="mallocmuzero", time_limit=0.0), profile, 0.5)
     with pytest.raises(ValueError, match="seconds: expected a non-negative number"):
         solve(instance, profile, 0.5, policy="mallocmuzero", time_limit=-1.0)
+
+
+@pytest.mark.parametrize("n_slots", [1, 63, 64, 65, 111, 128])
+def test_packed_plane_round_trip(n_slots):
+    bits = np.random.default_rng(n_slots).random((3, 5, n_slots)) < 0.5
+    words = R._pack(bits)
+    assert words.dtype == np.uint64 and words.shape == (3, 5, -(-n_slots // 64))
+    assert np.array_equal(R._unpack(words, n_slots), bits)
+    assert np.array_equal(R._unpack(np.bitwise_or.reduce(words, axis=1), n_slots), bits.any(axis=1))
+
+
+def test_completion_on_a_packed_plane_matches_the_plain_plane():
+    """`complete` against the same rule on an unpacked plane, from a state with some candidates decided."""
+    profile = load_profile("tpu-v4i-cmem")
+    instance = synthetic(6, 60, pattern="random")
+    game, board = _board(instance, profile)
+    C, rng = game.candidates.n, np.random.default_rng(0)
+    plane, slots = np.zeros((4, board.n_steps, board.n_slots), bool), np.full((4, C), R.SLOW)
+    decided = np.zeros(C, bool)
+    for c in board.order[: C // 3]:  # the first third decided at random legal slots, the same in every row
+        legal = R.legal_slots(plane[0, board.start[c]: board.end[c] + 1].any(axis=0), int(board.size[c]))
+        slot = int(rng.choice(legal)) if len(legal) and rng.random() < 0.7 else R.SLOW
+        for l in range(4):
+            R.place(board, plane[l], slots[l], c, slot)
+        decided[c] = True
+    fit = np.array([0, 1, 0, 1])
+    expected_plane, expected = plane.copy(), slots.copy()
+    for c in board.base_order:
+        if not decided[c]:
+            for l in range(4):
+                taken = expected_plane[l, board.start[c]: board.end[c] + 1].any(axis=0)
+                rule = R.best_fit if fit[l] == 0 else (lambda t, w: int(R.legal_slots(t, w)[0])
+                                                       if len(R.legal_slots(t, w)) else R.SLOW)
+                R.place(board, expected_plane[l], expected[l], c, rule(taken, int(board.size[c])))
+    assert np.array_equal(R.complete(board, plane, slots, decided, fit), expected)
+
+
+def test_times_scores_repeated_fast_sets_once_and_in_place():
+    profile = load_profile("h100-offload")
+    instance = synthetic(2, 30)
+    game, board = _board(instance, profile)
+    slots, _ = R.play(game, board, R.RolloutConfig(2))
+    other = np.full_like(slots, R.SLOW)
+    same_set = np.where(slots != R.SLOW, 0, R.SLOW)  # the same fast set at other slots: the same time
+    t = R.times(game, np.stack([slots, other, same_set, other]))
+    assert t[0] == t[2] and t[1] == t[3] and t[0] < t[1]
+    assert t[0] == pytest.approx(R.times(game, slots[None])[0], rel=1e-6)

@@ -111,19 +111,37 @@ def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.nda
     """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `plane[l]` ([L, steps,
     slots]) and `slots[l]` ([L, C]) and places the others in `board.base_order`, each where its fit
     (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
-    With best fit and nothing decided this is xla-msa's mapping."""
-    plane, slots = plane.copy(), slots.copy()
+    With best fit and nothing decided this is xla-msa's mapping.
+
+    The plane is held packed, 64 slots to a word ([L, steps, words] uint64), so that the slots taken over a
+    live range are an OR of a few words per step."""
+    slots = slots.copy()
+    words = _pack(plane)
     rows = np.arange(len(slots))
     cols = np.arange(board.n_slots)
     for c in board.base_order:
         if not decided[c]:
             live = slice(board.start[c], board.end[c] + 1)
             w = int(board.size[c])
-            slot = fits_many(plane[:, live].any(axis=1), w)[fit, rows]
+            slot = fits_many(_unpack(np.bitwise_or.reduce(words[:, live], axis=1), board.n_slots), w)[fit, rows]
             slots[:, c] = slot
             cover = (cols >= slot[:, None]) & (cols < slot[:, None] + w) & (slot[:, None] != SLOW)
-            plane[:, live] |= cover[:, None, :]
+            words[:, live] |= _pack(cover)[:, None, :]
     return slots
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """[..., slots] bools as [..., ceil(slots / 64)] uint64 words (slot j: bit j % 64 of word j // 64)."""
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((*packed.shape[:-1], pad), np.uint8)], axis=-1)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def _unpack(words: np.ndarray, n_slots: int) -> np.ndarray:
+    """The [..., n_slots] bools of `_pack`'s words."""
+    return np.unpackbits(words.view(np.uint8), axis=-1, count=n_slots, bitorder="little").view(bool)
 
 
 @functools.partial(jax.jit, static_argnames="offload")
@@ -135,11 +153,14 @@ def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     """Simulated seconds (the cost model's `total_time`) of each row of [N, C] slots (rows with the same
     fast candidates are scored once, in a batch padded to `bucket(max(distinct rows, at_least))`: one
     compiled program serves every call with at most `at_least` distinct rows)."""
-    masks, index = np.unique(slot_rows != SLOW, axis=0, return_inverse=True)
+    fast = slot_rows != SLOW
+    first: dict[bytes, int] = {}  # a fast set -> its number, by first appearance (np.unique over rows is slow)
+    index = np.array([first.setdefault(row.tobytes(), len(first)) for row in np.packbits(fast, axis=1)])
+    masks = fast[np.unique(index, return_index=True)[1]]  # row k: the first row of fast set k
     n = len(masks)
     padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
-    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded, jnp.float32), game.offload))
-    return scored[index.reshape(-1)]
+    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded.astype(np.float32)), game.offload))
+    return scored[index]
 
 
 Prior = Callable[[Optional[int]], np.ndarray]  # (action just played, None at first) -> [n_slots + 1] logits
@@ -169,10 +190,11 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     the search did: leaves scored, decisions searched, and decisions where the fortified search kept its best
     episode's action.
 
-    Anytime: with a `deadline` (a `time.perf_counter()` value), once it has passed the search stops before its
-    next decision (the first is always searched) and returns the best episode scored at the last decision (the
-    best so far where fortified): every decision played so far, the undecided candidates where that episode's
-    completion put them."""
+    Anytime: with a `deadline` (a `time.perf_counter()` value), the search stops before a decision that the
+    last one's duration says would end past it (the first is always searched; the decisions shorten as fewer
+    candidates are left to complete) and returns the best episode scored at the last decision (the best so far
+    where fortified): every decision played so far, the undecided candidates where that episode's completion
+    put them."""
     C = len(board.order)
     plane = np.zeros((board.n_steps, board.n_slots), bool)
     slots = np.full(C, SLOW, np.int64)
@@ -181,10 +203,13 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     stats = {"leaves": 0, "kept_incumbent": 0, "decisions_searched": C}
     choice, here = None, None  # here: [fits, C] the completions of the current state, where known
     n_fits = len(FITS)
+    began = time.perf_counter()  # the start of the current decision
     for k in range(C):
-        if deadline is not None and k > 0 and time.perf_counter() >= deadline:
+        now = time.perf_counter()
+        if deadline is not None and k > 0 and now + (now - began) >= deadline:
             stats["decisions_searched"] = k
             return incumbent.copy(), stats  # it holds every decision played: each was its action
+        began = now
         c = int(board.order[k])
         taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
         legal = legal_slots(taken, int(board.size[c]))

@@ -264,18 +264,20 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
     last_due = np.full(n_pad, -1)
     np.maximum.at(last_due, pf[:, 1].astype(int), np.arange(len(pf)))
     needed = np.maximum.accumulate(last_due) + 1
-    f32, i32 = jnp.float32, jnp.int32
-    return Tables(
-        weight=jnp.asarray(weight, f32), compute=jnp.zeros(n_pad, f32), op_bytes=jnp.asarray(op_bytes, f32),
-        acc_op=jnp.asarray(acc[:, 0], i32), acc_cand=jnp.asarray(acc[:, 1], i32), acc_bytes=jnp.asarray(acc[:, 2], f32),
-        pf_cand=jnp.asarray(pf[:, 2], i32), pf_bytes=jnp.asarray(pf[:, 3], f32),
-        pf_queued=jnp.asarray(np.searchsorted(pf[:, 0], steps, side="right"), i32),
-        pf_needed=jnp.asarray(needed, i32),
-        ev_cand=jnp.asarray(ev[:, 1], i32), ev_bytes=jnp.asarray(ev[:, 2], f32),
-        ev_queued=jnp.asarray(np.searchsorted(ev[:, 0], steps, side="left"), i32),
-        fast_bw=jnp.float32(0.0), op_slow_bw=jnp.float32(0.0), copy_bw=jnp.float32(0.0),
-        overhead=jnp.zeros(n_pad, f32), launch=jnp.float32(0.0), cache_bytes=jnp.float32(0.0), cache_gain=jnp.float32(0.0),
-    )
+    # Typed in NumPy and moved in one transfer: converting on the device compiles a program per array shape
+    # (seconds of a fresh process's first simulation).
+    f32, i32 = np.float32, np.int32
+    return jax.device_put(Tables(
+        weight=f32(weight), compute=np.zeros(n_pad, f32), op_bytes=f32(op_bytes),
+        acc_op=i32(acc[:, 0]), acc_cand=i32(acc[:, 1]), acc_bytes=f32(acc[:, 2]),
+        pf_cand=i32(pf[:, 2]), pf_bytes=f32(pf[:, 3]),
+        pf_queued=i32(np.searchsorted(pf[:, 0], steps, side="right")),
+        pf_needed=i32(needed),
+        ev_cand=i32(ev[:, 1]), ev_bytes=f32(ev[:, 2]),
+        ev_queued=i32(np.searchsorted(ev[:, 0], steps, side="left")),
+        fast_bw=f32(0.0), op_slow_bw=f32(0.0), copy_bw=f32(0.0),
+        overhead=np.zeros(n_pad, f32), launch=f32(0.0), cache_bytes=f32(0.0), cache_gain=f32(0.0),
+    ))
 
 
 def bucket(n: int) -> int:
