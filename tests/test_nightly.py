@@ -83,8 +83,12 @@ def test_local_run_stores_every_cell_once_and_a_rerun_redoes_nothing(tmp_path):
     assert again.get("skipped") and len(_cells(root, run_id)) == len(spec.cells())
     summary = nightly.finish(run_id, root)
     assert summary["cells_ok"] == len(spec.cells()) and summary["cells_missing"] == 0
-    # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs (two: too few)
-    assert summary["calibration"]["skipped"].startswith("cpu-local-fitted: 2 points cannot fit")  # the fitted one
+    # a TPU profile is not fitted to CPU times: the CPU's own profile is, on the untouched programs; two points
+    # cannot fit its figures, so the fitted profile is scored as it is
+    calibration = summary["calibration"]
+    assert calibration["profile"] == "cpu-local-fitted" and calibration["n_points"] == 2
+    assert calibration["not_fitted"].startswith("2 points cannot fit") and calibration["free"] == []
+    assert calibration["mape"] == calibration["prior_mape"] and calibration["mape"] > 0
     manifest = store.read_manifest(run_id, root)
     assert manifest["status"] == "finished"
     here = this_machine()                            # the run and each of its rows say which machine they ran on

@@ -142,6 +142,8 @@ def _print_calibration(calibration) -> None:
     if "skipped" in calibration:
         console.print(f"calibration skipped: {calibration['skipped']}")
         return
+    if "not_fitted" in calibration:
+        console.print(f"no figure fitted ({calibration['not_fitted']}); {calibration['profile']} as it is:")
     console.print(f"calibration of {calibration['profile']} on {calibration['n_points']} measured cells: MAPE {calibration['mape']:.1%} "
                   f"(leave one workload out {calibration['lowo_mape']:.1%}), Kendall tau "
                   f"{calibration['kendall_tau']:.3f} ({calibration['lowo_kendall_tau']:.3f})")

@@ -332,11 +332,13 @@ def evaluate_ops(op_points: Sequence[OpPoint], predicted: np.ndarray) -> dict:
 
 
 def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
-              op_points: Sequence[OpPoint] = (), statistic: str = "median") -> Calibration:
+              op_points: Sequence[OpPoint] = (), statistic: str = "median",
+              free: Optional[Sequence[str]] = None) -> Calibration:
     """Fit on all points (whole programs and ops), then leave each workload out in turn, and report both;
-    `statistic` names the measured time the points hold (see `points_from_store`), for the report."""
+    `statistic` names the measured time the points hold (see `points_from_store`), for the report; `free`
+    the figures to fit (default `free_figures`; `()`: none, which scores the prior as it is)."""
     _check(points, op_points)
-    free = free_figures(prior, points, op_points)
+    free = free_figures(prior, points, op_points) if free is None else tuple(free)
     fitted, held = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
     predicted, op_predicted = predict_both(points, op_points, fitted)

@@ -59,8 +59,9 @@ def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]
     """Fit a profile of the measured device to the run's measured cells and write runs/<run>/calibration.json:
     the run's profile where it describes that kind of device, else the device's default profile (a TPU
     profile is not fitted to CPU timings; the CPU's own profile is, on the untouched programs: the compute
-    side). The report (its "profile" names the one fitted), or a dict whose "skipped" says why not: too few
-    measured points, or no profile of the measured device."""
+    side). The report (its "profile" names the one fitted), or a dict whose "skipped" says why not: measured
+    cells of fewer than two workloads, or no profile of the measured device. With fewer points than figures
+    to fit, no figure is fitted: the report scores the profile as it is, and its "not_fitted" says why."""
     spec, manifest = cells.load_run(run_id, root)
     backend = manifest.get("backend", "")
     profile = load_profile(spec.profile)
@@ -76,7 +77,10 @@ def calibrate_run(run_id: str, root: str = store.DEFAULT_ROOT) -> Optional[dict]
     try:
         report = calibrate(points, profile, run_ids).report
     except CalibrationError as err:
-        return {"skipped": f"{profile.name}: {err}"}
+        try:
+            report = calibrate(points, profile, run_ids, free=()).report | {"not_fitted": str(err)}
+        except CalibrationError as again:
+            return {"skipped": f"{profile.name}: {again}"}
     artifacts.write_bytes(store.run_dir(run_id, root) / "calibration.json", report_json(report))
     return report
 
