@@ -36,6 +36,7 @@ from harness.model.costmodel import Candidates
 from harness.model.mapping import Mapping, MappingError, validate
 from harness.model.profiles import Profile
 from harness.model.simulator import simulate
+from harness.results import artifacts
 from harness.xla.instance import Instance
 
 FORMAT = "mallocbench-demos/2"
@@ -130,14 +131,10 @@ def save(demos: DemoSet, directory: Path = DEMO_DIR, keep_others: bool = False) 
     the fingerprint it was made under (a file that does not read keeps nothing and is replaced)."""
     path = demo_path(demos.profile, demos.budget, directory)
     kept = _kept_entries(path, {d.instance for d in demos.demos}) if keep_others else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
     entries = {**kept, **{d.instance: _demo_json(d) for d in demos.demos}}
     body = {"format": FORMAT, "profile": demos.profile, "budget": demos.budget, "fingerprint": demos.fingerprint,
             "instances": dict(sorted(entries.items()))}
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt") as f:
-        json.dump(body, f, sort_keys=True)
-    tmp.replace(path)  # never a half-written file under the real name
+    artifacts.write_bytes(path, gzip.compress(json.dumps(body, sort_keys=True).encode(), mtime=0))
     return path
 
 
