@@ -2,14 +2,13 @@
 
 `compile_with_dump` compiles with `xla_dump_to` set for that compile alone and
 reads `*-live-range.txt` (the flattened instruction sequence and every value's
-live range) and `*-buffer-assignment.txt` (every value's size). JAX's persistent compilation cache
-is off for that compile: its key leaves the dump flags out, so a program compiled
-before (the agent turns the cache on) would be loaded from it with nothing dumped.
+live range) and `*-buffer-assignment.txt` (every value's size). `compile_program`
+never loads from JAX's persistent compilation cache, whose key leaves the dump
+flags out: a program compiled before would be loaded from it with nothing dumped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import glob
 import os
@@ -17,14 +16,7 @@ import re
 import tempfile
 from typing import Any, Callable
 
-import jax
-
 from harness.xla.extraction import compile_program
-
-try:  # the only way to make a changed cache setting count in a running process (JAX memoizes it)
-    from jax._src import compilation_cache as _jax_cache
-except ImportError:  # a JAX without it: the setting alone is all there is
-    _jax_cache = None
 
 _SEQUENCE_RE = re.compile(r"^\s+\d+:(\S+)$", re.M)
 _RANGE_RE = re.compile(r"^\s+(\S+?\{[0-9,]*\}):(\d+)-(\d+)$", re.M)
@@ -69,26 +61,8 @@ def read_dump(directory: str) -> XlaDump:
     )
 
 
-@contextlib.contextmanager
-def _without_persistent_cache():
-    """JAX's persistent compilation cache off inside the block, as it was after it."""
-    if not jax.config.jax_enable_compilation_cache:
-        yield
-        return
-    jax.config.update("jax_enable_compilation_cache", False)
-    if _jax_cache is not None:
-        _jax_cache.reset_cache()
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_compilation_cache", True)
-        if _jax_cache is not None:
-            _jax_cache.reset_cache()
-
-
 def compile_with_dump(fn: Callable[..., Any], *args: Any):
-    """Compile `fn(*args)` with XLA's text dumps on, never loaded from JAX's persistent compilation cache;
-    returns `(compiled, XlaDump)`."""
-    with tempfile.TemporaryDirectory(prefix="mallocbench-dump-") as tmp, _without_persistent_cache():
+    """Compile `fn(*args)` with XLA's text dumps on; returns `(compiled, XlaDump)`."""
+    with tempfile.TemporaryDirectory(prefix="mallocbench-dump-") as tmp:
         compiled = compile_program(fn, *args, compiler_options={"xla_dump_to": tmp, "xla_dump_hlo_as_text": True})
         return compiled, read_dump(tmp)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
 import jaxlib
+
+try:  # the only way to make a changed cache setting count in a running process (JAX memoizes it)
+    from jax._src import compilation_cache as _jax_cache
+except ImportError:  # a JAX without it: the setting alone is all there is
+    _jax_cache = None
 
 from harness.xla.hlo_costs import first_array, instruction_cost, matmul_flops, op_kind
 from harness.xla.hlo_text import Module, TupleShape, parse_module
@@ -25,10 +31,31 @@ _NO_TRAFFIC = {
 }
 
 
+@contextlib.contextmanager
+def without_persistent_cache():
+    """JAX's persistent compilation cache off inside the block, as it was after it: a program under study is
+    compiled by XLA, never loaded from a cache (the agent turns one on for its own programs) whose key leaves
+    dump flags out and whose load time is no compile time."""
+    if not jax.config.jax_enable_compilation_cache:
+        yield
+        return
+    jax.config.update("jax_enable_compilation_cache", False)
+    if _jax_cache is not None:
+        _jax_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        if _jax_cache is not None:
+            _jax_cache.reset_cache()
+
+
 def compile_program(fn: Callable[..., Any], *args: Any, compiler_options: Optional[dict] = None):
-    """jit, lower and compile `fn(*args)` on the local backend; returns the compiled program."""
+    """jit, lower and compile `fn(*args)` on the local backend, never from JAX's persistent compilation cache
+    (`without_persistent_cache`); returns the compiled program."""
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-    return jitted.lower(*args).compile(compiler_options=compiler_options)
+    with without_persistent_cache():
+        return jitted.lower(*args).compile(compiler_options=compiler_options)
 
 
 def extract(fn: Callable[..., Any], *args: Any, name: Optional[str] = None) -> Instance:
