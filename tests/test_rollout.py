@@ -27,11 +27,10 @@ def test_fits_agree_with_the_scalar_rules():
     rng = np.random.default_rng(0)
     taken = rng.random((200, 24)) < 0.5
     for width in (1, 2, 3, 5):
-        both = R.fits_many(taken, width)
-        for row, best, first in zip(taken, *both):
-            assert best == R.best_fit(row, width)
+        for row, best, first, found in zip(taken, *R._fits(taken, width)):
             legal = R.legal_slots(row, width)
-            assert first == (legal[0] if len(legal) else R.SLOW)
+            assert found == (len(legal) > 0) and (best if found else R.SLOW) == R.best_fit(row, width)
+            assert not found or first == legal[0]
 
 
 @pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
@@ -41,7 +40,7 @@ def test_best_fit_completion_of_the_empty_state_is_xla_msa(profile):
         instance = synthetic(seed, n, pattern="random")
         game, board = _board(instance, profile)
         C = game.candidates.n
-        rows = R.complete(board, np.zeros((2, board.n_steps, board.n_slots), bool), np.full((2, C), R.SLOW),
+        rows = R.complete(board, np.zeros((C, 2, board.n_words), np.uint64), np.full((2, C), R.SLOW),
                           np.zeros(C, bool), np.arange(2))
         assert _mapping(game, rows[0], instance).offsets == solve(instance, profile, 0.5, policy="xla-msa").offsets
         validate(instance, _mapping(game, rows[1], instance), profile, 0.5)
@@ -101,30 +100,45 @@ def test_packed_plane_round_trip(n_slots):
     assert np.array_equal(R._unpack(np.bitwise_or.reduce(words, axis=1), n_slots), bits.any(axis=1))
 
 
-def test_completion_on_a_packed_plane_matches_the_plain_plane():
-    """`complete` against the same rule on an unpacked plane, from a state with some candidates decided."""
-    profile = load_profile("tpu-v4i-cmem")
-    instance = synthetic(6, 60, pattern="random")
+def _plain_place(board, plane, c, slot):
+    """Candidate `c`'s rectangle at `slot` on a plain [steps, slots] plane (the plane the rectangles stand for)."""
+    if slot != R.SLOW:
+        plane[board.start[c]: board.end[c] + 1, slot: slot + board.size[c]] = True
+
+
+@pytest.mark.parametrize("profile", ["tpu-v4i-cmem", "h100-offload"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_completion_on_rectangles_matches_the_rule_on_a_plain_plane(profile, seed):
+    """`complete` against the rule run on a plain steps x slots plane, one candidate and one episode at a time,
+    from random boards: a random share of the candidates decided at random legal slots, differently per episode."""
+    profile = load_profile(profile)
+    instance = synthetic(6 + seed, 60, pattern=("random", "training", "inference")[seed])
     game, board = _board(instance, profile)
-    C, rng = game.candidates.n, np.random.default_rng(0)
-    plane, slots = np.zeros((4, board.n_steps, board.n_slots), bool), np.full((4, C), R.SLOW)
+    C, L, rng = game.candidates.n, 5, np.random.default_rng(seed)
+    plane, slots = np.zeros((L, board.n_steps, board.n_slots), bool), np.full((L, C), R.SLOW)
+    rects = np.zeros((C, L, board.n_words), np.uint64)
     decided = np.zeros(C, bool)
-    for c in board.order[: C // 3]:  # the first third decided at random legal slots, the same in every row
-        legal = R.legal_slots(plane[0, board.start[c]: board.end[c] + 1].any(axis=0), int(board.size[c]))
-        slot = int(rng.choice(legal)) if len(legal) and rng.random() < 0.7 else R.SLOW
-        for l in range(4):
-            R.place(board, plane[l], slots[l], c, slot)
+    for c in board.order[: int(C * rng.uniform(0.1, 0.6))]:
+        for l in range(L):
+            taken = plane[l, board.start[c]: board.end[c] + 1].any(axis=0)
+            assert np.array_equal(board.taken(rects[:, l: l + 1], c)[0], taken)
+            legal = R.legal_slots(taken, int(board.size[c]))
+            slot = int(rng.choice(legal)) if len(legal) and rng.random() < 0.7 else R.SLOW
+            _plain_place(board, plane[l], c, slot)
+            R.place(board, rects[:, l], slots[l], c, slot)
         decided[c] = True
-    fit = np.array([0, 1, 0, 1])
-    expected_plane, expected = plane.copy(), slots.copy()
+    assert np.array_equal(board.rectangles(slots), rects)
+    fit = rng.integers(0, 2, L)
+    expected = slots.copy()
     for c in board.base_order:
         if not decided[c]:
-            for l in range(4):
-                taken = expected_plane[l, board.start[c]: board.end[c] + 1].any(axis=0)
-                rule = R.best_fit if fit[l] == 0 else (lambda t, w: int(R.legal_slots(t, w)[0])
-                                                       if len(R.legal_slots(t, w)) else R.SLOW)
-                R.place(board, expected_plane[l], expected[l], c, rule(taken, int(board.size[c])))
-    assert np.array_equal(R.complete(board, plane, slots, decided, fit), expected)
+            for l in range(L):
+                taken = plane[l, board.start[c]: board.end[c] + 1].any(axis=0)
+                legal = R.legal_slots(taken, int(board.size[c]))
+                slot = R.best_fit(taken, int(board.size[c])) if fit[l] == 0 else (int(legal[0]) if len(legal) else R.SLOW)
+                expected[l, c] = slot
+                _plain_place(board, plane[l], c, slot)
+    assert np.array_equal(R.complete(board, rects, slots, decided, fit), expected)
 
 
 def test_times_scores_repeated_fast_sets_once_and_in_place():

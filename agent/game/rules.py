@@ -114,12 +114,11 @@ def make_game(instance: Instance, profile: Profile, budget: float, max_slots: in
     offload = profile.memory_model == "offload"
     slow_time, saving = _saving_alone(tables, cands.n, offload)
     features = _features(instance, cands, tables, order, size_slots, n_slots, saving)
-    spec = GameSpec(
-        tables=tables, order=jnp.asarray(order), start=jnp.asarray(cands.start, jnp.int32),
-        end=jnp.asarray(cands.end, jnp.int32), slots=jnp.asarray(size_slots), features=jnp.asarray(features),
-        n_steps=jnp.int32(len(instance.ops) + 1), busy0=jnp.full(int(n_slots), -1, jnp.int32),
-        slow_time=jnp.float32(slow_time),
-        profile=jnp.asarray(profile_features(profile, budget, int(n_slots), int(slot_bytes), slow_time)))
+    spec = jax.device_put(GameSpec(  # typed in NumPy, one transfer: jnp constructors compile a program per shape
+        tables=tables, order=order, start=cands.start.astype(np.int32), end=cands.end.astype(np.int32),
+        slots=size_slots, features=features, n_steps=np.int32(len(instance.ops) + 1),
+        busy0=np.full(int(n_slots), -1, np.int32), slow_time=np.float32(slow_time),
+        profile=profile_features(profile, budget, int(n_slots), int(slot_bytes), slow_time)))
     return Game(spec, int(n_slots), int(slot_bytes), offload, cands, int(cap or 0))
 
 
@@ -176,7 +175,7 @@ def _saving_alone(tables: Tables, n: int, offload: bool) -> tuple[float, np.ndar
     candidate fast, all others slow, saves): the cost model's `total_time` of each such mapping."""
     width = bucket(n)
     chunk = min(width, SAVING_CHUNK)
-    parts = [_savings(tables, jnp.int32(first), offload=offload, width=width, chunk=chunk)
+    parts = [_savings(tables, np.int32(first), offload=offload, width=width, chunk=chunk)
              for first in range(0, max(n, 1), chunk)]
     slow = float(parts[0][0])
     saved = np.concatenate([np.asarray(part, np.float64) for _, part in parts])[:n]
@@ -202,13 +201,13 @@ def pad(game: Game, n_slots: int = MAX_SLOTS, n_candidates_to: Optional[int] = N
     if n_slots < game.n_slots or target < c:
         raise ValueError(f"cannot pad a game of {game.n_slots} slots and {c} candidates to {n_slots} and {target}")
     extra, s = target - c, game.spec
-    after = jnp.full(extra, s.n_steps, jnp.int32)
-    spec = s._replace(
-        order=jnp.concatenate([s.order, jnp.arange(c, target, dtype=jnp.int32)]),
-        start=jnp.concatenate([s.start, after]), end=jnp.concatenate([s.end, after]),
-        slots=jnp.concatenate([s.slots, jnp.full(extra, n_slots + 1, jnp.int32)]),
-        features=jnp.concatenate([s.features, jnp.zeros((extra, N_FEATURES), jnp.float32)]),
-        busy0=jnp.concatenate([s.busy0, jnp.full(n_slots - game.n_slots, NEVER_FREE, jnp.int32)]))
+    after = np.full(extra, int(s.n_steps), np.int32)
+    spec = s._replace(**jax.device_put(dict(  # padded in NumPy, one transfer (as in `make_game`)
+        order=np.concatenate([s.order, np.arange(c, target, dtype=np.int32)]),
+        start=np.concatenate([s.start, after]), end=np.concatenate([s.end, after]),
+        slots=np.concatenate([s.slots, np.full(extra, n_slots + 1, np.int32)]),
+        features=np.concatenate([s.features, np.zeros((extra, N_FEATURES), np.float32)]),
+        busy0=np.concatenate([s.busy0, np.full(n_slots - game.n_slots, NEVER_FREE, np.int32)]))))
     return game._replace(spec=spec, n_slots=n_slots)
 
 

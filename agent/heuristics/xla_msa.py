@@ -31,7 +31,7 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     t = game.spec.tables
     acc_op, acc_cand, acc_bytes = (np.asarray(a) for a in (t.acc_op, t.acc_cand, t.acc_bytes))
     weight = np.asarray(t.weight)
-    slow_elapsed = np.asarray(op_elapsed(t, jnp.zeros_like(t.op_bytes)))
+    slow_elapsed = np.asarray(_slow_elapsed(t))
     compute, memory, with_fast = _access_times(t)
     if profile.memory_model == "offload":
         benefit_acc = acc_bytes * weight[acc_op] / profile.copy_bandwidth
@@ -52,19 +52,29 @@ def memory_boundedness(game: G.Game, profile: Profile) -> np.ndarray:
     return benefit / np.sqrt(np.maximum(game.candidates.bytes, 1))
 
 
+@jax.jit
+def _slow_elapsed(tables: Tables) -> jax.Array:
+    """[ops] seconds per execution of each op with every operand slow (the cost model's `op_elapsed`), one
+    compiled program (run eagerly, it dispatches and compiles several small ones)."""
+    return op_elapsed(tables, jnp.zeros_like(tables.op_bytes))
+
+
 def _access_times(tables: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[accesses] float64 seconds per execution of the op of each access, by the cost model (`op_elapsed`):
     its compute, its memory time with every operand slow (compute left out) and its elapsed time
     with that access's bytes alone fast. Evaluated in float64 on float64 copies of the tables, as the
-    XLA cost analysis this score follows computes in double."""
-    with jax.enable_x64(True):
-        t = Tables(*(jnp.asarray(np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
-                                 else np.asarray(x)) for x in tables))
-        per_access = t._replace(compute=t.compute[t.acc_op], op_bytes=t.op_bytes[t.acc_op],
-                                overhead=t.overhead[t.acc_op])
-        no_compute = per_access._replace(compute=jnp.zeros_like(per_access.compute))
-        memory = op_elapsed(no_compute, jnp.zeros_like(per_access.op_bytes))
-        with_fast = op_elapsed(per_access, t.acc_bytes)
+    XLA cost analysis this score follows computes in double, and op by op: a compiled program of these
+    steps fuses them into a multiply-add and rounds differently (XLA's near-tie order would change)."""
+    as64 = [np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x)
+            for x in tables]
+    t = Tables(*as64)
+    acc_op = t.acc_op
+    per_access = t._replace(compute=t.compute[acc_op], op_bytes=t.op_bytes[acc_op], overhead=t.overhead[acc_op])
+    no_compute = per_access._replace(compute=np.zeros_like(per_access.compute))
+    with jax.enable_x64(True):  # the gathers and zeros above in NumPy (exact): each jnp one is a program to compile
+        per_access, no_compute = jax.device_put((per_access, no_compute))
+        memory = op_elapsed(no_compute, no_compute.compute)
+        with_fast = op_elapsed(per_access, per_access.acc_bytes)
         return (np.asarray(per_access.compute, np.float64), np.asarray(memory, np.float64),
                 np.asarray(with_fast, np.float64))
 

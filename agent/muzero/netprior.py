@@ -13,7 +13,6 @@ import functools
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from agent.game import rules as G
@@ -54,7 +53,7 @@ class NetworkPolicy:
         """[n_slots + 1] logits of the current decision after playing `played` (a slot, -1 for slow; None
         at the first decision); illegal actions get a masked logit."""
         action = -1 if played is None else (self._padded.n_slots if played < 0 else played)
-        self._state, logits = _advance(self._params, self._padded.spec, self._state, jnp.int32(action),
+        self._state, logits = _advance(self._params, self._padded.spec, self._state, np.int32(action),
                                        net=self._net, shape=self._shape)
         logits = np.asarray(logits)
         return np.concatenate([logits[: self.n_slots], logits[-1:]])

@@ -28,7 +28,7 @@ import numpy as np
 from agent.game.rules import make_game
 from agent.heuristics.xla_msa import memory_boundedness_order
 from agent.muzero import checkpoint, compile_cache, rollout
-from agent.muzero.learner import padded_game
+from agent.muzero.learner import pad_game
 from agent.muzero.netprior import NetworkPolicy, greedy
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile
@@ -62,7 +62,7 @@ def play(instance: Instance, profile: Profile, budget: float, mode: str = "searc
     compile_cache.enable()
     agent = load_agent(str(checkpoint_path) if checkpoint_path else None)
     game = make_game(instance, profile, budget)
-    policy = NetworkPolicy(agent.state.params, agent.config.network(), game, padded_game(instance, profile, budget))
+    policy = NetworkPolicy(agent.state.params, agent.config.network(), game, pad_game(game))
     board = rollout.Board.of(game, memory_boundedness_order(game, profile))
     if mode == "greedy":
         slots, stats = np.full(game.candidates.n, rollout.SLOW), {"leaves": 0, "kept_incumbent": 0}

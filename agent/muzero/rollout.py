@@ -31,7 +31,6 @@ import time
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from agent.game import rules as G
@@ -42,22 +41,57 @@ SLOW = -1  # slot of a slow candidate in the arrays of this module
 
 @dataclasses.dataclass(frozen=True)
 class Board:
-    """The static arrays of one game that the rollout reads (NumPy)."""
+    """The static arrays of one game that the rollout reads (NumPy).
+
+    The plane is not held as steps x slots: what a placement needs is the slots taken over its live range,
+    the union of the rectangles of the fast candidates whose live ranges meet it. So episodes are held as
+    their candidates' rectangles, packed 64 slots to a word (`rectangles`: [C, episodes, words] uint64, zero
+    for a slow or undecided candidate), and the slots taken over a candidate's live range are an OR over
+    the few candidates it meets (`overlaps`), not over schedule steps."""
 
     start: np.ndarray  # [C] first step of each candidate
     end: np.ndarray  # [C] last step
     size: np.ndarray  # [C] size in slots
     order: np.ndarray  # [C] candidate decided at each step (the game's order)
     base_order: np.ndarray  # [C] the completion rule's order (memory boundedness, then XLA's ties)
-    n_steps: int  # rows of the plane
+    n_steps: int  # schedule steps
     n_slots: int
+    overlaps: tuple  # [C] index arrays: the candidates whose live ranges meet each one's (itself included)
+    covers: dict  # size in slots -> [n_slots + 1, words] uint64: the words of a rectangle at each slot; row -1 (SLOW) empty
 
     @classmethod
     def of(cls, game: G.Game, base_order: np.ndarray) -> Board:
         """The board of an unpadded `game`, completed in `base_order`."""
         c = game.candidates
-        return cls(np.asarray(c.start), np.asarray(c.end), np.asarray(game.spec.slots), np.asarray(game.spec.order),
-                   np.asarray(base_order), int(game.spec.n_steps), game.n_slots)
+        start, end, size = np.asarray(c.start), np.asarray(c.end), np.asarray(game.spec.slots)
+        meet = (start[:, None] <= end[None, :]) & (start[None, :] <= end[:, None])
+        cols = np.arange(game.n_slots)
+        covers = {}
+        for w in np.unique(size):
+            bits = np.zeros((game.n_slots + 1, game.n_slots), bool)
+            bits[:-1] = (cols >= cols[:, None]) & (cols < cols[:, None] + w)
+            covers[int(w)] = _pack(bits)
+        return cls(start, end, size, np.asarray(game.spec.order), np.asarray(base_order), int(game.spec.n_steps),
+                   game.n_slots, tuple(np.flatnonzero(row) for row in meet), covers)
+
+    @property
+    def n_words(self) -> int:
+        """Words of a packed row of slots."""
+        return -(-self.n_slots // 64)
+
+    def rectangles(self, slots: np.ndarray) -> np.ndarray:
+        """[C, L, words] the packed rectangle of every candidate in each of L episodes ([L, C] `slots`; zero
+        where slow)."""
+        out = np.zeros((len(self.order), len(slots), self.n_words), np.uint64)
+        for w, table in self.covers.items():
+            of_size = self.size == w
+            out[of_size] = table[slots[:, of_size].T]
+        return out
+
+    def taken(self, rects: np.ndarray, c: int) -> np.ndarray:
+        """[L, slots] bool: the slots taken over candidate `c`'s live range in each episode of `rects`
+        ([C, L, words], `rectangles`)."""
+        return _unpack(np.bitwise_or.reduce(rects[self.overlaps[c]], axis=0), self.n_slots)
 
 
 def free_runs(taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,49 +118,41 @@ def legal_slots(taken: np.ndarray, width: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def place(board: Board, plane: np.ndarray, slots: np.ndarray, c: int, slot: int) -> None:
-    """Record candidate `c` at `slot` (or slow) in `plane` and `slots`, in place."""
-    slots[c] = slot
-    if slot != SLOW:
-        plane[board.start[c]: board.end[c] + 1, slot: slot + board.size[c]] = True
+def place(board: Board, rects: np.ndarray, slots: np.ndarray, c: int, slot) -> None:
+    """Record candidate `c` at `slot` (or slow) in `slots` ([..., C]) and its rectangle in `rects` ([C, ..., words],
+    `Board.rectangles`), in place; `slot` is one slot or one per episode."""
+    slots[..., c] = slot
+    rects[c] = board.covers[int(board.size[c])][slot]
 
 
-def fits_many(taken: np.ndarray, width: int) -> np.ndarray:
-    """[2, L] for each row of [L, slots] `taken`: the best-fit slot (row 0, as `best_fit`) and the first-fit
-    slot (row 1: the start of the lowest free run that holds it) of `width` slots, SLOW where none fits."""
-    L, S = taken.shape
+def _fits(taken: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each row of [L, slots] `taken`: the best-fit slot (as `best_fit`) and the first-fit slot (the start of
+    the lowest free run that holds it) of `width` slots (any value where none fits), and whether one fits.
+
+    Every free slot gets the length of the free run it lies in: the first slot with the least length that
+    holds `width` starts the smallest such run (the first of equals), the best fit."""
+    S = taken.shape[-1]
     idx = np.arange(S)
     last_taken = np.maximum.accumulate(np.where(taken, idx, -1), axis=1)
     next_taken = np.minimum.accumulate(np.where(taken, idx, S)[:, ::-1], axis=1)[:, ::-1]
-    run = next_taken - last_taken - 1  # length of the free run through each free slot
-    ok = ~taken & (last_taken == idx - 1) & (run >= width)  # run starts that hold `width`
-    best = np.where(ok, run * (S + 1) + idx, np.iinfo(np.int64).max).argmin(axis=1)
-    first = ok.argmax(axis=1)
-    found = ok.any(axis=1)
-    return np.where(found, np.stack([best, first]), SLOW)
+    run = next_taken - last_taken  # the free run's length + 1 through each free slot, 0 on a taken one
+    ok = run > width
+    fitting = np.where(ok, run, S + 2)
+    best = fitting.argmin(axis=1)
+    return best, ok.argmax(axis=1), fitting[np.arange(len(run)), best] < S + 2
 
 
-def complete(board: Board, plane: np.ndarray, slots: np.ndarray, decided: np.ndarray,
-             fit: np.ndarray) -> np.ndarray:
-    """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `plane[l]` ([L, steps,
-    slots]) and `slots[l]` ([L, C]) and places the others in `board.base_order`, each where its fit
-    (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
-    With best fit and nothing decided this is xla-msa's mapping.
-
-    The plane is held packed, 64 slots to a word ([L, steps, words] uint64), so that the slots taken over a
-    live range are an OR of a few words per step."""
-    slots = slots.copy()
-    words = _pack(plane)
-    rows = np.arange(len(slots))
-    cols = np.arange(board.n_slots)
+def complete(board: Board, rects: np.ndarray, slots: np.ndarray, decided: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """[L, C] slots of L episodes: episode l keeps the `decided` candidates as placed in `slots[l]` ([L, C]) and
+    `rects[:, l]` ([C, L, words], `Board.rectangles`) and places the others in `board.base_order`, each where its
+    fit (`fit[l]`: 0 best fit, 1 first fit) puts it over its live range, slow where it does not fit.
+    With best fit and nothing decided this is xla-msa's mapping."""
+    rects, slots = rects.copy(), slots.copy()
+    first = np.asarray(fit, bool)
     for c in board.base_order:
         if not decided[c]:
-            live = slice(board.start[c], board.end[c] + 1)
-            w = int(board.size[c])
-            slot = fits_many(_unpack(np.bitwise_or.reduce(words[:, live], axis=1), board.n_slots), w)[fit, rows]
-            slots[:, c] = slot
-            cover = (cols >= slot[:, None]) & (cols < slot[:, None] + w) & (slot[:, None] != SLOW)
-            words[:, live] |= _pack(cover)[:, None, :]
+            best, first_fit, found = _fits(board.taken(rects, c), int(board.size[c]))
+            place(board, rects, slots, c, np.where(found, np.where(first, first_fit, best), SLOW))
     return slots
 
 
@@ -159,7 +185,7 @@ def times(game: G.Game, slot_rows: np.ndarray, at_least: int = 0) -> np.ndarray:
     masks = fast[np.unique(index, return_index=True)[1]]  # row k: the first row of fast set k
     n = len(masks)
     padded = np.concatenate([masks, np.repeat(masks[-1:], bucket(max(n, at_least)) - n, axis=0)])
-    scored = np.asarray(_times(game.spec.tables, jnp.asarray(padded.astype(np.float32)), game.offload))
+    scored = np.asarray(_times(game.spec.tables, padded.astype(np.float32), game.offload))
     return scored[index]
 
 
@@ -196,7 +222,7 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
     where fortified): every decision played so far, the undecided candidates where that episode's completion
     put them."""
     C = len(board.order)
-    plane = np.zeros((board.n_steps, board.n_slots), bool)
+    rects = np.zeros((C, board.n_words), np.uint64)  # the rectangles of the decisions played (`Board`)
     slots = np.full(C, SLOW, np.int64)
     decided = np.zeros(C, bool)
     incumbent, incumbent_time = None, np.inf  # the best episode scored at the last decision (or so far)
@@ -211,21 +237,19 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
             return incumbent.copy(), stats  # it holds every decision played: each was its action
         began = now
         c = int(board.order[k])
-        taken = plane[board.start[c]: board.end[c] + 1].any(axis=0)
-        legal = legal_slots(taken, int(board.size[c]))
+        busy = board.taken(rects[:, None], c)[0]
+        legal = legal_slots(busy, int(board.size[c]))
         logits = prior(choice) if prior is not None else None
         if here is None:
-            here = complete(board, np.repeat(plane[None], n_fits, axis=0), np.repeat(slots[None], n_fits, axis=0),
+            here = complete(board, np.repeat(rects[:, None], n_fits, axis=1), np.repeat(slots[None], n_fits, axis=0),
                             decided, np.arange(n_fits))
         previous = None if incumbent is None else int(incumbent[c])
-        actions = _considered(board, c, taken, legal, logits, config.simulations, previous, here[:, c])
+        actions = _considered(board, c, busy, legal, logits, config.simulations, previous, here[:, c])
         decided[c] = True
-        planes = np.repeat(plane[None], len(actions) * n_fits, axis=0)
-        starts = np.repeat(slots[None], len(actions) * n_fits, axis=0)
-        for i, a in enumerate(actions):
-            for j in range(n_fits):
-                place(board, planes[i * n_fits + j], starts[i * n_fits + j], c, a)
-        rows = complete(board, planes, starts, decided, np.tile(np.arange(n_fits), len(actions)))
+        leaves = len(actions) * n_fits  # action i completed by fit j: leaf i * n_fits + j
+        leaf_rects, starts = np.repeat(rects[:, None], leaves, axis=1), np.repeat(slots[None], leaves, axis=0)
+        place(board, leaf_rects, starts, c, np.repeat(actions, n_fits))
+        rows = complete(board, leaf_rects, starts, decided, np.tile(np.arange(n_fits), len(actions)))
         t = times(game, rows, config.simulations * n_fits)  # one batch size: one compile per game
         stats["leaves"] += len(rows)
         best = int(np.argmin(t))  # the first of equals: the preference order of `_considered`
@@ -236,7 +260,7 @@ def play(game: G.Game, board: Board, config: RolloutConfig, prior: Optional[Prio
             stats["kept_incumbent"] += 1
         else:
             incumbent, incumbent_time = rows[best], t[best]
-        place(board, plane, slots, c, choice)
+        place(board, rects, slots, c, choice)
     return slots, stats
 
 
