@@ -5,15 +5,13 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
     elapsed  = max(compute, memory + overhead)  (= max(work, memory) + overhead)
     compute  = work + overhead
     work     = by the op's kind (`hlo_costs.OP_KINDS`):
-        dot          (matmul flops + matmul_half_flops) / flop_rate      + rest
-                     (an unfused dot: / unfused_dot_flop_rate; on the CPU, Eigen's, not a library fusion)
-                     (a batched dot of n matrices: + (n - 1) x batch_half_flops, each further matrix saturates
-                     on its own)
-        convolution  (matmul flops + conv_half_flops) / conv_flop_rate x (1 + conv_half_channels / channels)
-                     + rest
-                     (an unfused convolution: / unfused_conv_flop_rate; on the CPU, Eigen's, not a library fusion;
-                     channels: its input channels per group, told by its shapes (`conv_channels`), where
-                     a convolution of conv_half_channels channels reaches half its rate; 0 when not told: no term)
+        dot          (matmul flops + matmul_half_flops + (matrices - 1) x batch_half_flops) / flop_rate + rest
+                     (an unfused dot: / unfused_dot_flop_rate, on the CPU Eigen's, not a library fusion;
+                     matrices: a batched dot's (`dot_batch`), each further one saturating on its own)
+        convolution  (matmul flops + conv_half_flops) / conv_flop_rate x (1 + conv_half_channels / channels) + rest
+                     (an unfused convolution: / unfused_conv_flop_rate; one of more than one group, fused or not:
+                     / grouped_conv_flop_rate; channels: its input channels per group (`conv_groups`): one of
+                     conv_half_channels runs at half the rate; 0 when its shapes do not tell: no term)
         elementwise  rest
         reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
         windowed-reduction  the same at window_flop_rate (reduce-window, select-and-scatter: pooling, cumsum)
@@ -139,7 +137,8 @@ class OpWork(NamedTuple):
     iterations: np.ndarray  # a loop's body executions per execution of it
     kind: np.ndarray  # index into OP_KINDS
     unfused: np.ndarray  # 1.0 where the op is a bare convolution or dot (not a fusion)
-    channels: np.ndarray  # a convolution's input channels per group (`conv_channels`; 0: not told)
+    channels: np.ndarray  # a convolution's input channels per group (`conv_groups`; 0: not told)
+    grouped: np.ndarray  # 1.0 where the op is a convolution of more than one group (`conv_groups`)
     batch: np.ndarray  # the matrices a dot multiplies (`dot_batch`; 1 for every other op)
     repeated: np.ndarray  # 1.0 where the op runs more than once per run (a loop body's)
     arguments: int  # the program's parameter and output buffers (the launch handles each)
@@ -164,23 +163,26 @@ def _dims(instance: Instance, buffer: int) -> tuple[int, ...]:
     return shape.dims if isinstance(shape, ArrayShape) else ()
 
 
-def conv_channels(op: Op, instance: Instance) -> int:
-    """A convolution's input channels per group, told by its shapes; 0 when they do not tell.
+def conv_groups(op: Op, instance: Instance) -> tuple[int, int]:
+    """(input channels per group, groups) of a convolution, told by its shapes; (0, 1) when they do not tell.
 
     In the form XLA's CPU compiler gives every convolution (input [batch, spatial..., channels], kernel
     [spatial..., channels per group, outputs], output [batch, spatial..., outputs]): the kernel's
-    next-to-last dimension, of an operand pair (input, kernel) that fits the output and each other.
+    next-to-last dimension, and the input's channels over it, of the first operand pair (input, kernel)
+    that fits the output and each other. A patch convolution (windows that tile the input without
+    overlap, as a vision transformer's embedding) is a dot of the patches: its channels are not told (0).
     """
     if op_kind(op) != "convolution" or not op.writes:
-        return 0
+        return 0, 1
     out = _dims(instance, op.writes[0])
     arrays = [d for d in (_dims(instance, b) for b in op.reads) if len(out) >= 3 and len(d) == len(out)]
     for kernel in arrays:
         for x in arrays:
             if (x is not kernel and kernel[-1] == out[-1] and x[0] == out[0] and kernel[-2]
                     and x[-1] % kernel[-2] == 0):
-                return kernel[-2]
-    return 0
+                patches = all(o * k == i for o, k, i in zip(out[1:-1], kernel[:-2], x[1:-1]))
+                return 0 if patches else kernel[-2], x[-1] // kernel[-2]
+    return 0, 1
 
 
 def dot_batch(op: Op, instance: Instance) -> int:
@@ -211,7 +213,8 @@ def op_work(instance: Instance) -> OpWork:
         bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
         iterations=column((op.iterations or 0) for op in ops),
         unfused=column(op.opcode in ("convolution", "dot") for op in ops),
-        channels=column(conv_channels(op, instance) for op in ops),
+        channels=column(conv_groups(op, instance)[0] for op in ops),
+        grouped=column(conv_groups(op, instance)[1] > 1 for op in ops),
         batch=column(dot_batch(op, instance) for op in ops),
         repeated=column((op.trip_count or 1) > 1 for op in ops),
         arguments=sum(1 for b in instance.buffers if b.is_parameter or b.is_output),
@@ -224,7 +227,8 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     rest = work.other / profile.vector_flop_rate + work.transcendentals / profile.transcendental_rate
     half = profile.matmul_half_flops
     dot_rate = np.where(work.unfused > 0, profile.rate("unfused_dot_flop_rate"), profile.flop_rate)
-    conv_rate = np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate"))
+    conv_rate = np.where(work.grouped > 0, profile.rate("grouped_conv_flop_rate"),
+                         np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate")))
     # a convolution of few input channels per group runs below its rate (0 channels: not told, no term)
     narrow = 1.0 + profile.conv_half_channels / np.where(work.channels > 0, work.channels, np.inf)
     move = work.bytes / profile.rate("move_bandwidth")
