@@ -2,10 +2,15 @@
 it was not fitted to. Each program is timed in interleaved rounds (the least of 5 calls per round; the median
 over rounds and the least overall are kept) and predicted with `simulate` under XLA's own mapping (all fast).
 
-    python scripts/outside_programs.py PROFILE [OUT.json]
+    python scripts/outside_programs.py PROFILE [OUT.json] [TIMES.json]
+
+With TIMES.json (an earlier output) the programs are not timed: its least and median times are taken, so a
+profile can be checked against times measured on a quiet machine. The output records the load average at
+timing (the machine is shared: under load the least times grow).
 """
 
 import json
+import os
 import sys
 import time
 
@@ -84,8 +89,12 @@ def programs():
     ]
 
 
-def main(profile_name: str, out: str = "") -> list[dict]:
+def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
     profile = load_profile(profile_name)
+    stored = {}
+    if times_from:
+        with open(times_from) as fh:
+            stored = {r["program"]: r for r in json.load(fh)["programs"]}
     compiled = []
     for name, fn, args in programs():
         instance, _, exe = extract_linked(fn, args, name)
@@ -93,8 +102,9 @@ def main(profile_name: str, out: str = "") -> list[dict]:
         run()
         everything = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), name, "xla-native")
         compiled.append((name, run, simulate(instance, everything, profile)))
-    rounds = {name: [] for name, _, _ in compiled}
-    for _ in range(7):
+    rounds = {name: [stored[name]["least_s"], stored[name]["median_s"]] if stored else [] for name, _, _ in compiled}
+    load = os.getloadavg()[0]
+    for _ in range(0 if stored else 7):
         for name, run, _ in compiled:
             calls = []
             for _ in range(5):
@@ -104,14 +114,15 @@ def main(profile_name: str, out: str = "") -> list[dict]:
             rounds[name].append(min(calls))
     rows = []
     for name, _, predicted in compiled:
-        least, median = min(rounds[name]), float(np.median(rounds[name]))
+        least, median = (rounds[name][0], rounds[name][1]) if stored else (min(rounds[name]), float(np.median(rounds[name])))
         rows.append({"program": name, "least_s": least, "median_s": median, "predicted_s": predicted,
                      "error_vs_least": predicted / least - 1, "error_vs_median": predicted / median - 1})
         print(f"{name:14s} least {least * 1e3:8.3f} ms  median {median * 1e3:8.3f} ms  predicted {predicted * 1e3:8.3f} ms"
               f"  error {predicted / least - 1:+.0%} (vs median {predicted / median - 1:+.0%})")
     if out:
         with open(out, "w") as fh:
-            json.dump({"profile": profile.name, "programs": rows}, fh, indent=1)
+            json.dump({"profile": profile.name, "times_from": times_from or None,
+                       "load_average": None if stored else load, "programs": rows}, fh, indent=1)
     return rows
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agent import synthetic
 from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate_ops
 from harness import load_profile, simulate
-from harness.model.costmodel import _drain, copy_stalls, fast_bytes, op_elapsed, timing, total_time
+from harness.model.costmodel import _drain, conv_groups, copy_stalls, dot_batch, fast_bytes, op_elapsed, timing, total_time
 from harness.model.simulator import cost_tables, fast_mask
 
 
@@ -242,3 +242,62 @@ def test_sorts_unfused_convolutions_windows_and_the_cache_by_hand():
                                 cache_bytes=0.0, cache_bandwidth=None, window_flop_rate=None)
     np.testing.assert_allclose(simulate_ops(CPU_KINDS, _mapping([0]), plain)["elapsed"],
                                [2.5, 6.5, 6.5, 0.75, 4.5, 1.5], rtol=1e-6)
+
+
+def _shaped(i, shape, parameter=False):
+    return dataclasses.replace(_buffer(i, f"s{i}", 0, 0, 5, (), parameter=parameter), shape=shape)
+
+
+def _matmul_op(step, opcode, kind, reads, write, trip_count=1, flops=2000.0, matmul=2000.0):
+    return Op(step=step, name=f"{kind}{step}", opcode=opcode, computation="main", flops=flops, transcendentals=0.0,
+              reads=reads, operand_bytes=(0,) * len(reads), writes=(write,), output_bytes=0, trip_count=trip_count,
+              branch=None, op_name="", matmul_flops=matmul, kind=kind)
+
+
+# Shapes in XLA's CPU form: a bare convolution of 4 input channels (input [2,8,8,4], kernel [3,3,4,8]), a fused
+# depthwise one (kernel [3,3,1,4]: one channel per group), a fused dot of 4 matrices ([4,8,16] x [4,16,8]),
+# a bare (unfused) dot of one matrix, and an elementwise op of 100 flops run 8 times (a loop body's).
+SHAPED = Instance(
+    name="shaped", hlo_module="hand", backend="none", jax_version="", jaxlib_version="",
+    ops=(_matmul_op(0, "convolution", "convolution", (0, 1), 2), _matmul_op(1, "fusion", "convolution", (0, 3), 4),
+         _matmul_op(2, "fusion", "dot", (5, 6), 7), _matmul_op(3, "dot", "dot", (9, 10), 8),
+         _matmul_op(4, "fusion", "elementwise", (8,), 11, trip_count=8, flops=100.0, matmul=0.0)),
+    buffers=tuple(_shaped(i, s, parameter=i in (0, 1, 3, 5, 6, 9, 10)) for i, s in enumerate(
+        ("f32[2,8,8,4]", "f32[3,3,4,8]", "f32[2,8,8,8]", "f32[3,3,1,4]", "f32[2,8,8,4]", "f32[4,8,16]",
+         "f32[4,16,8]", "f32[4,8,8]", "f32[8,8]", "f32[8,16]", "f32[16,8]", "f32[8,8]"))),
+    left_out=(), compiler=CompilerFigures(0.0, 0.0, 0.0, 0, 0, 0, 0))
+
+
+def test_channels_batches_unfused_dots_and_loop_bodies_by_hand():
+    assert [conv_groups(op, SHAPED) for op in SHAPED.ops] == [(4, 1), (1, 4), (0, 1), (0, 1), (0, 1)]
+    assert [dot_batch(op, SHAPED) for op in SHAPED.ops] == [1, 1, 4, 1, 1]
+    # a patch convolution (4x4 windows tiling an 8x8 input: output 2x2) is a dot of its patches: channels not told
+    patch = dataclasses.replace(SHAPED, buffers=SHAPED.buffers[:1] + (
+        dataclasses.replace(SHAPED.buffers[1], shape="f32[4,4,4,8]"), dataclasses.replace(SHAPED.buffers[2], shape="f32[2,2,2,8]"))
+        + SHAPED.buffers[3:])
+    assert conv_groups(patch.ops[0], patch) == (0, 1)
+    profile = dataclasses.replace(
+        _profile("direct"), flop_rate=1000.0, conv_flop_rate=500.0, unfused_conv_flop_rate=250.0,
+        unfused_dot_flop_rate=200.0, matmul_half_flops=1000.0, conv_half_flops=500.0, batch_half_flops=250.0,
+        conv_half_channels=4.0, vector_flop_rate=100.0, loop_op_overhead_seconds=0.125, grouped_conv_flop_rate=100.0)
+    elapsed = simulate_ops(SHAPED, _mapping([]), profile)["elapsed"]
+    # bare conv: (2000 + 500)/250 x (1 + 4/4) + .5; depthwise (4 groups): (2000 + 500)/100 x (1 + 4/1) + .5;
+    # 4 matrices: (2000 + 1000 + 3 x 250)/1000 + .5; bare dot: (2000 + 1000)/200 + .5; loop body: 8 x (100/100 + .125)
+    np.testing.assert_allclose(elapsed, [20.5, 125.5, 4.25, 15.5, 9.0], rtol=1e-6)
+    # the new figures at their defaults (as on the two-tier profiles): the model without them
+    plain = dataclasses.replace(profile, unfused_dot_flop_rate=None, batch_half_flops=0.0, conv_half_channels=0.0,
+                                loop_op_overhead_seconds=None, grouped_conv_flop_rate=None)
+    np.testing.assert_allclose(simulate_ops(SHAPED, _mapping([]), plain)["elapsed"], [10.5, 5.5, 3.5, 3.5, 12.0],
+                               rtol=1e-6)
+
+
+def test_the_two_tier_profiles_price_as_without_the_cpu_figures():
+    # their new figures are neutral: the same bits as a profile that sets each to its neutral value explicitly
+    for name in ("tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload"):
+        p = load_profile(name)
+        assert (p.unfused_dot_flop_rate, p.batch_half_flops, p.conv_half_channels, p.loop_op_overhead_seconds,
+                p.grouped_conv_flop_rate) == (None, 0.0, 0.0, None, None)
+        spelled = dataclasses.replace(p, unfused_dot_flop_rate=p.flop_rate, loop_op_overhead_seconds=p.op_overhead_seconds,
+                                      grouped_conv_flop_rate=p.rate("conv_flop_rate"))
+        for mapping in (_mapping([]), _mapping(range(12))):
+            assert simulate(SHAPED, mapping, p) == simulate(SHAPED, mapping, spelled)

@@ -59,6 +59,15 @@ def test_a_per_op_run_stores_programs_and_ops_that_calibration_reads(tmp_path):
     op_points = op_points_from_store(root, [run_id])
     assert len(points) == 2 and len(op_points) == int((ops.measured_s > 0).sum())
     assert all(p.instance.ops[p.step].name in set(ops.op) for p in op_points)
+    # bare dots (Eigen's: their event holds only the dispatch) are timed alone; a run that did not time them
+    # alone gives no op point for them
+    alone = ops.opcode.isin(["dot", "convolution"])
+    assert (ops.opcode == "dot").any() and ops[alone].timed_alone.all() and not ops[~alone].timed_alone.any()
+    before = store.start_run({"kind": "op-times"}, root)
+    store.append("op_times", ops.drop(columns=["run_id", "schema_version"], errors="ignore").assign(timed_alone=False),
+                 before, root)
+    store.finish_run(before, root)
+    assert len(op_points_from_store(root, [before])) == int(((ops.measured_s > 0) & ~alone).sum())
 
 
 def test_bad_specs_are_named():

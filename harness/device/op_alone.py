@@ -1,10 +1,11 @@
 """Ops timed alone: those whose profiler event holds only their dispatch.
 
-On the CPU, XLA runs an unfused convolution (an Eigen convolution thunk) on the
-intra-op thread pool: its trace event ends when the work is handed to the pool,
-and the pool's work follows outside any op event. Such an op's own time is
-measured by compiling it alone, as a program of one convolution on inputs of
-its shapes, and timing calls of that program less the calls of a program that
+On the CPU, XLA runs an unfused convolution or dot (an Eigen convolution or
+dot thunk) on the intra-op thread pool: its trace event ends when the work is
+handed to the pool, and the pool's work follows outside any op event (a bare
+640x512x128 dot: a 104 us event in a 1.6 ms call). Such an op's own time is
+measured by compiling it alone, as a program of that one op on inputs of its
+shapes, and timing calls of that program less the calls of a program that
 takes the same inputs and does (almost) nothing: the launch both pay.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from harness.xla.hlo_text import ArrayShape, Instruction, Module
 
-DISPATCH_ONLY = ("convolution",)  # opcodes whose CPU trace event is the dispatch of asynchronous work
+DISPATCH_ONLY = ("convolution", "dot")  # opcodes whose CPU trace event is the dispatch of asynchronous work
 _FLOATS = {"f16": jnp.float16, "bf16": jnp.bfloat16, "f32": jnp.float32, "f64": jnp.float64}
 
 
@@ -61,12 +62,7 @@ def convolution_program(module: Module, inst: Instruction) -> tuple[Callable[...
 
     pads = ([tuple(int(p) for p in s.split("_")) for s in window["pad"].split("x")] if "pad" in window
             else [(0, 0)] * n)
-    shapes = [module.instruction(o).shape for o in inst.operands[:2]]
-    if not all(isinstance(s, ArrayShape) for s in shapes):
-        raise OpAloneError(f"op {inst.name}: an operand is not an array")
-    if shapes[0].dtype not in _FLOATS:
-        raise OpAloneError(f"op {inst.name}: element type {shapes[0].dtype!r} is not one of {', '.join(_FLOATS)}")
-    dtype = _FLOATS[shapes[0].dtype]
+    shapes = _operand_shapes(module, inst)
 
     def fn(lhs, rhs):
         return jax.lax.conv_general_dilated(
@@ -74,9 +70,40 @@ def convolution_program(module: Module, inst: Instruction) -> tuple[Callable[...
             dimension_numbers=numbers, feature_group_count=int(inst.attrs.get("feature_group_count", "1")),
             batch_group_count=int(inst.attrs.get("batch_group_count", "1")))
 
+    return fn, _inputs(shapes)
+
+
+def dot_program(module: Module, inst: Instruction) -> tuple[Callable[..., Any], tuple[jax.Array, ...]]:
+    """(fn, args): `inst`, an HLO dot, as a JAX function of its two operands (its contracting and batch
+    dimensions), and inputs of their shapes. Raises OpAloneError for another opcode."""
+    if inst.opcode != "dot":
+        raise OpAloneError(f"op {inst.name}: opcode {inst.opcode!r} is not a dot")
+    shapes = _operand_shapes(module, inst)
+    dims = ((tuple(inst.ints("lhs_contracting_dims")), tuple(inst.ints("rhs_contracting_dims"))),
+            (tuple(inst.ints("lhs_batch_dims")), tuple(inst.ints("rhs_batch_dims"))))
+    return (lambda lhs, rhs: jax.lax.dot_general(lhs, rhs, dims)), _inputs(shapes)
+
+
+def op_program(module: Module, inst: Instruction) -> tuple[Callable[..., Any], tuple[jax.Array, ...]]:
+    """(fn, args) of a dispatch-only op (`dispatch_only`): `convolution_program` or `dot_program`."""
+    programs = {"convolution": convolution_program, "dot": dot_program}
+    if inst.opcode not in programs:
+        raise OpAloneError(f"op {inst.name}: opcode {inst.opcode!r} is not timed alone (only {', '.join(programs)})")
+    return programs[inst.opcode](module, inst)
+
+
+def _operand_shapes(module: Module, inst: Instruction) -> list[ArrayShape]:
+    shapes = [module.instruction(o).shape for o in inst.operands[:2]]
+    if not all(isinstance(s, ArrayShape) for s in shapes):
+        raise OpAloneError(f"op {inst.name}: an operand is not an array")
+    if shapes[0].dtype not in _FLOATS:
+        raise OpAloneError(f"op {inst.name}: element type {shapes[0].dtype!r} is not one of {', '.join(_FLOATS)}")
+    return shapes
+
+
+def _inputs(shapes: list[ArrayShape]) -> tuple[jax.Array, ...]:
     rng = np.random.default_rng(0)
-    args = tuple(jnp.asarray(rng.standard_normal(s.dims), dtype) for s in shapes)
-    return fn, args
+    return tuple(jnp.asarray(rng.standard_normal(s.dims), _FLOATS[s.dtype]) for s in shapes)
 
 
 def _least_call(compiled, args: tuple, calls: int) -> float:

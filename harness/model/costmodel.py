@@ -5,9 +5,13 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
     elapsed  = max(compute, memory + overhead)  (= max(work, memory) + overhead)
     compute  = work + overhead
     work     = by the op's kind (`hlo_costs.OP_KINDS`):
-        dot          (matmul flops + matmul_half_flops) / flop_rate      + rest
-        convolution  (matmul flops + conv_half_flops) / conv_flop_rate + rest
-                     (an unfused convolution: / unfused_conv_flop_rate; on the CPU, Eigen's, not a library fusion)
+        dot          (matmul flops + matmul_half_flops + (matrices - 1) x batch_half_flops) / flop_rate + rest
+                     (an unfused dot: / unfused_dot_flop_rate, on the CPU Eigen's, not a library fusion;
+                     matrices: a batched dot's (`dot_batch`), each further one saturating on its own)
+        convolution  (matmul flops + conv_half_flops) / conv_flop_rate x (1 + conv_half_channels / channels) + rest
+                     (an unfused convolution: / unfused_conv_flop_rate; one of more than one group, fused or not:
+                     / grouped_conv_flop_rate; channels: its input channels per group (`conv_groups`): one of
+                     conv_half_channels runs at half the rate; 0 when its shapes do not tell: no term)
         elementwise  rest
         reduction    flops / reduction_flop_rate + transcendentals / transcendental_rate
         windowed-reduction  the same at window_flop_rate (reduce-window, select-and-scatter: pooling, cumsum)
@@ -17,6 +21,7 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
         free         0 (parameters, tuples, bitcasts: no kernel runs)
       rest = other flops / vector_flop_rate + transcendentals / transcendental_rate
     overhead = op_overhead_seconds per op with a kernel, 0 for free ops
+               (loop_op_overhead_seconds for an op that runs more than once per run: a loop body's)
     memory   = fast bytes / fast bandwidth + slow bytes / slow bandwidth
                + min(fast bytes, cache_bytes) x (1 / cache bandwidth - 1 / fast bandwidth)
       (an op's fast bytes up to the cache's size move at the cache's bandwidth; cache_bytes 0, as on
@@ -53,6 +58,7 @@ columns ([rows, batch]) in one pass, one queue run from the batch's earliest suc
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple, Optional
 
 import jax
@@ -60,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness.xla.hlo_costs import FREE, LOOP, OP_KINDS
+from harness.xla.hlo_text import ArrayShape, parse_shape
 from harness.xla.instance import Instance, Op
 from harness.model.profiles import Profile
 
@@ -129,7 +136,11 @@ class OpWork(NamedTuple):
     bytes: np.ndarray  # bytes read and written
     iterations: np.ndarray  # a loop's body executions per execution of it
     kind: np.ndarray  # index into OP_KINDS
-    unfused: np.ndarray  # 1.0 where the op is a bare convolution (not a fusion)
+    unfused: np.ndarray  # 1.0 where the op is a bare convolution or dot (not a fusion)
+    channels: np.ndarray  # a convolution's input channels per group (`conv_groups`; 0: not told)
+    grouped: np.ndarray  # 1.0 where the op is a convolution of more than one group (`conv_groups`)
+    batch: np.ndarray  # the matrices a dot multiplies (`dot_batch`; 1 for every other op)
+    repeated: np.ndarray  # 1.0 where the op runs more than once per run (a loop body's)
     arguments: int  # the program's parameter and output buffers (the launch handles each)
 
 
@@ -142,6 +153,47 @@ def op_kind(op: Op) -> str:
     if op.matmul_flops:
         return "convolution" if op.opcode == "convolution" else "dot"
     return "elementwise" if op.flops or op.transcendentals else "data-movement"
+
+
+def _dims(instance: Instance, buffer: int) -> tuple[int, ...]:
+    """The dimensions of a buffer's array shape; () for a tuple, a scalar or no buffer (-1)."""
+    if buffer < 0:
+        return ()
+    shape = parse_shape(instance.buffers[buffer].shape)
+    return shape.dims if isinstance(shape, ArrayShape) else ()
+
+
+def conv_groups(op: Op, instance: Instance) -> tuple[int, int]:
+    """(input channels per group, groups) of a convolution, told by its shapes; (0, 1) when they do not tell.
+
+    In the form XLA's CPU compiler gives every convolution (input [batch, spatial..., channels], kernel
+    [spatial..., channels per group, outputs], output [batch, spatial..., outputs]): the kernel's
+    next-to-last dimension, and the input's channels over it, of the first operand pair (input, kernel)
+    that fits the output and each other. A patch convolution (windows that tile the input without
+    overlap, as a vision transformer's embedding) is a dot of the patches: its channels are not told (0).
+    """
+    if op_kind(op) != "convolution" or not op.writes:
+        return 0, 1
+    out = _dims(instance, op.writes[0])
+    arrays = [d for d in (_dims(instance, b) for b in op.reads) if len(out) >= 3 and len(d) == len(out)]
+    for kernel in arrays:
+        for x in arrays:
+            if (x is not kernel and kernel[-1] == out[-1] and x[0] == out[0] and kernel[-2]
+                    and x[-1] % kernel[-2] == 0):
+                patches = all(o * k == i for o, k, i in zip(out[1:-1], kernel[:-2], x[1:-1]))
+                return 0 if patches else kernel[-2], x[-1] // kernel[-2]
+    return 0, 1
+
+
+def dot_batch(op: Op, instance: Instance) -> int:
+    """The matrices a dot multiplies: the product of its output's leading (batch) dimensions where two
+    operands of the output's rank share them, else 1."""
+    if op_kind(op) != "dot" or not op.writes:
+        return 1
+    out = _dims(instance, op.writes[0])
+    sharing = sum(1 for b in op.reads if len(out) >= 3 and _dims(instance, b)[:-2] == out[:-2]
+                  and len(_dims(instance, b)) == len(out))
+    return math.prod(out[:-2]) if sharing >= 2 else 1
 
 
 def op_work(instance: Instance) -> OpWork:
@@ -160,7 +212,11 @@ def op_work(instance: Instance) -> OpWork:
         transcendentals=column(op.transcendentals for op in ops),
         bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
         iterations=column((op.iterations or 0) for op in ops),
-        unfused=column(op.opcode == "convolution" for op in ops),
+        unfused=column(op.opcode in ("convolution", "dot") for op in ops),
+        channels=column(conv_groups(op, instance)[0] for op in ops),
+        grouped=column(conv_groups(op, instance)[1] > 1 for op in ops),
+        batch=column(dot_batch(op, instance) for op in ops),
+        repeated=column((op.trip_count or 1) > 1 for op in ops),
         arguments=sum(1 for b in instance.buffers if b.is_parameter or b.is_output),
         kind=np.concatenate([[OP_KINDS.index(op_kind(op)) for op in ops], np.full(n - len(ops), free)]).astype(np.int32))
 
@@ -170,7 +226,11 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     kind = {k: work.kind == i for i, k in enumerate(OP_KINDS)}
     rest = work.other / profile.vector_flop_rate + work.transcendentals / profile.transcendental_rate
     half = profile.matmul_half_flops
-    conv_rate = np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate"))
+    dot_rate = np.where(work.unfused > 0, profile.rate("unfused_dot_flop_rate"), profile.flop_rate)
+    conv_rate = np.where(work.grouped > 0, profile.rate("grouped_conv_flop_rate"),
+                         np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate")))
+    # a convolution of few input channels per group runs below its rate (0 channels: not told, no term)
+    narrow = 1.0 + profile.conv_half_channels / np.where(work.channels > 0, work.channels, np.inf)
     move = work.bytes / profile.rate("move_bandwidth")
     reduction = kind["reduction"] | kind["windowed-reduction"]
     reduction_rate = np.where(kind["windowed-reduction"], profile.rate("window_flop_rate"),
@@ -178,15 +238,16 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     seconds = np.select(
         [kind["dot"], kind["convolution"], kind["elementwise"], reduction, kind["data-movement"], kind["loop"],
          kind["sort"]],
-        [(work.matmul + half) / profile.flop_rate + rest,
-         (work.matmul + profile.rate("conv_half_flops")) / conv_rate + rest,
+        [(work.matmul + half + (work.batch - 1.0) * profile.batch_half_flops) / dot_rate + rest,
+         (work.matmul + profile.rate("conv_half_flops")) / conv_rate * narrow + rest,
          rest,
          (work.matmul + work.other) / reduction_rate + work.transcendentals / profile.transcendental_rate,
          move,
          work.iterations * profile.loop_iteration_seconds,
          move + work.other * profile.sort_compare_seconds],
         0.0)
-    overhead = np.where(kind["free"], 0.0, profile.op_overhead_seconds)
+    overhead = np.where(kind["free"], 0.0, np.where(work.repeated > 0, profile.rate("loop_op_overhead_seconds"),
+                                                     profile.op_overhead_seconds))
     return seconds, overhead
 
 

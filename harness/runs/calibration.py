@@ -32,17 +32,18 @@ import scipy.optimize
 import scipy.stats
 
 from harness.device.machine import machine_of
+from harness.device.op_alone import DISPATCH_ONLY
 from harness.results import artifacts, store
 from harness.xla.instance import Instance
-from harness.model.costmodel import op_kind
+from harness.model.costmodel import op_kind, op_work
 from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
-FIGURES = ("flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
+FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "grouped_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
            "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
-           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "conv_half_flops", "op_overhead_seconds",
-           "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
+           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "batch_half_flops", "conv_half_flops", "conv_half_channels",
+           "op_overhead_seconds", "loop_op_overhead_seconds", "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -115,17 +116,22 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
     """
     instances = {id(p.instance): p.instance for p in list(points) + list(op_points)}.values()
     ops = [op for instance in instances for op in instance.ops]
+    work = [op_work(instance) for instance in instances]
     kinds = {op_kind(op) for op in ops}
     free = []
     wanted = {"flop_rate": "dot" in kinds, "conv_flop_rate": "convolution" in kinds,
               "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
+              "unfused_dot_flop_rate": any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops),
               "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
               "reduction_flop_rate": "reduction" in kinds, "window_flop_rate": "windowed-reduction" in kinds,
               "transcendental_rate": any(op.transcendentals for op in ops), "fast_bandwidth": True,
               "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
               "conv_half_flops": "convolution" in kinds,
-              "op_overhead_seconds": True,
+              "batch_half_flops": any((w.batch > 1).any() for w in work),
+              "conv_half_channels": any(w.channels.any() for w in work),
+              "grouped_conv_flop_rate": any(w.grouped.any() for w in work),
+              "op_overhead_seconds": True, "loop_op_overhead_seconds": any(w.repeated.any() for w in work),
               "loop_iteration_seconds": any(op_kind(op) == "loop" and op.iterations for op in ops),
               "program_overhead_seconds": bool(points), "argument_seconds": bool(points),
               "sort_compare_seconds": any(op_kind(op) == "sort" and op.flops for op in ops)}
@@ -521,7 +527,8 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
 
 def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
                          instances: Optional[dict[str, Instance]] = None) -> list[OpPoint]:
-    """The per-op times of the runs (the `op_times` table) as op points; runs without it give none."""
+    """The per-op times of the runs (the `op_times` table) as op points; runs without it give none. An op whose
+    event holds only its dispatch (`op_alone.DISPATCH_ONLY`) and that its run did not time alone is left out."""
     frame = store.read("op_times", root, run_ids=list(run_ids) if run_ids else None)
     instances = {} if instances is None else instances
     out = []
@@ -536,6 +543,8 @@ def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]]
         step = int(row["step"])
         if not 0 <= step < len(instance.ops) or instance.ops[step].name != row["op"]:
             raise CalibrationError(f"run {row['run_id']}: op row {row['op']} is not step {step} of {file}")
+        if row["opcode"] in DISPATCH_ONLY and not row.get("timed_alone"):
+            continue  # its event held only its dispatch (a run from before such ops were timed alone): not its time
         if row["measured_s"] > 0:  # an op whose events all took under the clock's resolution is left out
             out.append(OpPoint(row["workload"], row["size"], instance, step, float(row["measured_s"]),
                                float(row["coverage"]), row["run_id"]))

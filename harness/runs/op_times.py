@@ -5,8 +5,8 @@ in `rounds` interleaved rounds (every program once per round, in a rotated order
 so that load from other processes spreads over all of them). In a round a program
 is called `calls` times untraced (its whole time: the least of them) and `calls`
 times under `jax.profiler` (its per-op times, `harness.device.op_profile`). An op whose
-trace event holds only its dispatch (an unfused convolution on the CPU: its work runs
-on the thread pool) is compiled and timed alone in each round instead
+trace event holds only its dispatch (an unfused convolution or dot on the CPU: its work
+runs on the thread pool) is compiled and timed alone in each round instead
 (`harness.device.op_alone`). Stored:
 
 - `measurements`: one row per program, as a sweep stores an `xla-native` cell
@@ -33,7 +33,7 @@ import numpy as np
 import workloads
 from agent.registry import solve
 from harness.device.machine import this_machine
-from harness.device.op_alone import AloneTimer, convolution_program, dispatch_only
+from harness.device.op_alone import AloneTimer, dispatch_only, op_program
 from harness.device.op_profile import OpTrace, trace_ops
 from harness.device.realization import NATIVE, extract_linked
 from harness.device.timing import environment, median_ci
@@ -122,7 +122,7 @@ def _alone_timers(compiled, instance: Instance, calls: int) -> dict[str, AloneTi
     """A timer for each op of the program whose trace event holds only its dispatch."""
     module = parse_module(compiled.as_text())
     names = {op.name for op in instance.ops}
-    return {inst.name: AloneTimer(*convolution_program(module, inst), calls=calls)
+    return {inst.name: AloneTimer(*op_program(module, inst), calls=calls)
             for c in module.computations.values() for inst in c.instructions
             if inst.name in names and dispatch_only(inst)}
 
