@@ -104,6 +104,8 @@ def test_model_drift_is_said_not_fatal(tmp_path):
     other = dataclasses.replace(PROFILE, fast_bandwidth=2 * PROFILE.fast_bandwidth)
     drift = D.load(other, BUDGET, tmp_path, _instance).drift
     assert len(drift) == 2 and drift[0] == "made under other profile figures" and "another cost model" in drift[1]
+    assert D.model_drift(other, BUDGET, tmp_path) == drift and D.model_drift(PROFILE, BUDGET, tmp_path) == ()
+    assert D.model_drift(other, 0.25, tmp_path) == ()  # no file: nothing recorded, nothing drifted
     _edit(path, lambda b: b["fingerprint"].update(probe_seconds=[1.0, 2.0]))
     loaded = D.load(PROFILE, BUDGET, tmp_path, _instance)
     assert [d.startswith("made under another cost model") for d in loaded.drift] == [True]

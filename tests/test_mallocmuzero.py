@@ -13,6 +13,7 @@ from agent.muzero import policy as mallocmuzero
 from agent import synthetic
 from agent.muzero import trainer
 from agent.heuristics.cpsat import solve_cpsat
+from agent.data import demos
 from agent.data.split import Split
 from agent.muzero.policy import candidates
 from agent.registry import solve
@@ -121,6 +122,19 @@ def test_resume_gives_identical_next_steps(trained, tmp_path):
     rows = trainer.read_curve(stopped)
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3", "4", "5"]  # 0: the warm start
     assert [r["loss"] for r in rows] == [r["loss"] for r in trainer.read_curve(straight)]
+
+
+def test_training_says_the_demonstrations_drift_at_setup(monkeypatch):
+    monkeypatch.setattr(trainer, "make_games", lambda *args, **kwargs: [])
+    monkeypatch.setattr(demos, "fingerprint", lambda profile: {"profile_sha256": "another", "probe_seconds": [1.0]})
+    said = []
+    trainer._games(TINY, SPLIT, said.append)
+    drift = [m for m in said if m.startswith("demonstrations")]
+    assert [m.split(": ")[0] for m in drift] == [f"demonstrations {p}@0.5" for p in TINY.profiles for _ in "ab"]
+    assert "made under other profile figures" in drift[0] and "made under another cost model" in drift[1]
+    said.clear()
+    trainer._games(dataclasses.replace(TINY, demonstrations=False), SPLIT, said.append)
+    assert not [m for m in said if m.startswith("demonstrations")]
 
 
 def test_training_writes_curve_and_refuses_to_overwrite(trained):

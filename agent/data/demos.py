@@ -172,12 +172,24 @@ def load(profile: Profile, budget: float, directory: Path = DEMO_DIR,
     entries = body.get("instances")
     if not isinstance(entries, dict) or not entries:
         raise DemoError(f"{path}: 'instances' must be a non-empty object of instance name -> demo")
-    current = fingerprint(profile)
+    demos = tuple(_demo(path, name, entry, get, profile, budget) for name, entry in entries.items())
+    return DemoSet(profile.name, budget, body["fingerprint"], demos, _drift_of(body, profile))
+
+
+def model_drift(profile: Profile, budget: float, directory: Path = DEMO_DIR) -> tuple[str, ...]:
+    """What changed since the demos of `profile` at `budget` were made (`DemoSet.drift`, without checking each
+    demo against its instance); empty when nothing did or there is no file. DemoError when the file does not read."""
+    path = demo_path(profile.name, budget, directory)
+    return _drift_of(_read(path), profile) if path.exists() else ()
+
+
+def _drift_of(body: dict, profile: Profile) -> tuple[str, ...]:
+    """The drift of a read file `body` (its own fingerprint and each kept entry's) against `profile` now."""
+    entries = body.get("instances") if isinstance(body.get("instances"), dict) else {}
     made_under = [body.get("fingerprint")] + [e["fingerprint"] for e in entries.values()
                                               if isinstance(e, dict) and "fingerprint" in e]
-    drift = tuple(dict.fromkeys(d for f in made_under for d in _drift(f, current)))
-    demos = tuple(_demo(path, name, entry, get, profile, budget) for name, entry in entries.items())
-    return DemoSet(profile.name, budget, body["fingerprint"], demos, drift)
+    current = fingerprint(profile)
+    return tuple(dict.fromkeys(d for f in made_under for d in _drift(f, current)))
 
 
 def _read(path: Path) -> dict:

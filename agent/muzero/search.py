@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -112,15 +112,20 @@ def _exact_model(net: MuZeroNet, game: Game, config: SearchConfig) -> mctx.Recur
 
 
 def run_search(params: Params, net: MuZeroNet, game: Game, states: GameState, key: jax.Array,
-               config: SearchConfig) -> mctx.PolicyOutput:
-    """Gumbel MuZero search from each of a batch of `states` ([B] leading axis) of `game`.
+               config: SearchConfig, observation: Optional[dict] = None,
+               legal: Optional[jax.Array] = None) -> mctx.PolicyOutput:
+    """Gumbel MuZero search from each of a batch of `states` ([B] leading axis) of `game`; `observation`
+    and `legal` are the states' observations and legal masks where the caller has them already (else computed).
 
     Returns mctx's `PolicyOutput`: the chosen actions [B] (legal in the real game), the
     improved policies [B, n_actions] (training targets) and the search tree.
     """
-    latent = net.represent(params, jax.vmap(functools.partial(observe, game))(states))
+    if observation is None:
+        observation = jax.vmap(functools.partial(observe, game))(states)
+    if legal is None:
+        legal = jax.vmap(functools.partial(legal_actions, game))(states)
+    latent = net.represent(params, observation)
     logits, value, _ = _evaluate(params, net, latent)
-    legal = jax.vmap(functools.partial(legal_actions, game))(states)
     if config.mode == "alphazero":
         embedding, recurrent_fn = states, _exact_model(net, game, config)
     else:

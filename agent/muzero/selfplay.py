@@ -68,14 +68,14 @@ def _self_play(params, spec, key, *, net: MuZeroNet, shape: GameShape, config: S
     step = jax.vmap(functools.partial(G.step, game))
     slow = game.n_slots
 
-    def searched(states, key, legal):
-        out = run_search(params, net, game, states, key, config)
+    def searched(states, key, obs, legal):
+        out = run_search(params, net, game, states, key, config, observation=obs, legal=legal)
         value = out.search_tree.node_values[:, 0]
         return out.action, out.action_weights, value
 
-    def forced(states, key, legal):
-        del key
-        latent = net.represent(params, observe(states))
+    def forced(states, key, obs, legal):
+        del key, legal
+        latent = net.represent(params, obs)
         value = support_to_scalar(net.predict(params, latent).value_logits)
         action = jnp.full(batch, slow, jnp.int32)
         return action, jax.nn.one_hot(action, game.n_actions), value
@@ -83,7 +83,7 @@ def _self_play(params, spec, key, *, net: MuZeroNet, shape: GameShape, config: S
     def body(states, key):
         obs, legal = observe(states), legal_of(states)
         choice = jnp.any(legal[:, :-1])
-        action, policy, value = jax.lax.cond(choice, searched, forced, states, key, legal)
+        action, policy, value = jax.lax.cond(choice, searched, forced, states, key, obs, legal)
         states, reward, _ = step(states, action)
         return states, Trajectory(obs, action, policy, reward * scale, value, legal)
 

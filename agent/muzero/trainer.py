@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from agent.data.demos import model_drift
 from agent.muzero import checkpoint, compile_cache
 from agent.data.split import Split
 from agent.muzero.replay import Replay
 from agent.muzero.learner import (TrainConfig, TrainState, demo_replay, eval_names, evaluate, init_state, iterate,
                                   make_games, make_update, warm_start)
+from harness.model.profiles import load_profile
 from harness.results.artifacts import write_bytes
 
 CURVE_FIELDS = ("iteration", "step", "episodes", "elapsed_s", "game", "mean_return", "gap_to_xla_msa", "loss",
@@ -61,6 +63,9 @@ def _games(config: TrainConfig, split: Split, on_setup):
     compile_cache.enable()  # a run's programs (self-play per game size, the update) load from an earlier run's
     if on_setup:
         on_setup(f"building {len(split.train)} training instances x {len(config.profiles)} profiles")
+    for p, b in ((p, b) for p in config.profiles for b in config.budgets) if on_setup and config.demonstrations else ():
+        for change in model_drift(load_profile(p), b):  # the recorded teacher seconds may be stale
+            on_setup(f"demonstrations {p}@{b:g}: {change}")
     games = make_games(split.train, config.profiles, config.budgets, config.demonstrations)
     held = make_games(eval_names(split), config.profiles, (0.5,), best_time_limit=BEST_TIME_LIMIT) \
         if config.eval_every else []

@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(task, completed=row["iteration"], stats=stats)
 
         def setup(message: str) -> None:
+            bar.console.print(message)  # kept above the bar: a drift of the demonstrations must stay readable
             bar.update(task, stats=message)
 
         try:
