@@ -45,6 +45,9 @@ from harness.model.profiles import load_profile
 from harness.model.simulator import simulate
 
 
+MONTE_CARLO = 512  # td_steps at least every padded game's episode length: value targets are exact returns
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (with the data `Split`)."""
@@ -57,7 +60,7 @@ class TrainConfig:
     simulations: int = 16
     considered: int = 16  # Gumbel MuZero's max_num_considered_actions
     unroll: int = 5  # dynamics steps in the loss (0 in alphazero mode)
-    td_steps: int = 16
+    td_steps: int = MONTE_CARLO  # n of the n-step value targets; MONTE_CARLO: the episode's exact return
     discount: float = 1.0
     batch_size: int = 128
     updates: int = 8  # gradient steps per iteration
@@ -69,8 +72,8 @@ class TrainConfig:
     demonstrations: bool = True  # learn from the teacher's episodes: a warm start, then a share of each batch
     warm_start: int = 2000  # gradient steps on the demonstrations alone before self-play
     demo_share: float = 0.9  # share of each self-play batch drawn from the demonstrations
-    selfplay_learning_rate: Optional[float] = None  # Adam's step size after the warm start (None: learning_rate)
-    archive: bool = False  # self-imitation: a self-play episode faster than a game's best known replaces its demo
+    selfplay_learning_rate: Optional[float] = 4e-4  # Adam's step size after the warm start (None: learning_rate)
+    archive: bool = True  # self-imitation: a self-play episode faster than a game's best known replaces its demo
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -88,8 +91,6 @@ class TrainConfig:
             raise ValueError(f"demo_share: must be in [0, 1), got {self.demo_share}")
         if self.selfplay_learning_rate is not None and not self.selfplay_learning_rate > 0:
             raise ValueError(f"selfplay_learning_rate: must be positive, got {self.selfplay_learning_rate}")
-        if self.archive and not self.demonstrations:
-            raise ValueError("archive: needs demonstrations (the archive starts from the teacher's episodes)")
 
     @property
     def demo_batch(self) -> int:
@@ -282,8 +283,11 @@ def demo_replay(games: list[TrainGame], config: TrainConfig) -> Replay:
 
 
 def archive_of(games: list[TrainGame], config: TrainConfig) -> Optional[Archive]:
-    """The archive of best episodes of `games`, starting from their teachers' (None unless `config.archive`)."""
-    return Archive(games, config.unroll_steps, config.td_steps, config.discount) if config.archive else None
+    """The archive of best episodes of `games`, starting from their teachers' (None unless `config.archive` and
+    `config.demonstrations`)."""
+    if not (config.archive and config.demonstrations):
+        return None
+    return Archive(games, config.unroll_steps, config.td_steps, config.discount)
 
 
 def mixed_sample(key: jax.Array, replay: Replay, demos: Replay, batch: int, from_demos: int) -> Sample:
