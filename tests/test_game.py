@@ -125,6 +125,8 @@ def test_slot_features_on_a_planted_plane():
     np.testing.assert_allclose([run[4], waste[4], below[4], above[4]], [5, 5 - width, 1, 4 - width], atol=1e-5)
     np.testing.assert_allclose([run[9], waste[9]], [n - 9, n - 9 - width], atol=1e-4)
     assert best[3] == 1 and best.sum() == 1
+    rank = f[:, 7] * G.RANK_CAP  # best-fit order: the run of 5 (slots 3-6 fit), then the long run from 9, by slot
+    np.testing.assert_allclose(rank[[3, 4, 5, 6, 9, 10, 9 + G.RANK_CAP]], [0, 1, 2, 3, 4, 5, G.RANK_CAP], atol=1e-5)
     assert np.all(f[legal == 0][:, 2:] == 0), "an illegal slot leaves nothing"
     assert f[3, 8] == 1 and f[n - width, 9] == 1  # the first and the last legal slot
 

@@ -290,7 +290,7 @@ def slot_features(game: Game, state: GameState) -> jax.Array:
     above = jax.lax.cummin(jnp.where(free, game.n_slots, idx), reverse=True)
     run = above - below - 1
     order = jnp.where(legal, run * (game.n_slots + 1) + idx, jnp.iinfo(jnp.int32).max)
-    rank = jnp.argsort(jnp.argsort(order))
+    rank = jnp.sum(order[None, :] < order[:, None], axis=1)  # among legal slots, unique orders: argsort's ranks
     first = jnp.argmax(legal)
     last = game.n_slots - 1 - jnp.argmax(legal[::-1])
     now = game.spec.start[c]

@@ -146,6 +146,35 @@ class MLP(nn.Module):
         return x
 
 
+class SlotDense(nn.Module):
+    """`nn.Dense` (the same parameters) over each slot's inputs [..., n_slots, a] concatenated with
+    inputs [..., b] that every slot shares, without copying the shared ones to every slot: the shared
+    part of the product is taken once and added to each slot's."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, per_slot: jax.Array, shared: jax.Array) -> jax.Array:
+        width = per_slot.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (width + shared.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return per_slot @ kernel[:width] + (shared @ kernel[width:] + bias)[..., None, :]
+
+
+class SlotMLP(nn.Module):
+    """`MLP` (the same parameters) over each slot's inputs concatenated with shared ones (`SlotDense`)."""
+
+    widths: Sequence[int]
+
+    @nn.compact
+    def __call__(self, per_slot: jax.Array, shared: jax.Array) -> jax.Array:
+        x = per_slot
+        for i, width in enumerate(self.widths):
+            x = SlotDense(width, name=f"Dense_{i}")(x, shared) if i == 0 else nn.Dense(width, name=f"Dense_{i}")(x)
+            x = nn.relu(nn.LayerNorm(name=f"LayerNorm_{i}")(x))
+        return x
+
+
 def split_latent(latent: jax.Array, config: NetworkConfig) -> tuple[jax.Array, jax.Array]:
     """(context [..., latent_size], slot embeddings [..., n_slots, slot_size]) of a flat latent."""
     context, slots = latent[..., :config.latent_size], latent[..., config.latent_size:]
@@ -177,14 +206,7 @@ class Representation(nn.Module):
         context = nn.Dense(cfg.latent_size)(MLP(cfg.representation)(x))
         slots = observation["slots"]
         shared = jnp.concatenate([nn.Dense(cfg.slot_size)(current), state], axis=-1)
-        x = jnp.concatenate([slots, jnp.broadcast_to(shared[..., None, :], (*slots.shape[:-1], shared.shape[-1]))],
-                            axis=-1)
-        return join_latent(context, nn.Dense(cfg.slot_size)(MLP(cfg.slot_hidden, name="slot")(x)))
-
-
-def _broadcast_slots(x: jax.Array, slots: jax.Array) -> jax.Array:
-    """[..., n_slots, width] copies of the [..., width] `x`, one per slot of `slots`."""
-    return jnp.broadcast_to(x[..., None, :], (*slots.shape[:-1], x.shape[-1]))
+        return join_latent(context, nn.Dense(cfg.slot_size)(SlotMLP(cfg.slot_hidden, name="slot")(slots, shared)))
 
 
 class Dynamics(nn.Module):
@@ -204,9 +226,9 @@ class Dynamics(nn.Module):
         reward = nn.Dense(cfg.support_size, kernel_init=nn.initializers.zeros, name="reward")(x)
         new_context = nn.Dense(cfg.latent_size)(x)
         distance = (jnp.arange(n_slots) - action[..., None]) / n_slots * (1.0 - is_slow)
-        per_slot = jnp.concatenate([slots, chosen[..., :-1, None], distance[..., None],
-                                    _broadcast_slots(nn.Dense(cfg.slot_size)(x), slots)], axis=-1)
-        new_slots = nn.Dense(cfg.slot_size)(MLP(cfg.slot_hidden, name="slot")(per_slot))
+        per_slot = jnp.concatenate([slots, chosen[..., :-1, None], distance[..., None]], axis=-1)
+        shared = nn.Dense(cfg.slot_size)(x)
+        new_slots = nn.Dense(cfg.slot_size)(SlotMLP(cfg.slot_hidden, name="slot")(per_slot, shared))
         return join_latent(new_context, new_slots), reward
 
 
@@ -232,7 +254,7 @@ class PredictionNet(nn.Module):
         x = MLP(cfg.prediction)(jnp.concatenate([context, jnp.mean(slots, axis=-2)], axis=-1))
         zeros = nn.initializers.zeros
         query = nn.Dense(cfg.slot_size, name="query")(x)
-        h = MLP(cfg.slot_hidden, name="pointer")(jnp.concatenate([slots, _broadcast_slots(query, slots)], axis=-1))
+        h = SlotMLP(cfg.slot_hidden, name="pointer")(slots, query)
         slot_policy = nn.Dense(1, kernel_init=zeros, name="policy")(h)[..., 0]
         slot_legal = nn.Dense(1, kernel_init=zeros, name="legal")(h)[..., 0]
         slow = nn.Dense(1, kernel_init=zeros, bias_init=nn.initializers.constant(jnp.log(n_slots)),
