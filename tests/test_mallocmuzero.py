@@ -26,7 +26,8 @@ from harness.model.mapping import validate
 
 SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
 TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
-                   iterations=3, eval_every=0, budgets=(0.5,), warm_start=2)
+                   iterations=3, eval_every=2, budgets=(0.5,), warm_start=2, archive=True,
+                   selfplay_learning_rate=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +120,30 @@ def test_resume_gives_identical_next_steps(trained, tmp_path):
     assert int(a.state.iteration) == int(b.state.iteration) == 5
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree_util.tree_leaves(a.best), jax.tree_util.tree_leaves(b.best)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert a.info["best"] == b.info["best"] and a.info["archive"] == b.info["archive"]
     rows = trainer.read_curve(stopped)
     assert [r["iteration"] for r in rows] == ["0", "1", "2", "3", "4", "5"]  # 0: the warm start
     assert [r["loss"] for r in rows] == [r["loss"] for r in trainer.read_curve(straight)]
+    assert [r["validation_geomean_speedup"] != "" for r in rows] == [True, False, True, True, True, True]
+
+
+def test_export_ships_the_parameters_kept_by_validation(trained, tmp_path):
+    """The run keeps the parameters that scored best on its validation games (training games at budget 0.5)
+    and export ships them, without the replay, the archive's episodes or a second copy of the parameters."""
+    ckpt = checkpoint.load(trained)
+    rows = trainer.read_curve(trained)
+    scores = {int(r["iteration"]): float(r["validation_geomean_speedup"]) for r in rows
+              if r["validation_geomean_speedup"]}
+    assert set(scores) == {0, 2, 3} and ckpt.info["best"]["iteration"] in scores
+    assert ckpt.info["best"]["validation_geomean_speedup"] == max(scores.values())
+    assert {g.name for g in trainer.validation(trainer.make_games(SPLIT.train, TINY.profiles, TINY.budgets),
+                                               SPLIT)} == set(SPLIT.train)
+    shipped = checkpoint.load(trainer.export(trained, tmp_path / "shipped"))
+    assert shipped.replay is None and shipped.best is None and "archive" not in shipped.info
+    for x, y in zip(jax.tree_util.tree_leaves(shipped.state.params), jax.tree_util.tree_leaves(ckpt.best)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_training_says_the_demonstrations_drift_at_setup(monkeypatch):

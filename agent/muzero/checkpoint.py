@@ -4,6 +4,8 @@
                            with their SHA-256, and what the run had done (iterations, time)
     state-<hash>.msgpack   TrainState (params, optimizer state, counters, key), flax.serialization
     replay-<hash>.npz      the replay buffer (absent from shipped checkpoints: only resuming needs it)
+    best-<hash>.msgpack    the parameters that scored best on the validation games (absent from shipped
+                           checkpoints, whose state holds them)
 
 Files are named by their content and written atomically (`harness.results.artifacts.write_bytes`),
 `config.json` last; the files it no longer names are removed after it. A save killed at
@@ -28,11 +30,12 @@ from flax import serialization
 from agent.data.split import Split
 from agent.muzero.replay import Replay
 from agent.muzero.learner import TrainConfig, TrainState, init_state, reference_game
+from agent.muzero.networks import Params
 from harness.results.artifacts import write_bytes
 
 FORMAT = 1
 CONFIG = "config.json"
-STATE, REPLAY = ("state", ".msgpack"), ("replay", ".npz")
+STATE, REPLAY, BEST = ("state", ".msgpack"), ("replay", ".npz"), ("best", ".msgpack")
 
 
 class CheckpointError(ValueError):
@@ -49,14 +52,17 @@ class Checkpoint:
     state: TrainState
     replay: Optional[Replay]
     info: dict  # what the run had done: iterations, elapsed seconds, ...
+    best: Optional[Params] = None  # the parameters kept for their validation score, where the run kept any
 
 
 def save(path, config: TrainConfig, split: Split, state: TrainState, replay: Optional[Replay],
-         info: dict) -> Path:
-    """Write a checkpoint directory at `path` (replay.npz only if `replay` is given)."""
+         info: dict, best: Optional[Params] = None) -> Path:
+    """Write a checkpoint directory at `path` (the replay and the best parameters only if given)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     blobs = {STATE: serialization.to_bytes(state._asdict())}
+    if best is not None:
+        blobs[BEST] = serialization.to_bytes(best)
     if replay is not None:
         buf = io.BytesIO()
         np.savez(buf, **replay.state())
@@ -71,7 +77,7 @@ def save(path, config: TrainConfig, split: Split, state: TrainState, replay: Opt
                    "files": files, "info": info}
     write_bytes(path / CONFIG, (json.dumps(config_json, indent=1) + "\n").encode())
     named = {f["file"] for f in files.values()}
-    for stem, ext in (STATE, REPLAY):
+    for stem, ext in (STATE, REPLAY, BEST):
         for old in path.glob(f"{stem}-*{ext}"):
             if old.name not in named:
                 old.unlink()
@@ -92,6 +98,15 @@ def load(path, with_replay: bool = True) -> Checkpoint:
     except Exception as err:  # msgpack and flax raise many types for a state of another shape
         raise CheckpointError(f"{path / meta['files'][STATE[0]]['file']}: does not match the networks of its config "
                               f"(preset {config.preset!r}): {err}") from None
+    best = None
+    if BEST[0] in meta["files"]:
+        try:
+            best = serialization.from_bytes(target["params"], _read_checked(path, BEST, meta))
+        except CheckpointError:
+            raise
+        except Exception as err:
+            raise CheckpointError(f"{path / meta['files'][BEST[0]]['file']}: does not match the networks of its "
+                                  f"config (preset {config.preset!r}): {err}") from None
     replay = None
     if with_replay and REPLAY[0] in meta["files"]:
         try:
@@ -102,7 +117,7 @@ def load(path, with_replay: bool = True) -> Checkpoint:
         except Exception as err:
             raise CheckpointError(f"{path / meta['files'][REPLAY[0]]['file']}: unreadable replay buffer: "
                                   f"{err}") from None
-    return Checkpoint(path, config, split, state, replay, dict(meta.get("info", {})))
+    return Checkpoint(path, config, split, state, replay, dict(meta.get("info", {})), best)
 
 
 def read_config(path) -> tuple[TrainConfig, Split]:

@@ -35,13 +35,17 @@ from agent.data.split import Split, load
 from agent.data.synthesize import synthetic
 from agent.heuristics.cpsat import solve_cpsat
 from agent.heuristics.xla_msa import xla_msa_of_game
-from agent.muzero.networks import MuZeroNet, NetworkConfig, Params, reward_scale, scalar_to_support
+from agent.muzero.archive import Archive, episode
+from agent.muzero.networks import MuZeroNet, NetworkConfig, Params, scalar_to_support
 from agent.muzero.replay import Replay, Sample
 from agent.muzero.search import MODES, SearchConfig, masked_logits
 from agent.muzero.selfplay import GameShape, Trajectory, self_play
 from harness.model.mapping import check_budget
 from harness.model.profiles import load_profile
 from harness.model.simulator import simulate
+
+
+MONTE_CARLO = 512  # td_steps at least every padded game's episode length: value targets are exact returns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +60,7 @@ class TrainConfig:
     simulations: int = 16
     considered: int = 16  # Gumbel MuZero's max_num_considered_actions
     unroll: int = 5  # dynamics steps in the loss (0 in alphazero mode)
-    td_steps: int = 16
+    td_steps: int = MONTE_CARLO  # n of the n-step value targets; MONTE_CARLO: the episode's exact return
     discount: float = 1.0
     batch_size: int = 128
     updates: int = 8  # gradient steps per iteration
@@ -68,6 +72,8 @@ class TrainConfig:
     demonstrations: bool = True  # learn from the teacher's episodes: a warm start, then a share of each batch
     warm_start: int = 2000  # gradient steps on the demonstrations alone before self-play
     demo_share: float = 0.9  # share of each self-play batch drawn from the demonstrations
+    selfplay_learning_rate: Optional[float] = 4e-4  # Adam's step size after the warm start (None: learning_rate)
+    archive: bool = True  # self-imitation: a self-play episode faster than a game's best known replaces its demo
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -83,6 +89,8 @@ class TrainConfig:
             raise ValueError("unroll, eval_every and warm_start must not be negative")
         if not 0.0 <= self.demo_share < 1.0:
             raise ValueError(f"demo_share: must be in [0, 1), got {self.demo_share}")
+        if self.selfplay_learning_rate is not None and not self.selfplay_learning_rate > 0:
+            raise ValueError(f"selfplay_learning_rate: must be positive, got {self.selfplay_learning_rate}")
 
     @property
     def demo_batch(self) -> int:
@@ -202,27 +210,13 @@ def demonstration(game: G.Game, mapping) -> Trajectory:
         offset = mapping.offsets.get(members[0])
         if offset is not None:
             slot[c] = offset // game.slot_bytes
-    return _demonstration(game.spec, jnp.asarray(slot)[game.spec.order], shape=GameShape.of(game))
+    return episode(game, jnp.asarray(slot)[game.spec.order])[0]
 
 
-@functools.partial(jax.jit, static_argnames=("shape",))
-def _demonstration(spec, actions, *, shape: GameShape) -> Trajectory:
-    game = shape.game(spec)
-
-    def body(state, action):
-        obs, legal = G.observe(game, state), G.legal_actions(game, state)
-        action = jnp.where(legal[action], action, game.n_slots)
-        state, reward, _ = G.step(game, state, action)
-        return state, (obs, action, jax.nn.one_hot(action, game.n_actions), reward * reward_scale(game), legal)
-
-    _, (obs, action, policy, reward, legal) = jax.lax.scan(body, G.reset(game), actions)
-    value = jnp.cumsum(reward[::-1])[::-1]
-    return jax.tree_util.tree_map(lambda x: x[:, None], Trajectory(obs, action, policy, reward, value, legal))
-
-
-def optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with global-norm clipping."""
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
+def optimizer(config: TrainConfig, learning_rate: Optional[float] = None) -> optax.GradientTransformation:
+    """Adam with global-norm clipping, at `learning_rate` (default: the config's); every step size has the
+    same optimizer state."""
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate or config.learning_rate))
 
 
 def init_state(config: TrainConfig) -> TrainState:
@@ -260,9 +254,10 @@ def loss(params: Params, batch: Sample, net: MuZeroNet, unroll: int) -> tuple[ja
     return total, parts
 
 
-def make_update(config: TrainConfig) -> Callable:
-    """The jitted gradient step: (params, opt_state, batch) -> (params, opt_state, loss, parts)."""
-    net, opt, unroll = config.network(), optimizer(config), config.unroll_steps
+def make_update(config: TrainConfig, learning_rate: Optional[float] = None) -> Callable:
+    """The jitted gradient step at `learning_rate` (default: the config's):
+    (params, opt_state, batch) -> (params, opt_state, loss, parts)."""
+    net, opt, unroll = config.network(), optimizer(config, learning_rate), config.unroll_steps
 
     @jax.jit
     def update(params, opt_state, batch):
@@ -285,6 +280,14 @@ def demo_replay(games: list[TrainGame], config: TrainConfig) -> Replay:
         if g.demo is not None:
             demos.add(g.demo, config.unroll_steps, config.td_steps, config.discount)
     return demos
+
+
+def archive_of(games: list[TrainGame], config: TrainConfig) -> Optional[Archive]:
+    """The archive of best episodes of `games`, starting from their teachers' (None unless `config.archive` and
+    `config.demonstrations`)."""
+    if not (config.archive and config.demonstrations):
+        return None
+    return Archive(games, config.unroll_steps, config.td_steps, config.discount)
 
 
 def mixed_sample(key: jax.Array, replay: Replay, demos: Replay, batch: int, from_demos: int) -> Sample:
@@ -311,21 +314,28 @@ def warm_start(state: TrainState, demos: Replay, config: TrainConfig, update: Ca
 
 
 def iterate(state: TrainState, replay: Replay, games: list[TrainGame], config: TrainConfig,
-            update: Callable, demos: Optional[Replay] = None) -> tuple[TrainState, dict]:
-    """One self-play batch and `updates` gradient steps (a share of each batch from `demos`); returns the
-    new state and its metrics."""
+            update: Callable, demos: Optional[Replay] = None,
+            archive: Optional[Archive] = None) -> tuple[TrainState, dict]:
+    """One self-play batch and `updates` gradient steps (a share of each batch from `demos`, or with an
+    `archive` from its best episodes, which the batch's fastest episode may improve); returns the new
+    state and its metrics."""
     i = int(state.iteration)
-    g = games[game_order(config, len(games))[i % len(games)]]
+    index = int(game_order(config, len(games))[i % len(games)])
+    g = games[index]
     key, play_key, *sample_keys = jax.random.split(state.key, 2 + config.updates)
     trajectory, final = self_play(state.params, config.network(), g.game, play_key, config.search(), config.games)
     replay.add(trajectory, config.unroll_steps, config.td_steps, config.discount)
+    times = np.asarray(final.time, np.float64)
+    if archive is not None:
+        best = int(np.argmin(times))
+        archive.offer(index, np.asarray(trajectory.action)[:, best], float(times[best]))
+        demos = archive.replay
     demos = demos if demos is not None else Replay(1)
     params, opt_state, losses = state.params, state.opt_state, []
     for k in sample_keys:
         batch = mixed_sample(k, replay, demos, config.batch_size, config.demo_batch)
         params, opt_state, value, _ = update(params, opt_state, batch)
         losses.append(float(value))
-    times = np.asarray(final.time, np.float64)
     state = TrainState(params, opt_state, state.iteration + 1, state.step + config.updates,
                        state.episodes + config.games, key)
     metrics = {
@@ -335,6 +345,8 @@ def iterate(state: TrainState, replay: Replay, games: list[TrainGame], config: T
         "gap_to_xla_msa": float(times.min() / g.xla_msa - 1.0),
         "loss": float(np.mean(losses)),
     }
+    if archive is not None:
+        metrics["improved_over_teacher"] = len(archive.actions)
     return state, metrics
 
 

@@ -35,8 +35,12 @@ class Sample(NamedTuple):
 
 
 def n_step_values(reward: jax.Array, value: jax.Array, td_steps: int, discount: float) -> jax.Array:
-    """[T, B] z_t = sum_{i < n} discount^i r_{t+i} + discount^n v_{t+n}, zero past the end."""
+    """[T, B] z_t = sum_{i < n} discount^i r_{t+i} + discount^n v_{t+n}, zero past the end. With `td_steps`
+    at least the episode's length T this is the Monte-Carlo return (no bootstrap)."""
     t = reward.shape[0]
+    if td_steps >= t:
+        return jax.lax.scan(lambda g, r: (r + discount * g, r + discount * g), jnp.zeros_like(reward[0]),
+                            reward, reverse=True)[1]
     r = jnp.concatenate([reward, jnp.zeros((td_steps,) + reward.shape[1:], reward.dtype)])
     v = jnp.concatenate([value, jnp.zeros((td_steps,) + value.shape[1:], value.dtype)])
     z = discount ** td_steps * v[td_steps: td_steps + t]
@@ -85,11 +89,8 @@ class Replay:
 
     def add(self, trajectory, unroll: int, td_steps: int, discount: float) -> int:
         """Add the positions of a self-play batch that offered a choice; returns how many."""
-        sample, choice = unroll_targets(trajectory, unroll, td_steps, discount)
-        keep = np.asarray(choice).reshape(-1)
-        n_positions = keep.shape[0]
-        flat = {k: np.asarray(v).reshape((n_positions,) + v.shape[2:])[keep] for k, v in _leaves(sample).items()}
-        n = int(keep.sum())
+        flat = choice_samples(trajectory, unroll, td_steps, discount)
+        n = added = len(flat["mask"])
         if n == 0:
             return 0
         if n > self.capacity:
@@ -101,8 +102,18 @@ class Replay:
             self.data[k][index] = v
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
-        self.added += int(keep.sum())
-        return int(keep.sum())
+        self.added += added
+        return added
+
+    @classmethod
+    def of(cls, parts: list[dict]) -> Replay:
+        """A full buffer of exactly the samples of `parts` (each `choice_samples`' output), in order."""
+        parts = [p for p in parts if len(p["mask"])]
+        if not parts:
+            return cls(1)
+        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        n = len(data["mask"])
+        return cls(n, data, n, 0, n)
 
     def sample(self, key: jax.Array, batch: int) -> Sample:
         """`batch` samples drawn uniformly (with replacement) by `key`."""
@@ -127,6 +138,15 @@ class Replay:
                 data[k[len("data/"):]] = np.concatenate(
                     [filled, np.zeros((capacity - len(filled),) + filled.shape[1:], filled.dtype)])
         return cls(capacity, data, size, cursor, added)
+
+
+def choice_samples(trajectory, unroll: int, td_steps: int, discount: float) -> dict[str, np.ndarray]:
+    """The samples (`unroll_targets`) of the positions of `trajectory` that offered a choice, as flat NumPy
+    leaves with a leading sample axis."""
+    sample, choice = unroll_targets(trajectory, unroll, td_steps, discount)
+    keep = np.asarray(choice).reshape(-1)
+    n_positions = keep.shape[0]
+    return {k: np.asarray(v).reshape((n_positions,) + v.shape[2:])[keep] for k, v in _leaves(sample).items()}
 
 
 def _leaves(sample: Sample) -> dict[str, jax.Array]:

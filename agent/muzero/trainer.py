@@ -2,7 +2,12 @@
 
 `run(config, split, out)` trains from scratch into the directory `out`; `resume(out)`
 goes on from the checkpoint there, exactly as if the run had not stopped (same games,
-same samples, same keys). A checkpoint and the curve (`curve.csv`, `curve.png`) are
+same samples, same keys, same archive of best episodes).
+
+At the warm start's end and at every evaluation the network alone also plays a validation
+set of *training* games (`validation`: never the held-out split); the parameters that score
+best there (geometric-mean speedup over xla-msa) are kept beside the current ones, and they
+are what `export` ships. A checkpoint and the curve (`curve.csv`, `curve.png`) are
 written every `eval_every` iterations, at the end, when the time limit is reached and
 on Ctrl-C, so an interrupted run loses at most the iterations since the last one.
 """
@@ -10,22 +15,28 @@ on Ctrl-C, so an interrupted run loses at most the iterations since the last one
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
 from agent.data.demos import model_drift
 from agent.muzero import checkpoint, compile_cache
 from agent.data.split import Split
+from agent.muzero.networks import Params
 from agent.muzero.replay import Replay
-from agent.muzero.learner import (TrainConfig, TrainState, demo_replay, eval_names, evaluate, init_state, iterate,
-                                  make_games, make_update, warm_start)
+from agent.muzero.learner import (TrainConfig, TrainGame, TrainState, archive_of, demo_replay, eval_names, evaluate,
+                                  init_state, iterate, make_games, make_update, warm_start)
 from harness.model.profiles import load_profile
 from harness.results.artifacts import write_bytes
 
 CURVE_FIELDS = ("iteration", "step", "episodes", "elapsed_s", "game", "mean_return", "gap_to_xla_msa", "loss",
-                "eval_geomean_speedup", "eval_share_no_worse", "eval_share_of_room")
+                "improved_over_teacher", "validation_geomean_speedup", "eval_geomean_speedup", "eval_share_no_worse",
+                "eval_share_of_room")
+VALIDATION_SYNTHETIC = 4  # synthetic training instances in the validation set (beside the workloads at size ci)
 BEST_TIME_LIMIT = 1.0  # seconds of CP-SAT per held-out game for the best known time (the room of the curve)
 
 
@@ -38,7 +49,7 @@ def run(config: TrainConfig, split: Split, out, minutes: Optional[float] = None,
     games, held = _games(config, split, on_setup)
     state = init_state(config)
     return _loop(config, split, out, state, Replay(config.replay_capacity), [], 0.0, games, held, minutes,
-                 on_metrics)
+                 on_metrics, Kept(), {})
 
 
 def resume(out, minutes: Optional[float] = None, iterations: Optional[int] = None,
@@ -55,8 +66,28 @@ def resume(out, minutes: Optional[float] = None, iterations: Optional[int] = Non
         raise checkpoint.CheckpointError(f"{out}: has no replay buffer (a shipped checkpoint?); it cannot be "
                                          f"resumed exactly")
     curve = [r for r in read_curve(out) if int(r["iteration"]) <= int(ckpt.state.iteration)]
+    kept = ckpt.info.get("best", {})
+    best = Kept(ckpt.best, kept.get("validation_geomean_speedup", -np.inf), kept.get("iteration", -1))
+    entries = {i: [int(a) for a in actions.split(",")] for i, actions in ckpt.info.get("archive", {}).items()}
     return _loop(config, split, out, ckpt.state, ckpt.replay, curve, float(ckpt.info.get("elapsed_s", 0.0)),
-                 games, held, minutes, on_metrics)
+                 games, held, minutes, on_metrics, best, entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The parameters that scored best on the validation games so far, their score and iteration."""
+
+    params: Optional[Params] = None
+    score: float = -np.inf  # geometric-mean speedup of the network alone over xla-msa on the validation games
+    iteration: int = -1
+
+
+def validation(games: list[TrainGame], split: Split) -> list[TrainGame]:
+    """The validation games among the training games: at budget 0.5, the training workloads at size ci and
+    the first `VALIDATION_SYNTHETIC` synthetic training instances, on every profile of the run."""
+    names = [n for n in split.train if n.endswith("@ci")]
+    names += [n for n in split.train if n.startswith("synthetic-")][:VALIDATION_SYNTHETIC]
+    return [g for g in games if g.budget == 0.5 and g.name in names]
 
 
 def _games(config: TrainConfig, split: Split, on_setup):
@@ -73,10 +104,19 @@ def _games(config: TrainConfig, split: Split, on_setup):
 
 
 def _loop(config, split, out: Path, state: TrainState, replay: Replay, curve: list[dict], elapsed: float,
-          games, held, minutes, on_metrics) -> Path:
+          games, held, minutes, on_metrics, best: Kept, entries: dict) -> Path:
     update = make_update(config)
-    demos = demo_replay(games, config)
+    play_update = make_update(config, config.selfplay_learning_rate) if config.selfplay_learning_rate else update
+    archive = archive_of(games, config)
+    if archive is not None:
+        archive.restore(entries)
+    demos = archive.replay if archive is not None else demo_replay(games, config)
+    valid = validation(games, split) if config.eval_every else []
     start = time.perf_counter() - elapsed
+
+    def save():
+        _save(config, split, out, state, replay, curve, time.perf_counter() - start, best, archive)
+
     try:
         if int(state.step) == 0:
             state, row = warm_start(state, demos, config, update)
@@ -84,42 +124,62 @@ def _loop(config, split, out: Path, state: TrainState, replay: Replay, curve: li
                 row["elapsed_s"] = round(time.perf_counter() - start, 2)
                 if held:
                     row.update(evaluate(state.params, config, held))
+                best = _keep(best, state, config, valid, row)
                 curve.append(row)
                 if on_metrics:
                     on_metrics(row)
         while int(state.iteration) < config.iterations:
-            state, row = iterate(state, replay, games, config, update, demos)
+            state, row = iterate(state, replay, games, config, play_update, demos, archive)
+            demos = archive.replay if archive is not None else demos
             row["elapsed_s"] = round(time.perf_counter() - start, 2)
             last = int(state.iteration) >= config.iterations
             timeout = minutes is not None and row["elapsed_s"] >= minutes * 60
             if held and (last or timeout or int(state.iteration) % config.eval_every == 0):
                 row.update(evaluate(state.params, config, held))
+            if config.eval_every and (last or timeout or int(state.iteration) % config.eval_every == 0):
+                best = _keep(best, state, config, valid, row)
             curve.append(row)
             if on_metrics:
                 on_metrics(row)
             if last or timeout or (config.eval_every and int(state.iteration) % config.eval_every == 0):
-                _save(config, split, out, state, replay, curve, time.perf_counter() - start)
+                save()
             if timeout:
                 break
     except KeyboardInterrupt:
-        _save(config, split, out, state, replay, curve, time.perf_counter() - start)
+        save()
         raise
     return out
 
 
-def _save(config, split, out: Path, state, replay, curve, elapsed: float) -> None:
+def _keep(best: Kept, state: TrainState, config: TrainConfig, valid: list[TrainGame], row: dict) -> Kept:
+    """`best`, or the state's parameters if they score higher on the validation games (noted in `row`)."""
+    if not valid:
+        return best
+    score = evaluate(state.params, config, valid)["eval_geomean_speedup"]
+    row["validation_geomean_speedup"] = score
+    return Kept(state.params, score, int(state.iteration)) if score > best.score else best
+
+
+def _save(config, split, out: Path, state, replay, curve, elapsed: float, best: Kept, archive) -> None:
     info = {"iterations": int(state.iteration), "steps": int(state.step), "episodes": int(state.episodes),
             "elapsed_s": round(elapsed, 2)}
+    if best.params is not None:
+        info["best"] = {"iteration": best.iteration, "validation_geomean_speedup": best.score}
+    if archive is not None:
+        info.update(archive.summary())
+        info["archive"] = {i: ",".join(map(str, a)) for i, a in archive.state().items()}
     write_curve(out, curve)
-    checkpoint.save(out, config, split, state, replay, info)
+    checkpoint.save(out, config, split, state, replay, info, best.params)
 
 
 def export(src, dest) -> Path:
-    """Copy the checkpoint at `src` to `dest` without its replay buffer (what is shipped), with
-    its curve."""
+    """Copy the checkpoint at `src` to `dest` without its replay buffer (what is shipped), with its curve:
+    its parameters are those that scored best on the validation games, where the run kept them."""
     src, dest = Path(src), Path(dest)
     ckpt = checkpoint.load(src, with_replay=False)
-    checkpoint.save(dest, ckpt.config, ckpt.split, ckpt.state, None, ckpt.info)
+    state = ckpt.state if ckpt.best is None else ckpt.state._replace(params=ckpt.best)
+    info = {k: v for k, v in ckpt.info.items() if k != "archive"}
+    checkpoint.save(dest, ckpt.config, ckpt.split, state, None, info)
     write_curve(dest, read_curve(src))
     return dest
 
@@ -174,6 +234,11 @@ def _plot(rows: list[dict]) -> bytes:
     if evals:
         x, speed, share, room = zip(*evals)
         bottom.plot(x, [100 * (s - 1) for s in speed], "o-", label="geomean speedup over xla-msa (%)")
+        valid = [(float(r["elapsed_s"]) / 60, number(r, "validation_geomean_speedup")) for r in rows
+                 if number(r, "validation_geomean_speedup") is not None]
+        if valid:
+            bottom.plot([m for m, _ in valid], [100 * (v - 1) for _, v in valid], "x-", color="tab:gray",
+                        label="validation (training games): geomean speedup (%)")
         bottom.plot(x, [100 * s for s in share], "s--", label="share no worse than xla-msa (%)")
         right = bottom.twinx()  # the room is a few percent of the time: its share swings far wider
         right.plot(x, [100 * r if r is not None else float("nan") for r in room], "^:", color="tab:green",
@@ -183,7 +248,7 @@ def _plot(rows: list[dict]) -> bytes:
         bottom.legend(lines, [line.get_label() for line in lines], fontsize=8)
     bottom.axhline(0, color="k", lw=0.8)
     bottom.set_xlabel("minutes of training")
-    bottom.set_ylabel("held-out, budget 0.5, network alone")
+    bottom.set_ylabel("budget 0.5, network alone")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
