@@ -6,7 +6,7 @@ over rounds and the least overall are kept) and predicted with `simulate` under 
 
 With TIMES.json (an earlier output) the programs are not timed: its least and median times are taken, so a
 profile can be checked against times measured on a quiet machine. The output records the load average at
-timing (the machine is shared: under load the least times grow).
+timing (the machine is shared: under load the least times grow), or the stored one with TIMES.json.
 """
 
 import json
@@ -91,10 +91,11 @@ def programs():
 
 def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
     profile = load_profile(profile_name)
-    stored = {}
+    stored, stored_load = {}, None
     if times_from:
         with open(times_from) as fh:
-            stored = {r["program"]: r for r in json.load(fh)["programs"]}
+            times = json.load(fh)
+        stored, stored_load = {r["program"]: r for r in times["programs"]}, times.get("load_average")
     compiled = []
     for name, fn, args in programs():
         instance, _, exe = extract_linked(fn, args, name)
@@ -122,7 +123,7 @@ def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
     if out:
         with open(out, "w") as fh:
             json.dump({"profile": profile.name, "times_from": times_from or None,
-                       "load_average": None if stored else load, "programs": rows}, fh, indent=1)
+                       "load_average": stored_load if stored else load, "programs": rows}, fh, indent=1)
     return rows
 
 

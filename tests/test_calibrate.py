@@ -62,7 +62,8 @@ def test_free_figures_are_those_of_the_op_kinds_present(points):
     # one tier: no slow bandwidth
     assert free_figures(PRIOR, points) == (
         "flop_rate", "vector_flop_rate", "reduction_flop_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes",
-        "matmul_half_flops", "op_overhead_seconds", "program_overhead_seconds", "argument_seconds")
+        "matmul_half_flops", "matmul_parallel_flops", "op_overhead_seconds", "program_overhead_seconds",
+        "argument_seconds")
     no_saturation = dataclasses.replace(PRIOR, matmul_half_flops=0.0)  # a zero prior: the effect is off
     assert "matmul_half_flops" not in free_figures(no_saturation, points)
 
@@ -150,7 +151,7 @@ def test_bad_input_is_named(points):
         fit([dataclasses.replace(points[0], measured_s=0.0)] + points[1:], PRIOR)
     with pytest.raises(CalibrationError, match="unknown figure 'warp_speed'"):
         fit(points, PRIOR, free=("warp_speed",))
-    with pytest.raises(CalibrationError, match="2 points cannot fit 10 figures"):
+    with pytest.raises(CalibrationError, match="2 points cannot fit 11 figures"):
         fit(points[:2], PRIOR)
     with pytest.raises(CalibrationError, match="step 999 is not an op"):
         fit(points, PRIOR, op_points=[OpPoint("w", "s", points[0].instance, 999, 1.0, 1.0, "run-a")])

@@ -291,13 +291,32 @@ def test_channels_batches_unfused_dots_and_loop_bodies_by_hand():
                                rtol=1e-6)
 
 
+def test_split_over_threads_and_unfused_dots_without_saturation_by_hand():
+    profile = dataclasses.replace(
+        _profile("direct"), flop_rate=1000.0, conv_flop_rate=500.0, unfused_conv_flop_rate=250.0,
+        unfused_dot_flop_rate=200.0, matmul_half_flops=1000.0, conv_half_flops=500.0, batch_half_flops=250.0,
+        conv_half_channels=4.0, vector_flop_rate=100.0, loop_op_overhead_seconds=0.125, grouped_conv_flop_rate=100.0,
+        unfused_dot_half_flops=0.0, matmul_parallel_gain=1.0, matmul_parallel_flops=2000.0)
+    # every matmul op has 2000 flops: split over threads, 1 + 1 x 2000 / (2000 + 2000) = 1.5 times faster.
+    # bare conv: 20 / 1.5 + .5; depthwise: 125 / 1.5 + .5; 4 matrices: 3.75 / 1.5 + .5;
+    # bare dot, no saturation: 2000 / 200 / 1.5 + .5; the loop body's elementwise op has no matmul term: 9
+    np.testing.assert_allclose(simulate_ops(SHAPED, _mapping([]), profile)["elapsed"],
+                               [13.5 + 1 / 3, 83.5 + 1 / 3, 3.0, 7.0 + 1 / 6, 9.0], rtol=1e-6)
+    # a larger gain at a larger size: 1 + 3 x 2000 / (2000 + 6000) = 1.75 times faster
+    wider = dataclasses.replace(profile, matmul_parallel_gain=3.0, matmul_parallel_flops=6000.0)
+    np.testing.assert_allclose(simulate_ops(SHAPED, _mapping([]), wider)["elapsed"][2:4],
+                               [3.75 / 1.75 + 0.5, 10.0 / 1.75 + 0.5], rtol=1e-6)
+
+
 def test_the_two_tier_profiles_price_as_without_the_cpu_figures():
     # their new figures are neutral: the same bits as a profile that sets each to its neutral value explicitly
     for name in ("tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload"):
         p = load_profile(name)
         assert (p.unfused_dot_flop_rate, p.batch_half_flops, p.conv_half_channels, p.loop_op_overhead_seconds,
-                p.grouped_conv_flop_rate) == (None, 0.0, 0.0, None, None)
+                p.grouped_conv_flop_rate, p.unfused_dot_half_flops, p.matmul_parallel_gain) == (
+                    None, 0.0, 0.0, None, None, None, 0.0)
         spelled = dataclasses.replace(p, unfused_dot_flop_rate=p.flop_rate, loop_op_overhead_seconds=p.op_overhead_seconds,
-                                      grouped_conv_flop_rate=p.rate("conv_flop_rate"))
+                                      grouped_conv_flop_rate=p.rate("conv_flop_rate"),
+                                      unfused_dot_half_flops=p.matmul_half_flops, matmul_parallel_flops=1e6)
         for mapping in (_mapping([]), _mapping(range(12))):
             assert simulate(SHAPED, mapping, p) == simulate(SHAPED, mapping, spelled)

@@ -6,7 +6,8 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
     compute  = work + overhead
     work     = by the op's kind (`hlo_costs.OP_KINDS`):
         dot          (matmul flops + matmul_half_flops + (matrices - 1) x batch_half_flops) / flop_rate + rest
-                     (an unfused dot: / unfused_dot_flop_rate, on the CPU Eigen's, not a library fusion;
+                     (an unfused dot: unfused_dot_half_flops and / unfused_dot_flop_rate, on the CPU Eigen's, not a
+                     library fusion, with a saturation of its own (a small one runs on one thread, a large one on the pool);
                      matrices: a batched dot's (`dot_batch`), each further one saturating on its own)
         convolution  (matmul flops + conv_half_flops) / conv_flop_rate x (1 + conv_half_channels / channels) + rest
                      (an unfused convolution: / unfused_conv_flop_rate; one of more than one group, fused or not:
@@ -20,6 +21,8 @@ Per op, as XLA's memory-space-assignment cost analysis, with a rate per op kind:
         loop         iterations x loop_iteration_seconds (the loop's own control; its body ops are ops)
         free         0 (parameters, tuples, bitcasts: no kernel runs)
       rest = other flops / vector_flop_rate + transcendentals / transcendental_rate
+      parallel = 1 + matmul_parallel_gain x matmul flops / (matmul flops + matmul_parallel_flops): a dot's and a
+                 convolution's matmul term is divided by it (a large one is split over the thread pool)
     overhead = op_overhead_seconds per op with a kernel, 0 for free ops
                (loop_op_overhead_seconds for an op that runs more than once per run: a loop body's)
     memory   = fast bytes / fast bandwidth + slow bytes / slow bandwidth
@@ -227,10 +230,15 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     rest = work.other / profile.vector_flop_rate + work.transcendentals / profile.transcendental_rate
     half = profile.matmul_half_flops
     dot_rate = np.where(work.unfused > 0, profile.rate("unfused_dot_flop_rate"), profile.flop_rate)
+    dot_half = np.where(work.unfused > 0, profile.rate("unfused_dot_half_flops"), half)
     conv_rate = np.where(work.grouped > 0, profile.rate("grouped_conv_flop_rate"),
                          np.where(work.unfused > 0, profile.rate("unfused_conv_flop_rate"), profile.rate("conv_flop_rate")))
     # a convolution of few input channels per group runs below its rate (0 channels: not told, no term)
     narrow = 1.0 + profile.conv_half_channels / np.where(work.channels > 0, work.channels, np.inf)
+    # a large dot or convolution is split over threads: up to 1 + matmul_parallel_gain times faster, half that gain
+    # at matmul_parallel_flops (gain 0, as on the two-tier profiles: a division by 1, the same bits)
+    parallel = 1.0 + profile.matmul_parallel_gain * (work.matmul / np.maximum(
+        work.matmul + profile.matmul_parallel_flops, np.finfo(np.float64).tiny))
     move = work.bytes / profile.rate("move_bandwidth")
     reduction = kind["reduction"] | kind["windowed-reduction"]
     reduction_rate = np.where(kind["windowed-reduction"], profile.rate("window_flop_rate"),
@@ -238,8 +246,8 @@ def op_seconds(work: OpWork, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     seconds = np.select(
         [kind["dot"], kind["convolution"], kind["elementwise"], reduction, kind["data-movement"], kind["loop"],
          kind["sort"]],
-        [(work.matmul + half + (work.batch - 1.0) * profile.batch_half_flops) / dot_rate + rest,
-         (work.matmul + profile.rate("conv_half_flops")) / conv_rate * narrow + rest,
+        [(work.matmul + dot_half + (work.batch - 1.0) * profile.batch_half_flops) / dot_rate / parallel + rest,
+         (work.matmul + profile.rate("conv_half_flops")) / conv_rate * narrow / parallel + rest,
          rest,
          (work.matmul + work.other) / reduction_rate + work.transcendentals / profile.transcendental_rate,
          move,

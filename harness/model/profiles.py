@@ -25,19 +25,20 @@ FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rat
 # a loop's per-iteration cost and its body ops' overhead, and a sort's per-compare cost.
 # None means "the general figure" (`Profile.rate`, `_GENERAL`); a zero means no such cost or no such cache.
 OPTIONAL_FIGURES = {"conv_flop_rate": None, "unfused_conv_flop_rate": None, "unfused_dot_flop_rate": None,
-                    "grouped_conv_flop_rate": None,                    "reduction_flop_rate": None, "window_flop_rate": None, "move_bandwidth": None,
+                    "unfused_dot_half_flops": None, "grouped_conv_flop_rate": None,                    "reduction_flop_rate": None, "window_flop_rate": None, "move_bandwidth": None,
                     "cache_bandwidth": None, "cache_bytes": 0.0, "matmul_half_flops": 0.0, "batch_half_flops": 0.0,
-                    "conv_half_flops": None, "conv_half_channels": 0.0, "loop_iteration_seconds": 0.0,
+                    "matmul_parallel_gain": 0.0, "matmul_parallel_flops": 0.0, "conv_half_flops": None, "conv_half_channels": 0.0, "loop_iteration_seconds": 0.0,
                     "loop_op_overhead_seconds": None, "program_overhead_seconds": 0.0, "argument_seconds": 0.0,
                     "sort_compare_seconds": 0.0}
 NON_NEGATIVE = ("matmul_half_flops", "conv_half_flops", "loop_iteration_seconds", "program_overhead_seconds",
-                "argument_seconds", "sort_compare_seconds", "cache_bytes", "conv_half_channels",
-                "batch_half_flops")  # zero: no such cost
+                "argument_seconds", "sort_compare_seconds", "cache_bytes", "conv_half_channels", "unfused_dot_half_flops",
+                "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops")  # zero: no such cost
 # An optional figure left None -> the figure it falls back to (data movement is then memory time only).
 _GENERAL = {"conv_flop_rate": "flop_rate", "unfused_conv_flop_rate": "conv_flop_rate",
             "reduction_flop_rate": "vector_flop_rate", "window_flop_rate": "reduction_flop_rate",
             "move_bandwidth": "fast_bandwidth", "cache_bandwidth": "fast_bandwidth",
             "conv_half_flops": "matmul_half_flops", "unfused_dot_flop_rate": "flop_rate",
+            "unfused_dot_half_flops": "matmul_half_flops",
             "grouped_conv_flop_rate": "conv_flop_rate",
             "loop_op_overhead_seconds": "op_overhead_seconds"}
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
@@ -84,7 +85,11 @@ class Profile:
     sort_compare_seconds: float = 0.0  # a sort's seconds per compare, beyond moving its bytes (0: sorts only move data)
     grouped_conv_flop_rate: float | None = None  # convolutions of more than one group (None: conv_flop_rate)
     unfused_dot_flop_rate: float | None = None  # dots XLA leaves unfused (on the CPU: Eigen's; None: flop_rate)
+    unfused_dot_half_flops: float | None = None  # the saturation of those dots (None: matmul_half_flops)
     batch_half_flops: float = 0.0  # the saturation of each further matrix of a batched dot (0: a batch saturates as one)
+    matmul_parallel_gain: float = 0.0  # a large dot or convolution runs up to 1 + this times faster (other threads
+    # join it; 0: none)
+    matmul_parallel_flops: float = 0.0  # the flops at which it gains half of that
     conv_half_channels: float = 0.0  # input channels per group at which a convolution reaches half its rate (0: none)
     loop_op_overhead_seconds: float | None = None  # per-op overhead of an op run many times per run, a loop
     # body's (None: op_overhead_seconds)

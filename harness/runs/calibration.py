@@ -42,7 +42,7 @@ from harness.model.simulator import batch, simulate_batch, simulate_ops
 
 FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "grouped_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
            "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
-           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "batch_half_flops", "conv_half_flops", "conv_half_channels",
+           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "unfused_dot_half_flops", "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops", "conv_half_flops", "conv_half_channels",
            "op_overhead_seconds", "loop_op_overhead_seconds", "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
@@ -122,6 +122,7 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
     wanted = {"flop_rate": "dot" in kinds, "conv_flop_rate": "convolution" in kinds,
               "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
               "unfused_dot_flop_rate": any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops),
+              "unfused_dot_half_flops": any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops),
               "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
               "reduction_flop_rate": "reduction" in kinds, "window_flop_rate": "windowed-reduction" in kinds,
@@ -129,6 +130,7 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
               "move_bandwidth": "data-movement" in kinds, "matmul_half_flops": bool(kinds & {"dot", "convolution"}),
               "conv_half_flops": "convolution" in kinds,
               "batch_half_flops": any((w.batch > 1).any() for w in work),
+              "matmul_parallel_flops": bool(kinds & {"dot", "convolution"}),  # its gain is the machine's: not fitted
               "conv_half_channels": any(w.channels.any() for w in work),
               "grouped_conv_flop_rate": any(w.grouped.any() for w in work),
               "op_overhead_seconds": True, "loop_op_overhead_seconds": any(w.repeated.any() for w in work),
@@ -378,7 +380,8 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
                    "coverage_median": float(np.median(list(coverage.values()))) if coverage else math.nan},
         "figures": {f: {"prior": getattr(prior, f), "fitted": getattr(fitted, f),
                         "status": "fitted" if f in fitted_free else held.get(f, "not free: no point depends on it, "
-                                                                                 "or its prior is 0 or tied")}
+                                                                                 "its prior is 0 or tied, or it is "
+                                                                                 "the machine's")}
                     for f in FIGURES},
         "run_ids": list(runs),
         "points": [{"workload": p.workload, "size": p.size, "policy": p.policy, "budget": p.budget,
