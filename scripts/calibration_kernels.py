@@ -14,14 +14,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+def _sized(table: dict, size: str):
+    """The entry of `table` for `size`; a ValueError naming the valid sizes for any other."""
+    if size not in table:
+        raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(table)}")
+    return table[size]
+
+
 _ROWS = {"ci": (32, 256), "small": (64, 512), "medium": (128, 512), "full": (512, 1024)}  # size -> (rows, row length)
 
 
 def sort_rows(size: str = "ci"):
     """Sort each row of a float32 matrix (a comparison sort of n log2 n compares per row)."""
-    if size not in _ROWS:
-        raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(_ROWS)}")
-    x = jnp.asarray(np.random.default_rng(0).standard_normal(_ROWS[size]), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(_sized(_ROWS, size)), jnp.float32)
     return (lambda x: jnp.sort(x, axis=-1)), (x,)
 
 
@@ -30,9 +35,7 @@ _STEPS = {"ci": (8, 64, 32), "small": (16, 128, 64), "medium": (32, 256, 64), "f
 
 def loop_steps(size: str = "ci"):
     """A scan whose body is a small dot and a few elementwise ops: h <- tanh(h @ w + x_t) * 0.5 + h * 0.5."""
-    if size not in _STEPS:
-        raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(_STEPS)}")
-    batch, width, steps = _STEPS[size]
+    batch, width, steps = _sized(_STEPS, size)
     r = np.random.default_rng(0)
     h, w = (jnp.asarray(r.standard_normal(s), jnp.float32) for s in ((batch, width), (width, width)))
     xs = jnp.asarray(r.standard_normal((steps, batch, width)), jnp.float32)
@@ -51,9 +54,7 @@ _IMAGES = {"ci": (4, 32, 16), "small": (8, 32, 32), "medium": (8, 48, 64), "full
 
 def grouped_convs(size: str = "ci"):
     """A depthwise 3x3 convolution (one channel per group), then a 3x3 one of four channels per group (NHWC)."""
-    if size not in _IMAGES:
-        raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(_IMAGES)}")
-    batch, side, channels = _IMAGES[size]
+    batch, side, channels = _sized(_IMAGES, size)
     r = np.random.default_rng(0)
     x = jnp.asarray(r.standard_normal((batch, side, side, channels)), jnp.float32)
     w1 = jnp.asarray(r.standard_normal((3, 3, 1, channels)), jnp.float32)

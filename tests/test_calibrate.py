@@ -3,7 +3,10 @@
 import dataclasses
 import json
 import math
+import runpy
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -163,3 +166,14 @@ def test_calibrate_command_names_a_missing_run(tmp_path, capsys):
     assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "calibration").exists()
+
+
+KERNELS = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "calibration_kernels.py"))
+
+
+@pytest.mark.parametrize("kernel", ["sort_rows", "loop_steps", "grouped_convs"])
+def test_calibration_kernels_build_at_ci_and_name_the_valid_sizes(kernel):
+    fn, args = KERNELS[kernel]("ci")
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(fn(*args)))
+    with pytest.raises(ValueError, match="unknown size 'huge'; valid sizes: ci, small, medium, full"):
+        KERNELS[kernel]("huge")
