@@ -218,7 +218,10 @@ def test_cli_plan_then_one_cell_then_gather(tmp_path, capsys):
     assert sorted(_cells(root, run_id).cell) == [0, 1]
 
 
-def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys):
+def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys, monkeypatch):
+    from harness.device import machine
+
+    monkeypatch.setattr(machine.Machine, "machine_id", property(lambda self: "beefcafe0123"))  # reads as markup
     root = str(tmp_path)
     grid = ["--workloads", "matmul-chain", "--policies", "xla-native,xla-msa,all-fast", "--budgets", "0.5",
             "--profile", "tpu-v4i-cmem", "--results", root]
@@ -235,6 +238,7 @@ def test_the_nightly_reports_past_a_corrupt_earlier_run(tmp_path, capsys):
     out = capsys.readouterr().out
     second = [r for r in store.list_runs(root).run_id if r not in (first, "broken-run")][0]
     assert "headline" in out and f"reports/{second}/index.html" in out.replace("\n", "")
+    assert "no accelerator" in out and "[beefcafe0123]" in out.replace("\n", "")  # the machine id is printed
     index = Path(root, "reports", "index.html").read_text()
     assert f"{second}/index.html" in index and "broken-run" in index and "not a readable JSON manifest" in index
     assert Path(root, "reports", second, "simulated-budget-0.5.csv").is_file()

@@ -168,7 +168,7 @@ def _report(run_ids: list[str], root: str) -> None:
     written = {run_id: _write_report(run_id, root) for run_id in run_ids}
     report.write_index(root)
     runs = [report.read_run(run_id, root)[:2] for run_id in run_ids]
-    console.print(report.what_ran(runs), soft_wrap=True)
+    console.print(escape(report.what_ran(runs)), soft_wrap=True)  # the machine id in brackets is not markup
     for (manifest, _), (run_id, paths) in zip(runs, written.items()):
         head = report.headline_text(paths["headline"]) if len(paths["headline"]) else None
         table = Table(title=f"headline {manifest['profile']}: speedup over xla-msa, simulated, geometric mean "
