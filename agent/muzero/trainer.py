@@ -130,18 +130,18 @@ def _loop(config, split, out: Path, state: TrainState, replay: Replay, curve: li
                     on_metrics(row)
         while int(state.iteration) < config.iterations:
             state, row = iterate(state, replay, games, config, play_update, demos, archive)
-            demos = archive.replay if archive is not None else demos
             row["elapsed_s"] = round(time.perf_counter() - start, 2)
-            last = int(state.iteration) >= config.iterations
             timeout = minutes is not None and row["elapsed_s"] >= minutes * 60
-            if held and (last or timeout or int(state.iteration) % config.eval_every == 0):
+            due = (int(state.iteration) >= config.iterations or timeout
+                   or bool(config.eval_every and int(state.iteration) % config.eval_every == 0))
+            if held and due:
                 row.update(evaluate(state.params, config, held))
-            if config.eval_every and (last or timeout or int(state.iteration) % config.eval_every == 0):
+            if config.eval_every and due:
                 best = _keep(best, state, config, valid, row)
             curve.append(row)
             if on_metrics:
                 on_metrics(row)
-            if last or timeout or (config.eval_every and int(state.iteration) % config.eval_every == 0):
+            if due:
                 save()
             if timeout:
                 break
