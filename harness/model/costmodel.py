@@ -194,8 +194,8 @@ def dot_batch(op: Op, instance: Instance) -> int:
     if op_kind(op) != "dot" or not op.writes:
         return 1
     out = _dims(instance, op.writes[0])
-    sharing = sum(1 for b in op.reads if len(out) >= 3 and _dims(instance, b)[:-2] == out[:-2]
-                  and len(_dims(instance, b)) == len(out))
+    sharing = sum(1 for d in (_dims(instance, b) for b in op.reads) if len(out) >= 3 and len(d) == len(out)
+                  and d[:-2] == out[:-2])
     return math.prod(out[:-2]) if sharing >= 2 else 1
 
 
@@ -209,6 +209,7 @@ def op_work(instance: Instance) -> OpWork:
         return out
 
     ops = instance.ops
+    groups = [conv_groups(op, instance) for op in ops]  # (channels per group, groups): parsed once per op
     free = OP_KINDS.index("free")
     return OpWork(
         matmul=column(op.matmul_flops for op in ops), other=column(op.flops - op.matmul_flops for op in ops),
@@ -216,8 +217,8 @@ def op_work(instance: Instance) -> OpWork:
         bytes=column(sum(op.operand_bytes) + op.output_bytes for op in ops),
         iterations=column((op.iterations or 0) for op in ops),
         unfused=column(op.opcode in ("convolution", "dot") for op in ops),
-        channels=column(conv_groups(op, instance)[0] for op in ops),
-        grouped=column(conv_groups(op, instance)[1] > 1 for op in ops),
+        channels=column(c for c, _ in groups),
+        grouped=column(g > 1 for _, g in groups),
         batch=column(dot_batch(op, instance) for op in ops),
         repeated=column((op.trip_count or 1) > 1 for op in ops),
         arguments=sum(1 for b in instance.buffers if b.is_parameter or b.is_output),
