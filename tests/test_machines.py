@@ -104,3 +104,12 @@ def test_calibration_refuses_runs_of_two_machines(tmp_path):
     _night(root, "b", 2e-3, rng, SLOW_BOX)
     with pytest.raises(calibration.CalibrationError, match="different machines.*a on aaaaaaaaaaaa.*b on bbbb"):
         calibration.points_from_store(root, ["a", "b"])
+
+
+def test_calibrate_command_refuses_kernel_runs_of_another_machine(tmp_path, capsys):
+    root, rng = str(tmp_path), np.random.default_rng(3)
+    _night(root, "a", 1e-3, rng, FAST_BOX)
+    _night(root, "k", 1e-3, rng, SLOW_BOX)                    # kernel runs timed on another machine
+    assert main(["calibrate", "--runs", "a", "--kernel-runs", "k", "--profile", "cpu-local", "--results", root]) == 2
+    assert "different machines" in capsys.readouterr().err
+    assert not (tmp_path / "calibration").exists()             # nothing written

@@ -93,12 +93,14 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import CalibrationError, calibrate, op_points_from_store, points_from_store, write
+    from harness.runs.calibration import (CalibrationError, calibrate, check_one_machine, op_points_from_store,
+                                          points_from_store, write)
     from harness.model.profiles import load_profile
 
     prior = load_profile(args.profile)
     runs, instances = parse_list(args.runs, "run"), {}
-    kernel_runs = parse_list(args.kernel_runs, "run") if args.kernel_runs else []
+    kernel_runs = parse_list(args.kernel_runs, "run") if args.kernel_runs else ()
+    check_one_machine(runs + kernel_runs, args.results)  # kernel runs too: one machine's timings
     points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=args.statistic)
     op_points = op_points_from_store(args.results, runs, instances)
     if kernel_runs:  # their ops join the fit; their programs are not scored

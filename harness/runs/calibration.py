@@ -487,6 +487,16 @@ def _json_default(value):
 STATISTICS = ("median", "min")  # which measured time of a row a point takes
 
 
+def check_one_machine(run_ids: Sequence[str], root: str = "results") -> None:
+    """CalibrationError naming each run's machine when `run_ids` were measured on more than one machine (a profile
+    describes one machine's timings: program runs and kernel runs alike)."""
+    machines = {run_id: machine_of(store.read_manifest(run_id, root)) for run_id in run_ids}
+    if len(set(machines.values())) > 1:
+        found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
+        raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
+                               "one machine")
+
+
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
                       instances: Optional[dict[str, Instance]] = None, statistic: str = "median",
                       ) -> tuple[list[Point], list[str]]:
@@ -504,11 +514,7 @@ def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = 
     if frame.empty:
         raise CalibrationError(f"no measured rows in runs {', '.join(ids) if ids else 'of the store'}")
     frame = frame[(frame.status == "ok") & frame.median_s.notna()]
-    machines = {run_id: machine_of(store.read_manifest(run_id, root)) for run_id in frame.run_id.unique()}
-    if len(set(machines.values())) > 1:
-        found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
-        raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
-                               "one machine")
+    check_one_machine(frame.run_id.unique(), root)
     instances = {} if instances is None else instances
     points = []
     for row in frame.to_dict("records"):
