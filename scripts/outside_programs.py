@@ -94,8 +94,8 @@ def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
     stored, stored_load = {}, None
     if times_from:
         with open(times_from) as fh:
-            times = json.load(fh)
-        stored, stored_load = {r["program"]: r for r in times["programs"]}, times.get("load_average")
+            earlier = json.load(fh)
+        stored, stored_load = {r["program"]: r for r in earlier["programs"]}, earlier.get("load_average")
     compiled = []
     for name, fn, args in programs():
         instance, _, exe = extract_linked(fn, args, name)
@@ -103,19 +103,23 @@ def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
         run()
         everything = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), name, "xla-native")
         compiled.append((name, run, simulate(instance, everything, profile)))
-    rounds = {name: [stored[name]["least_s"], stored[name]["median_s"]] if stored else [] for name, _, _ in compiled}
     load = os.getloadavg()[0]
-    for _ in range(0 if stored else 7):
-        for name, run, _ in compiled:
-            calls = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                run()
-                calls.append(time.perf_counter() - t0)
-            rounds[name].append(min(calls))
+    if stored:
+        times = {name: (stored[name]["least_s"], stored[name]["median_s"]) for name, _, _ in compiled}
+    else:
+        rounds = {name: [] for name, _, _ in compiled}
+        for _ in range(7):
+            for name, run, _ in compiled:
+                calls = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    run()
+                    calls.append(time.perf_counter() - t0)
+                rounds[name].append(min(calls))
+        times = {name: (min(r), float(np.median(r))) for name, r in rounds.items()}
     rows = []
     for name, _, predicted in compiled:
-        least, median = (rounds[name][0], rounds[name][1]) if stored else (min(rounds[name]), float(np.median(rounds[name])))
+        least, median = times[name]
         rows.append({"program": name, "least_s": least, "median_s": median, "predicted_s": predicted,
                      "error_vs_least": predicted / least - 1, "error_vs_median": predicted / median - 1})
         print(f"{name:14s} least {least * 1e3:8.3f} ms  median {median * 1e3:8.3f} ms  predicted {predicted * 1e3:8.3f} ms"
