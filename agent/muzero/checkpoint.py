@@ -91,22 +91,9 @@ def load(path, with_replay: bool = True) -> Checkpoint:
     config, split = _parse(path, meta)
     reference_game()  # built (and cached) outside the trace below, which only shapes the state
     target = jax.eval_shape(lambda: init_state(config))._asdict()
-    try:
-        state = TrainState(**serialization.from_bytes(target, _read_checked(path, STATE, meta)))
-    except CheckpointError:
-        raise
-    except Exception as err:  # msgpack and flax raise many types for a state of another shape
-        raise CheckpointError(f"{path / meta['files'][STATE[0]]['file']}: does not match the networks of its config "
-                              f"(preset {config.preset!r}): {err}") from None
-    best = None
-    if BEST[0] in meta["files"]:
-        try:
-            best = serialization.from_bytes(target["params"], _read_checked(path, BEST, meta))
-        except CheckpointError:
-            raise
-        except Exception as err:
-            raise CheckpointError(f"{path / meta['files'][BEST[0]]['file']}: does not match the networks of its "
-                                  f"config (preset {config.preset!r}): {err}") from None
+    networks = f"does not match the networks of its config (preset {config.preset!r})"
+    state = TrainState(**_restore(path, STATE, meta, target, networks))
+    best = _restore(path, BEST, meta, target["params"], networks) if BEST[0] in meta["files"] else None
     replay = None
     if with_replay and REPLAY[0] in meta["files"]:
         try:
@@ -153,6 +140,17 @@ def _read_config(path: Path) -> dict:
         if not isinstance(meta.get(key), dict):
             raise CheckpointError(f"{path / CONFIG}: {key!r} is missing or not an object")
     return meta
+
+
+def _restore(path: Path, kind: tuple[str, str], meta: dict, target, mismatch: str):
+    """The checked file of `kind` restored onto the structure `target`; CheckpointError naming the file and
+    `mismatch` when it does not fit."""
+    try:
+        return serialization.from_bytes(target, _read_checked(path, kind, meta))
+    except CheckpointError:
+        raise
+    except Exception as err:  # msgpack and flax raise many types for a state of another shape
+        raise CheckpointError(f"{path / meta['files'][kind[0]]['file']}: {mismatch}: {err}") from None
 
 
 def _read_checked(path: Path, kind: tuple[str, str], meta: dict) -> bytes:
