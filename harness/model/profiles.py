@@ -25,11 +25,12 @@ FLOAT_FIGURES = ("fast_bandwidth", "slow_bandwidth", "copy_bandwidth", "flop_rat
 # a loop's per-iteration cost and its body ops' overhead, and a sort's per-compare cost.
 # None means "the general figure" (`Profile.rate`, `_GENERAL`); a zero means no such cost or no such cache.
 OPTIONAL_FIGURES = {"conv_flop_rate": None, "unfused_conv_flop_rate": None, "unfused_dot_flop_rate": None,
-                    "unfused_dot_half_flops": None, "grouped_conv_flop_rate": None,                    "reduction_flop_rate": None, "window_flop_rate": None, "move_bandwidth": None,
-                    "cache_bandwidth": None, "cache_bytes": 0.0, "matmul_half_flops": 0.0, "batch_half_flops": 0.0,
-                    "matmul_parallel_gain": 0.0, "matmul_parallel_flops": 0.0, "conv_half_flops": None, "conv_half_channels": 0.0, "loop_iteration_seconds": 0.0,
-                    "loop_op_overhead_seconds": None, "program_overhead_seconds": 0.0, "argument_seconds": 0.0,
-                    "sort_compare_seconds": 0.0}
+                    "unfused_dot_half_flops": None, "grouped_conv_flop_rate": None, "reduction_flop_rate": None,
+                    "window_flop_rate": None, "move_bandwidth": None, "cache_bandwidth": None, "cache_bytes": 0.0,
+                    "matmul_half_flops": 0.0, "batch_half_flops": 0.0, "matmul_parallel_gain": 0.0,
+                    "matmul_parallel_flops": 0.0, "conv_half_flops": None, "conv_half_channels": 0.0,
+                    "loop_iteration_seconds": 0.0, "loop_op_overhead_seconds": None, "program_overhead_seconds": 0.0,
+                    "argument_seconds": 0.0, "sort_compare_seconds": 0.0}
 NON_NEGATIVE = ("matmul_half_flops", "conv_half_flops", "loop_iteration_seconds", "program_overhead_seconds",
                 "argument_seconds", "sort_compare_seconds", "cache_bytes", "conv_half_channels", "unfused_dot_half_flops",
                 "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops")  # zero: no such cost

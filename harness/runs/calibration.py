@@ -40,10 +40,12 @@ from harness.model.mapping import Mapping
 from harness.model.profiles import Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
-FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "grouped_conv_flop_rate", "vector_flop_rate", "reduction_flop_rate",
-           "window_flop_rate", "transcendental_rate", "fast_bandwidth", "cache_bandwidth", "cache_bytes", "move_bandwidth",
-           "slow_bandwidth", "copy_bandwidth", "matmul_half_flops", "unfused_dot_half_flops", "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops", "conv_half_flops", "conv_half_channels",
-           "op_overhead_seconds", "loop_op_overhead_seconds", "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
+FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "grouped_conv_flop_rate",
+           "vector_flop_rate", "reduction_flop_rate", "window_flop_rate", "transcendental_rate", "fast_bandwidth",
+           "cache_bandwidth", "cache_bytes", "move_bandwidth", "slow_bandwidth", "copy_bandwidth", "matmul_half_flops",
+           "unfused_dot_half_flops", "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops",
+           "conv_half_flops", "conv_half_channels", "op_overhead_seconds", "loop_op_overhead_seconds",
+           "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -118,11 +120,11 @@ def free_figures(prior: Profile, points: Sequence[Point], op_points: Sequence[Op
     ops = [op for instance in instances for op in instance.ops]
     work = [op_work(instance) for instance in instances]
     kinds = {op_kind(op) for op in ops}
+    unfused_dots = any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops)
     free = []
     wanted = {"flop_rate": "dot" in kinds, "conv_flop_rate": "convolution" in kinds,
               "unfused_conv_flop_rate": any(op.opcode == "convolution" for op in ops),
-              "unfused_dot_flop_rate": any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops),
-              "unfused_dot_half_flops": any(op.opcode == "dot" and op_kind(op) == "dot" for op in ops),
+              "unfused_dot_flop_rate": unfused_dots, "unfused_dot_half_flops": unfused_dots,
               "cache_bytes": True, "cache_bandwidth": True,
               "vector_flop_rate": bool(kinds & {"dot", "convolution", "elementwise"}),
               "reduction_flop_rate": "reduction" in kinds, "window_flop_rate": "windowed-reduction" in kinds,
