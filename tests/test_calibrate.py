@@ -16,7 +16,7 @@ from harness import extract
 from harness.runs.calibration import (CalibrationError, OpPoint, Point, calibrate, evaluate, fit, fit_figures,
                                      free_figures, write)
 from harness.cli.main import main
-from harness.model.profiles import from_dict
+from harness.model.profiles import FittedOn, from_dict
 from harness.model.simulator import simulate, simulate_ops
 
 PRIOR = load_profile("cpu-local")
@@ -122,6 +122,15 @@ def test_calibrate_reports_fitted_and_leave_one_workload_out(points, tmp_path):
     assert from_dict(json.loads(paths["profile"].read_text())) == calibration.fitted
     assert load_profile(str(paths["profile"])).flop_rate == calibration.fitted.flop_rate
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fit_of_one_machine_records_it_and_is_written_among_the_fits(points, tmp_path):
+    on = FittedOn("Intel(R) Xeon(R) Processor", 2, "753295985f77", "Intel(R) Xeon(R) Processor, 2 cores")
+    calibration = calibrate(points, PRIOR, ["run-a"], free=("flop_rate",), fitted_on=on)
+    assert calibration.fitted.fitted_on == on and "[753295985f77]" in calibration.fitted.description
+    paths = write(calibration, str(tmp_path / "results"), str(tmp_path / "profiles"))
+    assert paths["profile"] == tmp_path / "profiles" / "fits" / "cpu-local-fitted@intel-xeon-processor-2c.json"
+    assert load_profile(str(paths["profile"])).fitted_on == on
 
 
 def test_calibrate_on_ops_and_programs_reports_both_levels(points, op_points):

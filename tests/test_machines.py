@@ -113,3 +113,12 @@ def test_calibrate_command_refuses_kernel_runs_of_another_machine(tmp_path, caps
     assert main(["calibrate", "--runs", "a", "--kernel-runs", "k", "--profile", "cpu-local", "--results", root]) == 2
     assert "different machines" in capsys.readouterr().err
     assert not (tmp_path / "calibration").exists()             # nothing written
+
+
+def test_a_fit_records_the_machine_of_its_runs(tmp_path):
+    root, rng = str(tmp_path), np.random.default_rng(4)
+    _night(root, "a", 1e-3, rng, FAST_BOX | {"cpu_model": "Xeon", "cpu_cores": 2})
+    _night(root, "old", 1e-3, rng, None)                      # stored before runs recorded their machine
+    on = calibration.fitted_on_of(["a"], root)
+    assert (on.cpu_key, on.machine_id, on.description) == ("xeon-2c", "aaaaaaaaaaaa", FAST_BOX["machine"])
+    assert calibration.fitted_on_of(["old"], root) is None

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from harness import ProfileError, load_profile, profile_names
-from harness.model.profiles import FIGURES, default_profile, from_dict, validate_profile
+from harness.model import profiles
+from harness.model.profiles import FIGURES, cpu_key, default_profile, from_dict, validate_profile
 
 REQUIRED = {"tpu-v4i-cmem", "h100-offload", "h200-offload", "tpu-v5e-offload", "cpu-local"}
 
@@ -103,3 +104,56 @@ def test_not_json_and_missing_file(tmp_path):
         load_profile(str(path))
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile(str(tmp_path / "none.json"))
+
+
+def test_cpu_keys_name_the_model_and_cores():
+    assert cpu_key("Intel(R) Xeon(R) Processor", 2) == "intel-xeon-processor-2c"
+    assert cpu_key("AMD EPYC", 2) == "amd-epyc-2c"
+    assert cpu_key("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 12) == "intel-core-i7-8700-12c"
+
+
+@pytest.fixture
+def fits(tmp_path, monkeypatch):
+    """Three fits of a profile "x-fitted" (two Intel core counts, one AMD) as the shipped ones; host_cpu settable."""
+    base = json.loads(load_profile("cpu-local").to_json())
+    files = {}
+    for model, cores in (("Intel(R) Xeon(R) Processor", 2), ("Intel(R) Xeon(R) Processor", 4), ("AMD EPYC", 2)):
+        key = cpu_key(model, cores)
+        data = base | {"name": "x-fitted", "description": key,
+                       "fitted_on": {"cpu_model": model, "cpu_cores": cores, "machine_id": "0" * 12, "description": key}}
+        files[f"x-fitted@{key}"] = tmp_path / f"x-fitted@{key}.json"
+        files[f"x-fitted@{key}"].write_text(json.dumps(data))
+    monkeypatch.setattr(profiles, "_shipped", lambda: files)
+    host = {}
+    monkeypatch.setattr(profiles, "host_cpu", lambda: host["cpu"])
+    profiles._fit_for_host.cache_clear()
+    yield host
+    profiles._fit_for_host.cache_clear()
+
+
+def test_a_fitted_profile_loads_the_fit_of_this_cpu(fits, recwarn):
+    fits["cpu"] = ("Intel(R) Xeon(R) Processor", 4)
+    assert load_profile("x-fitted").description == "intel-xeon-processor-4c"  # the same model and cores
+    assert profile_names() == ["x-fitted"] and not recwarn.list
+    fits["cpu"] = ("Intel(R) Xeon(R) Processor", 16)
+    profiles._fit_for_host.cache_clear()
+    assert load_profile("x-fitted").description == "intel-xeon-processor-2c"  # the same model, other cores
+    assert load_profile("x-fitted@amd-epyc-2c").fitted_on.cpu_model == "AMD EPYC"  # one fit by its name
+    fits["cpu"] = ("Ampere Altra", 64)
+    profiles._fit_for_host.cache_clear()
+    with pytest.warns(UserWarning, match=r"no fit for this machine's CPU \(Ampere Altra, 64 cores.*amd-epyc-2c"):
+        assert load_profile("x-fitted").description == "amd-epyc-2c"  # another CPU's, said so
+    with pytest.raises(ProfileError, match="unknown profile 'x-fitted@arm-1c'.*x-fitted@amd-epyc-2c"):
+        load_profile("x-fitted@arm-1c")
+
+
+def test_fitted_on_is_checked():
+    data = json.loads(load_profile("cpu-local").to_json())
+    on = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "machine_id": "e15e8663cf48", "description": "AMD EPYC, 2 cores"}
+    assert from_dict(data | {"fitted_on": on}).fitted_on.cpu_key == "amd-epyc-2c"
+    assert "fitted_on" not in load_profile("cpu-local").to_dict()  # not fitted: not written
+    with pytest.raises(ProfileError, match="fitted_on: expected an object with exactly the keys"):
+        from_dict(data | {"fitted_on": {"cpu_model": "AMD EPYC"}})
+    with pytest.raises(ProfileError, match="fitted_on.cpu_cores: expected a non-empty int, got '2'"):
+        from_dict(data | {"fitted_on": on | {"cpu_cores": "2"}})
+    assert load_profile("cpu-local-fitted").fitted_on is not None  # the shipped fits record their machine

@@ -93,8 +93,8 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import (CalibrationError, calibrate, check_one_machine, op_points_from_store,
-                                          points_from_store, write)
+    from harness.runs.calibration import (CalibrationError, calibrate, check_one_machine, fitted_on_of,
+                                          op_points_from_store, points_from_store, write)
     from harness.model.profiles import load_profile
 
     prior = load_profile(args.profile)
@@ -110,7 +110,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         op_points += kernel_ops
     with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
                             "(and leaving each workload out)"):
-        calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic)
+        calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic,
+                                fitted_on=fitted_on_of(runs, args.results))
         paths = write(calibration, args.results, args.profiles_dir)
     r = calibration.report
     table = Table(title=f"calibration of {prior.name} on {r['n_points']} points, {r['n_workloads']} workloads "

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import jax
 
+from harness.model.profiles import host_cpu
+
 UNKNOWN = "unknown"  # the machine id of runs stored without one
 _ID_FIELDS = ("hostname", "os_install_id", "cpu_model", "cpu_cores", "accelerator", "accelerator_count",
               "accelerator_driver", "os")
@@ -73,13 +75,6 @@ class Machine:
     def row(self) -> dict:
         """The columns every stored row of a run carries: machine_id, machine (the description) and the fields."""
         return {"machine_id": self.machine_id, "machine": self.description, **dataclasses.asdict(self)}
-
-
-def _cpu_model() -> str:
-    import cpuinfo
-
-    info = cpuinfo.get_cpu_info()
-    return str(info.get("brand_raw") or info.get("arch_string_raw") or platform.processor() or "unknown CPU")
 
 
 def _os_install_id() -> str:
@@ -147,7 +142,7 @@ def _jaxlib_version() -> str:
 def this_machine() -> Machine:
     """The machine this process runs on (read once per process)."""
     accelerator, count, driver = _accelerator()
-    return Machine(hostname=socket.gethostname(), os_install_id=_os_install_id(), cpu_model=_cpu_model(),
+    return Machine(hostname=socket.gethostname(), os_install_id=_os_install_id(), cpu_model=host_cpu()[0],
                    cpu_cores=os.cpu_count() or 0, memory_bytes=_memory_bytes(), accelerator=accelerator,
                    accelerator_count=count, accelerator_driver=driver, os=_os_name(),
                    kernel=platform.release(), jax_version=str(jax.__version__), jaxlib_version=_jaxlib_version())

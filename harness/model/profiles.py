@@ -4,16 +4,27 @@ A profile is a small JSON file with the fields of `Profile`. Shipped profiles
 live in `harness/profiles/<name>.json`; every numeric figure carries its source
 (a datasheet or paper, or "assumption: ..." / "measurement: ...") in `sources`.
 Loading a malformed file fails with a `ProfileError` that names the field.
+
+A profile fitted to one machine's measurements (`mallocbench calibrate`) records that machine in
+`fitted_on` and lives in `harness/profiles/fits/<name>@<cpu>.json`, one file per CPU model and core
+count: its rates are that CPU's. Loading `<name>` picks the fit of this host's CPU (the same model and
+cores, else the same model), else another CPU's fit with a warning that names both; `<name>@<cpu>`
+loads one fit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import math
+import os
+import platform
+import re
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 BACKENDS = ("tpu", "gpu", "cpu")
 MEMORY_MODELS = ("direct", "offload")
@@ -50,6 +61,37 @@ _GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platf
 
 class ProfileError(ValueError):
     """A malformed profile or profile file, or an unknown profile name; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedOn:
+    """The machine whose runs a profile was fitted to (`harness.device.machine.Machine`'s fields)."""
+
+    cpu_model: str
+    cpu_cores: int  # logical cores
+    machine_id: str
+    description: str
+
+    @property
+    def cpu_key(self) -> str:
+        """The file-name key of the fit's CPU, e.g. "intel-xeon-processor-2c" (`cpu_key`)."""
+        return cpu_key(self.cpu_model, self.cpu_cores)
+
+
+def cpu_key(cpu_model: str, cpu_cores: int) -> str:
+    """A CPU model and core count as a file-name key: lower case, trademarks dropped, "-<cores>c" appended."""
+    words = re.sub(r"\((?:r|tm)\)|\bcpu\b|@.*$", " ", cpu_model.lower())
+    return "-".join(re.findall(r"[a-z0-9.]+", words)) + f"-{cpu_cores}c"
+
+
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> tuple[str, int]:
+    """(CPU model, logical cores) of the machine this process runs on (py-cpuinfo's brand; read once)."""
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    model = str(info.get("brand_raw") or info.get("arch_string_raw") or platform.processor() or "unknown CPU")
+    return model, os.cpu_count() or 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +136,7 @@ class Profile:
     conv_half_channels: float = 0.0  # input channels per group at which a convolution reaches half its rate (0: none)
     loop_op_overhead_seconds: float | None = None  # per-op overhead of an op run many times per run, a loop
     # body's (None: op_overhead_seconds)
+    fitted_on: Optional[FittedOn] = None  # the machine a fitted profile's measurements come from (None: none)
 
     @property
     def one_tier(self) -> bool:
@@ -112,6 +155,8 @@ class Profile:
         for name in OPTIONAL_FIGURES:
             if data[name] is None:
                 del data[name]
+        if data["fitted_on"] is None:
+            del data["fitted_on"]
         return data
 
     def to_json(self) -> str:
@@ -132,7 +177,7 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
     if extra:
         raise fail(extra[0], f"unknown field (known: {', '.join(names)})")
     for name in names:
-        if name not in data and name not in OPTIONAL_FIGURES:
+        if name not in data and name not in OPTIONAL_FIGURES and name != "fitted_on":
             raise fail(name, "missing")
 
     values: dict[str, Any] = {}
@@ -186,7 +231,22 @@ def from_dict(data: Any, where: str = "profile") -> Profile:
         if not isinstance(s, str) or not s.strip():
             raise fail(f"sources.{name}", "expected a non-empty string")
     values["sources"] = dict(sources)
+    values["fitted_on"] = _fitted_on(data.get("fitted_on"), fail)
     return Profile(**values)
+
+
+def _fitted_on(data: Any, fail) -> Optional[FittedOn]:
+    """The `fitted_on` object of a profile file as a FittedOn (None when absent); `fail` makes the error."""
+    if data is None:
+        return None
+    fields = [f.name for f in dataclasses.fields(FittedOn)]
+    if not isinstance(data, dict) or set(data) != set(fields):
+        raise fail("fitted_on", f"expected an object with exactly the keys {', '.join(fields)}, got {data!r}")
+    for name in fields:
+        kind = int if name == "cpu_cores" else str
+        if isinstance(data[name], bool) or not isinstance(data[name], kind) or not data[name]:
+            raise fail(f"fitted_on.{name}", f"expected a non-empty {kind.__name__}, got {data[name]!r}")
+    return FittedOn(**data)
 
 
 def validate_profile(profile: Profile) -> Profile:
@@ -195,16 +255,38 @@ def validate_profile(profile: Profile) -> Profile:
 
 
 def _shipped() -> dict[str, Any]:
-    """Shipped profile name -> its file (a Traversable)."""
+    """Shipped profile name -> its file (a Traversable); a fit is named "<name>@<cpu key>"."""
     folder = importlib.resources.files("harness") / "profiles"
     if not folder.is_dir():
         return {}
-    return {p.name[:-len(".json")]: p for p in folder.iterdir() if p.name.endswith(".json")}
+    files = [p for p in folder.iterdir() if p.name.endswith(".json")]
+    if (folder / FITS).is_dir():
+        files += [p for p in (folder / FITS).iterdir() if p.name.endswith(".json") and "@" in p.name]
+    return {p.name[:-len(".json")]: p for p in files}
+
+
+FITS = "fits"  # the folder of profiles fitted to one machine, beside the shipped profiles
 
 
 def profile_names() -> list[str]:
-    """Names of the shipped profiles, sorted."""
-    return sorted(_shipped())
+    """Names of the shipped profiles, sorted (a profile fitted to several machines once, without "@<cpu>")."""
+    return sorted({name.split("@")[0] for name in _shipped()})
+
+
+@functools.lru_cache(maxsize=None)
+def _fit_for_host(name: str, fits: tuple[str, ...]) -> str:
+    """Of the fits of profile `name` ("<name>@<cpu key>", sorted), the one of this host's CPU: the same model
+    and cores, else the same model; else the first, with a warning naming its CPU and this one."""
+    model, cores = host_cpu()
+    exact, same_model = f"{name}@{cpu_key(model, cores)}", re.escape(f"{name}@{cpu_key(model, 0)[:-len('-0c')]}")
+    chosen = exact if exact in fits else next((f for f in fits if re.fullmatch(same_model + r"-\d+c", f)), None)
+    if chosen is None:
+        chosen = fits[0]
+        warnings.warn(f"profile {name!r} has no fit for this machine's CPU ({model}, {cores} cores; fits: "
+                      f"{', '.join(f.split('@')[1] for f in fits)}): using {chosen!r}, whose times may be off by "
+                      "tens of percent here; fit this machine with `mallocbench optimes` and `mallocbench "
+                      "calibrate` (README)", stacklevel=3)
+    return chosen
 
 
 def _parse(text: str, where: str) -> Profile:
@@ -216,7 +298,8 @@ def _parse(text: str, where: str) -> Profile:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """A shipped profile by name, or a profile file by path (contains '/' or ends in .json)."""
+    """A shipped profile by name, or a profile file by path (contains '/' or ends in .json). A name with fits
+    of one machine each (`FITS`) loads the fit of this host's CPU (see the module docstring)."""
     if "/" in name_or_path or name_or_path.endswith(".json"):
         path = Path(name_or_path)
         try:
@@ -225,10 +308,14 @@ def load_profile(name_or_path: str) -> Profile:
             raise ProfileError(f"{path}: cannot read: {e.strerror or e}") from None
         return _parse(text, str(path))
     shipped = _shipped()
-    if name_or_path not in shipped:
-        raise ProfileError(f"unknown profile {name_or_path!r}; valid profiles: {', '.join(sorted(shipped))} "
-                           "(or give a path to a .json file)")
-    return _parse(shipped[name_or_path].read_text(), f"profiles/{name_or_path}.json")
+    fits = tuple(sorted(n for n in shipped if n.startswith(f"{name_or_path}@")))
+    name = _fit_for_host(name_or_path, fits) if fits and name_or_path not in shipped else name_or_path
+    if name not in shipped:
+        raise ProfileError(f"unknown profile {name_or_path!r}; valid profiles: {', '.join(profile_names())} "
+                           f"(or a fit of one CPU: {', '.join(n for n in sorted(shipped) if '@' in n) or 'none'}; "
+                           "or give a path to a .json file)")
+    folder = f"profiles/{FITS}" if "@" in name else "profiles"
+    return _parse(shipped[name].read_text(), f"{folder}/{name}.json")
 
 
 def device_kind(backend: str) -> str:

@@ -31,13 +31,13 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
-from harness.device.machine import machine_of
+from harness.device.machine import UNKNOWN, machine_of
 from harness.device.op_alone import DISPATCH_ONLY
 from harness.results import artifacts, store
 from harness.xla.instance import Instance
 from harness.model.costmodel import op_kind, op_work
 from harness.model.mapping import Mapping
-from harness.model.profiles import Profile, from_dict
+from harness.model.profiles import FITS, FittedOn, Profile, from_dict
 from harness.model.simulator import batch, simulate_batch, simulate_ops
 
 FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv_flop_rate", "grouped_conv_flop_rate",
@@ -343,10 +343,11 @@ def evaluate_ops(op_points: Sequence[OpPoint], predicted: np.ndarray) -> dict:
 
 def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
               op_points: Sequence[OpPoint] = (), statistic: str = "median",
-              free: Optional[Sequence[str]] = None) -> Calibration:
+              free: Optional[Sequence[str]] = None, fitted_on: Optional[FittedOn] = None) -> Calibration:
     """Fit on all points (whole programs and ops), then leave each workload out in turn, and report both;
     `statistic` names the measured time the points hold (see `points_from_store`), for the report; `free`
-    the figures to fit (default `free_figures`; `()`: none, which scores the prior as it is)."""
+    the figures to fit (default `free_figures`; `()`: none, which scores the prior as it is); `fitted_on`
+    the machine the runs were measured on (`fitted_on_of`), recorded in the fitted profile."""
     _check(points, op_points)
     free = free_figures(prior, points, op_points) if free is None else tuple(free)
     fitted, held = fit_figures(points, prior, free, op_points)
@@ -364,7 +365,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     fitted_eval, lowo_eval = evaluate(points, predicted), evaluate(points, lowo)
     prior_eval = evaluate(points, predict(points, prior))
     runs = tuple(sorted(set(run_ids) | {p.run_id for p in op_points}))
-    fitted = _named_fitted(prior, fitted, fitted_free, runs)
+    fitted = _named_fitted(prior, fitted, fitted_free, runs, fitted_on)
     coverage = {f"{p.workload}/{p.size}@{p.run_id}": p.coverage for p in op_points}
     report = {
         "profile": prior.name, "fitted_profile": fitted.name, "n_points": len(points), "statistic": statistic,
@@ -419,20 +420,23 @@ def _level_summary(report: dict, points: Sequence[Point], predicted: np.ndarray,
             "by_workload": by_workload, "op_points_sample": ordered[::step]}
 
 
-def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Sequence[str]) -> Profile:
+def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Sequence[str],
+                  fitted_on: Optional[FittedOn]) -> Profile:
     source = f"measurement: fitted by mallocbench calibrate on runs {', '.join(runs)}"
     sources = dict(prior.sources) | {f: source for f in free}
     if prior.one_tier and "fast_bandwidth" in free:
         sources |= {"slow_bandwidth": source + " (tied to fast_bandwidth: one tier)",
                     "copy_bandwidth": source + " (tied to fast_bandwidth: one tier)"}
+    where = f" on {fitted_on.description} [{fitted_on.machine_id}]" if fitted_on else ""
     profile = dataclasses.replace(
-        fitted, name=f"{prior.name}-fitted", sources=sources,
-        description=f"{prior.description} Fitted to the measurements of runs {', '.join(runs)}.")
+        fitted, name=f"{prior.name}-fitted", sources=sources, fitted_on=fitted_on,
+        description=f"{prior.description} Fitted to the measurements of runs {', '.join(runs)}{where}.")
     return from_dict(profile.to_dict(), f"fitted profile {profile.name}")
 
 
 def write(calibration: Calibration, results_dir: str = "results", profiles_dir: Optional[str] = None) -> dict[str, Path]:
-    """Write the report (JSON), the scatter plot (PNG) and the fitted profile beside the prior."""
+    """Write the report (JSON), the scatter plot (PNG) and the fitted profile beside the prior (a profile fitted
+    on one machine's runs in the fits folder, as `<name>@<cpu key>.json`: one fit per CPU)."""
     import io
 
     import matplotlib
@@ -442,8 +446,10 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     name = calibration.prior.name
     out = Path(results_dir) / "calibration"
     profiles = Path(profiles_dir) if profiles_dir else Path(__file__).resolve().parents[1] / "profiles"
+    fitted, fitted_on = calibration.fitted.name, calibration.fitted.fitted_on
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
-             "profile": profiles / f"{calibration.fitted.name}.json"}
+             "profile": profiles / FITS / f"{fitted}@{fitted_on.cpu_key}.json" if fitted_on else
+             profiles / f"{fitted}.json"}
     report = calibration.report
     artifacts.write_bytes(paths["report"], report_json(report))
     artifacts.write_bytes(paths["profile"], calibration.fitted.to_json().encode())
@@ -497,6 +503,16 @@ def check_one_machine(run_ids: Sequence[str], root: str = "results") -> None:
         found = ", ".join(f"{run_id} on {machine}" for run_id, machine in sorted(machines.items()))
         raise CalibrationError(f"the runs were measured on different machines ({found}); calibrate on the runs of "
                                "one machine")
+
+
+def fitted_on_of(run_ids: Sequence[str], root: str = "results") -> Optional[FittedOn]:
+    """The machine the first of `run_ids` was measured on, as a fitted profile records it (None for a run
+    stored before runs recorded their machine's fields)."""
+    manifest = store.read_manifest(run_ids[0], root)
+    if machine_of(manifest) == UNKNOWN or not manifest.get("cpu_model") or not manifest.get("cpu_cores"):
+        return None
+    return FittedOn(str(manifest["cpu_model"]), int(manifest["cpu_cores"]), machine_of(manifest),
+                    str(manifest.get("machine") or manifest["cpu_model"]))
 
 
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
