@@ -16,7 +16,8 @@ from harness import extract
 from harness.runs.calibration import (CalibrationError, OpPoint, Point, calibrate, evaluate, fit, fit_figures,
                                      free_figures, write)
 from harness.cli.main import main
-from harness.model.profiles import FittedOn, from_dict
+from harness.model import FittedOn
+from harness.model.profiles import from_dict
 from harness.model.simulator import simulate, simulate_ops
 
 PRIOR = load_profile("cpu-local")
