@@ -55,6 +55,7 @@ _GENERAL = {"conv_flop_rate": "flop_rate", "unfused_conv_flop_rate": "conv_flop_
             "loop_op_overhead_seconds": "op_overhead_seconds"}
 FIGURES = INT_FIGURES + FLOAT_FIGURES + tuple(OPTIONAL_FIGURES)  # the numeric figures; each given one needs a source
 
+FITS = "fits"  # the folder of profiles fitted to one machine, beside the shipped profiles
 _DEFAULTS = {"cpu": "cpu-local-fitted", "gpu": "h100-offload", "tpu": "tpu-v5e-offload"}  # by device kind
 _GPU_BACKENDS = ("gpu", "cuda", "rocm")  # JAX's names of GPU backends and platforms
 
@@ -263,9 +264,6 @@ def _shipped() -> dict[str, Any]:
     if (folder / FITS).is_dir():
         files += [p for p in (folder / FITS).iterdir() if p.name.endswith(".json") and "@" in p.name]
     return {p.name[:-len(".json")]: p for p in files}
-
-
-FITS = "fits"  # the folder of profiles fitted to one machine, beside the shipped profiles
 
 
 def profile_names() -> list[str]:
