@@ -6,7 +6,8 @@ over rounds and the least overall are kept) and predicted with `simulate` under 
 
 With TIMES.json (an earlier output) the programs are not timed: its least and median times are taken, so a
 profile can be checked against times measured on a quiet machine. The output records the load average at
-timing (the machine is shared: under load the least times grow), or the stored one with TIMES.json.
+timing, or the stored one with TIMES.json, and a load above 1 is warned of: on a 2-core machine the least
+times move by up to 40% either way under load (a depthwise convolution runs faster with the other core busy).
 """
 
 import json
@@ -104,6 +105,9 @@ def main(profile_name: str, out: str = "", times_from: str = "") -> list[dict]:
         everything = Mapping({b.id: 0 for b in instance.buffers}, len(instance.buffers), name, "xla-native")
         compiled.append((name, run, simulate(instance, everything, profile)))
     load = os.getloadavg()[0]
+    if not stored and load > 1.0:
+        print(f"warning: load average {load:.2f}: other processes share the cores, and on a 2-core machine the "
+              "least times move by up to 40% either way under load; time on a quiet machine", file=sys.stderr)
     if stored:
         times = {name: (stored[name]["least_s"], stored[name]["median_s"]) for name, _, _ in compiled}
     else:
