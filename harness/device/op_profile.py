@@ -60,7 +60,7 @@ def trace_ops(run: Callable[[], Any], calls: int = 5, trace_dir: str | None = No
     """Profile `run()` (one call of a compiled program, blocking until done) `calls` times.
 
     `run` must already be compiled and warm. Untimed calls are not made; the
-    untraced wall time is the median of `calls` calls made before tracing.
+    untraced wall time is the least of `calls` calls made before tracing.
     Raises OpProfileError if the trace holds no per-op events.
     """
     if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:

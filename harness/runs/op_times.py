@@ -141,7 +141,7 @@ def _rows(p: _Program, spec: OpTimesSpec, run_id: str, root: str) -> tuple[dict,
     instance_file = write_text(folder / "instances" / f"{p.name}@{p.size}.json.gz", p.instance.to_json(), root)
     mapping = dataclasses.replace(solve(p.instance, spec.profile, None, "all-fast"), policy=NATIVE)
     mapping_file = write_text(folder / "mappings" / f"{p.name}@{p.size}@{NATIVE}@none.json", mapping.to_json(), root)
-    samples = np.array(p.untraced)  # one median of `calls` untraced calls per round
+    samples = np.array(p.untraced)  # the least of `calls` untraced calls, one per round
     median = float(np.median(samples))
     low, high = median_ci(samples) if len(samples) >= 6 else (float(samples.min()), float(samples.max()))
     names = sorted({n for t in p.traces for n in t.seconds} | set(p.alone))
