@@ -276,8 +276,9 @@ def _fit_for_host(name: str, fits: tuple[str, ...]) -> str:
     """Of the fits of profile `name` ("<name>@<cpu key>", sorted), the one of this host's CPU: the same model
     and cores, else the same model; else the first, with a warning naming its CPU and this one."""
     model, cores = host_cpu()
-    exact, same_model = f"{name}@{cpu_key(model, cores)}", re.escape(f"{name}@{cpu_key(model, 0)[:-len('-0c')]}")
-    chosen = exact if exact in fits else next((f for f in fits if re.fullmatch(same_model + r"-\d+c", f)), None)
+    exact = f"{name}@{cpu_key(model, cores)}"
+    model_of = lambda fit: fit.rsplit("-", 1)[0]  # noqa: E731  (a key ends in "-<cores>c")
+    chosen = exact if exact in fits else next((f for f in fits if model_of(f) == model_of(exact)), None)
     if chosen is None:
         chosen = fits[0]
         warnings.warn(f"profile {name!r} has no fit for this machine's CPU ({model}, {cores} cores; fits: "
