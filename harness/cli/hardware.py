@@ -123,6 +123,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     table.add_row("tau within workloads", "", f"{r['kendall_tau_within']:.3f}", f"{r['lowo_kendall_tau_within']:.3f}")
     table.add_row("top-1 slowdown (max)", "", f"{r['top1_slowdown']['max']:.3f}", f"{r['lowo_top1_slowdown']['max']:.3f}")
     table.add_row("measurement noise (median)", "", f"{r['noise']:.2%}", "")
+    if not math.isnan(r["noise_kendall_tau"]):
+        table.add_row("Kendall tau of the runs' mean (noise's reach)", "", f"{r['noise_kendall_tau']:.3f}", "")
     ops = r["per_op"]
     if ops["fitted"]["n_points"]:
         table.add_row(f"per-op MAPE ({ops['fitted']['n_points']} ops)", f"{ops['prior']['mape']:.1%}",
@@ -221,7 +223,10 @@ def add_commands(sub, suites, sizes) -> None:
                     description="Fit the profile's free figures (flop rates, bandwidths, per-op overhead, copy "
                     "bandwidth) to the runs' measurements by robust least squares on log time; report MAPE, "
                     "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
-                    "Writes RESULTS/calibration/PROFILE.json and .png and PROFILE-fitted.json beside the prior.")
+                    "The noise's reach is the tau a model that knew each program's mean time over the runs would "
+                    "score. Writes RESULTS/calibration/PROFILE.json and .png, and the fitted profile as "
+                    "fits/PROFILE-fitted@<cpu key>.json beside the shipped profiles (one fit per machine's CPU: "
+                    "`cpu-local-fitted` loads the host's).")
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
     p.add_argument("--kernel-runs", metavar="R1,R2",
@@ -231,4 +236,5 @@ def add_commands(sub, suites, sizes) -> None:
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")
     p.add_argument("--profiles-dir", metavar="DIR",
-                   help="where to write the fitted profile (default: beside the shipped profiles)")
+                   help="where to write the fitted profile (default: the shipped profiles' folder; a fit of one "
+                   "machine's runs goes in its fits/ folder)")
