@@ -122,3 +122,5 @@ def test_a_fit_records_the_machine_of_its_runs(tmp_path):
     on = calibration.fitted_on_of(["a"], root)
     assert (on.cpu_key, on.machine_id, on.description) == ("xeon-2c", "aaaaaaaaaaaa", FAST_BOX["machine"])
     assert calibration.fitted_on_of(["old"], root) is None
+    _night(root, "gpu", 1e-3, rng, FAST_BOX | {"cpu_model": "Xeon", "cpu_cores": 2, "accelerator": "NVIDIA H200"})
+    assert calibration.fitted_on_of(["gpu"], root).key == "nvidia-h200"  # a GPU's fit is keyed by the GPU

@@ -150,10 +150,17 @@ def test_a_fitted_profile_loads_the_fit_of_this_cpu(fits, recwarn):
 def test_fitted_on_is_checked():
     data = json.loads(load_profile("cpu-local").to_json())
     on = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "machine_id": "e15e8663cf48", "description": "AMD EPYC, 2 cores"}
-    assert from_dict(data | {"fitted_on": on}).fitted_on.cpu_key == "amd-epyc-2c"
+    cpu_fit = from_dict(data | {"fitted_on": on})
+    assert cpu_fit.fitted_on.cpu_key == cpu_fit.fitted_on.key == "amd-epyc-2c"
+    assert "accelerator" not in cpu_fit.to_dict()["fitted_on"]  # a CPU's fit keeps the keys its file has
+    # a fit on a machine with an accelerator is the accelerator's: keyed by it, whatever the host CPU
+    gpu_fit = from_dict(data | {"fitted_on": on | {"accelerator": "NVIDIA H200"}})
+    assert gpu_fit.fitted_on.key == "nvidia-h200" and from_dict(json.loads(gpu_fit.to_json())) == gpu_fit
     assert "fitted_on" not in load_profile("cpu-local").to_dict()  # not fitted: not written
-    with pytest.raises(ProfileError, match="fitted_on: expected an object with exactly the keys"):
+    with pytest.raises(ProfileError, match="fitted_on: expected an object with the keys"):
         from_dict(data | {"fitted_on": {"cpu_model": "AMD EPYC"}})
+    with pytest.raises(ProfileError, match="fitted_on.accelerator: expected a non-empty str, got 3"):
+        from_dict(data | {"fitted_on": on | {"accelerator": 3}})
     with pytest.raises(ProfileError, match="fitted_on.cpu_cores: expected a non-empty int, got '2'"):
         from_dict(data | {"fitted_on": on | {"cpu_cores": "2"}})
     assert load_profile("cpu-local-fitted").fitted_on is not None  # the shipped fits record their machine

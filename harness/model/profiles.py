@@ -7,7 +7,8 @@ Loading a malformed file fails with a `ProfileError` that names the field.
 
 A profile fitted to one machine's measurements (`mallocbench calibrate`) records that machine in
 `fitted_on` and lives in `harness/profiles/fits/<name>@<cpu>.json`, one file per CPU model and core
-count: its rates are that CPU's. Loading `<name>` picks the fit of this host's CPU (the same model and
+count: its rates are that CPU's (a fit on a machine with an accelerator is keyed by the accelerator
+instead, `<name>@nvidia-h200`, and loaded by that full name). Loading `<name>` picks the fit of this host's CPU (the same model and
 cores, else the same model), else another CPU's fit with a warning that names both; `<name>@<cpu>`
 loads one fit.
 """
@@ -72,17 +73,29 @@ class FittedOn:
     cpu_cores: int  # logical cores
     machine_id: str
     description: str
+    accelerator: str = ""  # the device kind of the machine's accelerator ("" on a machine without one)
 
     @property
     def cpu_key(self) -> str:
         """The file-name key of the fit's CPU, e.g. "intel-xeon-processor-2c" (`cpu_key`)."""
         return cpu_key(self.cpu_model, self.cpu_cores)
 
+    @property
+    def key(self) -> str:
+        """The file-name key of the fit: its accelerator's where it has one (a GPU's or TPU's rates are the
+        device's, e.g. "nvidia-h200"), else its CPU's (`cpu_key`)."""
+        return _slug(self.accelerator) if self.accelerator else self.cpu_key
+
+
+def _slug(model: str) -> str:
+    """A device model as lower-case words joined by "-", trademarks and "CPU" and the clock after "@" dropped."""
+    words = re.sub(r"\((?:r|tm)\)|\bcpu\b|@.*$", " ", model.lower())
+    return "-".join(re.findall(r"[a-z0-9.]+", words))
+
 
 def cpu_key(cpu_model: str, cpu_cores: int) -> str:
     """A CPU model and core count as a file-name key: lower case, trademarks dropped, "-<cores>c" appended."""
-    words = re.sub(r"\((?:r|tm)\)|\bcpu\b|@.*$", " ", cpu_model.lower())
-    return "-".join(re.findall(r"[a-z0-9.]+", words)) + f"-{cpu_cores}c"
+    return f"{_slug(cpu_model)}-{cpu_cores}c"
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,6 +171,8 @@ class Profile:
                 del data[name]
         if data["fitted_on"] is None:
             del data["fitted_on"]
+        elif not data["fitted_on"]["accelerator"]:
+            del data["fitted_on"]["accelerator"]  # a CPU's fit: the files keep their keys
         return data
 
     def to_json(self) -> str:
@@ -241,12 +256,14 @@ def _fitted_on(data: Any, fail) -> Optional[FittedOn]:
     if data is None:
         return None
     fields = [f.name for f in dataclasses.fields(FittedOn)]
-    if not isinstance(data, dict) or set(data) != set(fields):
-        raise fail("fitted_on", f"expected an object with exactly the keys {', '.join(fields)}, got {data!r}")
+    if not isinstance(data, dict) or not set(fields) - {"accelerator"} <= set(data) <= set(fields):
+        raise fail("fitted_on", f"expected an object with the keys {', '.join(fields)} (accelerator optional), "
+                                f"got {data!r}")
     for name in fields:
         kind = int if name == "cpu_cores" else str
-        if isinstance(data[name], bool) or not isinstance(data[name], kind) or not data[name]:
-            raise fail(f"fitted_on.{name}", f"expected a non-empty {kind.__name__}, got {data[name]!r}")
+        value = data.get(name, "")
+        if isinstance(value, bool) or not isinstance(value, kind) or (not value and name != "accelerator"):
+            raise fail(f"fitted_on.{name}", f"expected a non-empty {kind.__name__}, got {value!r}")
     return FittedOn(**data)
 
 

@@ -451,7 +451,8 @@ def _named_fitted(prior: Profile, fitted: Profile, free: Sequence[str], runs: Se
 
 def write(calibration: Calibration, results_dir: str = "results", profiles_dir: Optional[str] = None) -> dict[str, Path]:
     """Write the report (JSON), the scatter plot (PNG) and the fitted profile beside the prior (a profile fitted
-    on one machine's runs in the fits folder, as `<name>@<cpu key>.json`: one fit per CPU)."""
+    on one machine's runs in the fits folder, as `<name>@<key>.json`: one fit per CPU, or per accelerator on
+    a machine with one, `FittedOn.key`)."""
     import io
 
     import matplotlib
@@ -463,7 +464,7 @@ def write(calibration: Calibration, results_dir: str = "results", profiles_dir: 
     profiles = Path(profiles_dir) if profiles_dir else Path(__file__).resolve().parents[1] / "profiles"
     fitted, fitted_on = calibration.fitted.name, calibration.fitted.fitted_on
     paths = {"report": out / f"{name}.json", "plot": out / f"{name}.png",
-             "profile": profiles / FITS / f"{fitted}@{fitted_on.cpu_key}.json" if fitted_on else
+             "profile": profiles / FITS / f"{fitted}@{fitted_on.key}.json" if fitted_on else
              profiles / f"{fitted}.json"}
     report = calibration.report
     artifacts.write_bytes(paths["report"], report_json(report))
@@ -527,7 +528,7 @@ def fitted_on_of(run_ids: Sequence[str], root: str = "results") -> Optional[Fitt
     if machine_of(manifest) == UNKNOWN or not manifest.get("cpu_model") or not manifest.get("cpu_cores"):
         return None
     return FittedOn(str(manifest["cpu_model"]), int(manifest["cpu_cores"]), machine_of(manifest),
-                    str(manifest.get("machine") or manifest["cpu_model"]))
+                    str(manifest.get("machine") or manifest["cpu_model"]), str(manifest.get("accelerator") or ""))
 
 
 def points_from_store(root: str = "results", run_ids: Optional[Sequence[str]] = None,
