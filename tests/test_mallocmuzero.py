@@ -25,8 +25,8 @@ from harness.cli.main import main
 from harness.model.mapping import validate
 
 SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
-TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
-                   iterations=3, eval_every=2, budgets=(0.5,), warm_start=2, archive=True,
+TINY = TrainConfig(games=4, simulations=4, considered=4, unroll=1, updates=2, batch_size=16, replay_capacity=2000,
+                   iterations=3, eval_every=2, profiles=("tpu-v4i-cmem",), budgets=(0.5,), warm_start=2, archive=True,
                    selfplay_learning_rate=1e-3)
 
 
@@ -260,7 +260,12 @@ def _error(argv, capsys) -> str:
     return capsys.readouterr().err
 
 
-def test_cli_train_resume_and_eval(tmp_path, capsys):
+def test_cli_train_resume_and_eval(tmp_path, capsys, monkeypatch):
+    """`train`, `train --resume` and `eval` end to end; the run trains at the tiny sizes (whose programs the
+    module's fixture compiled) rather than the ci preset's: the command's path is the same."""
+    from agent.muzero import learner
+
+    monkeypatch.setattr(learner, "TrainConfig", lambda **given: dataclasses.replace(TINY, **given))
     split = tmp_path / "split.json"
     split.write_text(json.dumps(SPLIT.to_json()))
     out = tmp_path / "run"
