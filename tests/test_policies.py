@@ -55,10 +55,12 @@ def _built(name):
 
 @pytest.mark.parametrize("profile_name", PROFILES)
 def test_order_on_every_ci_workload(ci_instances, profile_name):
+    """CP-SAT gets 0.1 s a game: within it, it still beats xla-msa's mapping on some (6 of 42 on h100-offload,
+    8 on tpu-v4i-cmem), so its own mappings are checked, not only its warm start's."""
     profile = load_profile(profile_name)
     for name, instance in ci_instances.items():
         for budget in BUDGETS:
-            _assert_ordered(_times(instance, profile, budget, cpsat_limit=0.5), f"{name} {profile_name} {budget}")
+            _assert_ordered(_times(instance, profile, budget, cpsat_limit=0.1), f"{name} {profile_name} {budget}")
 
 
 @pytest.mark.parametrize("profile_name", PROFILES)
