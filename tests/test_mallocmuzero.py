@@ -76,11 +76,13 @@ def test_pointer_head_is_permutation_equivariant_over_slots():
 
     config = TrainConfig()
     net, params = config.network(), init_state(config).params
-    params = jax.tree_util.tree_map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)
+    params = jax.jit(lambda p: jax.tree_util.tree_map(  # one program, not one eager op per leaf
+        lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), p))(params)
     latent = jax.random.uniform(jax.random.PRNGKey(2), (3, net.config.latent_size + 128 * net.config.slot_size))
     context, slots = split_latent(latent, net.config)
     perm = np.random.default_rng(0).permutation(slots.shape[-2])
-    base, permuted = (net.predict(params, join_latent(context, s)) for s in (slots, slots[:, perm]))
+    predict = jax.jit(net.predict)
+    base, permuted = (predict(params, join_latent(context, s)) for s in (slots, slots[:, perm]))
     for field in ("policy_logits", "legal_logits"):
         a, b = np.asarray(getattr(base, field)), np.asarray(getattr(permuted, field))
         np.testing.assert_allclose(b[:, :-1], a[:, :-1][:, perm], rtol=1e-5, atol=1e-5)
