@@ -25,8 +25,8 @@ from harness.cli.main import main
 from harness.model.mapping import validate
 
 SPLIT = Split(("synthetic-training-0-30", "synthetic-random-1-30"), ("synthetic-inference-1000-30",))
-TINY = TrainConfig(games=4, simulations=4, considered=4, updates=2, batch_size=16, replay_capacity=2000,
-                   iterations=3, eval_every=2, budgets=(0.5,), warm_start=2, archive=True,
+TINY = TrainConfig(games=4, simulations=4, considered=4, unroll=1, updates=2, batch_size=16, replay_capacity=2000,
+                   iterations=3, eval_every=2, profiles=("tpu-v4i-cmem",), budgets=(0.5,), warm_start=2, archive=True,
                    selfplay_learning_rate=1e-3)
 
 
@@ -76,11 +76,13 @@ def test_pointer_head_is_permutation_equivariant_over_slots():
 
     config = TrainConfig()
     net, params = config.network(), init_state(config).params
-    params = jax.tree_util.tree_map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)
+    params = jax.jit(lambda p: jax.tree_util.tree_map(  # one program, not one eager op per leaf
+        lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), p))(params)
     latent = jax.random.uniform(jax.random.PRNGKey(2), (3, net.config.latent_size + 128 * net.config.slot_size))
     context, slots = split_latent(latent, net.config)
     perm = np.random.default_rng(0).permutation(slots.shape[-2])
-    base, permuted = (net.predict(params, join_latent(context, s)) for s in (slots, slots[:, perm]))
+    predict = jax.jit(net.predict)
+    base, permuted = (predict(params, join_latent(context, s)) for s in (slots, slots[:, perm]))
     for field in ("policy_logits", "legal_logits"):
         a, b = np.asarray(getattr(base, field)), np.asarray(getattr(permuted, field))
         np.testing.assert_allclose(b[:, :-1], a[:, :-1][:, perm], rtol=1e-5, atol=1e-5)
@@ -260,7 +262,12 @@ def _error(argv, capsys) -> str:
     return capsys.readouterr().err
 
 
-def test_cli_train_resume_and_eval(tmp_path, capsys):
+def test_cli_train_resume_and_eval(tmp_path, capsys, monkeypatch):
+    """`train`, `train --resume` and `eval` end to end; the run trains at the tiny sizes (whose programs the
+    module's fixture compiled) rather than the ci preset's: the command's path is the same."""
+    from agent.muzero import learner
+
+    monkeypatch.setattr(learner, "TrainConfig", lambda **given: dataclasses.replace(TINY, **given))
     split = tmp_path / "split.json"
     split.write_text(json.dumps(SPLIT.to_json()))
     out = tmp_path / "run"

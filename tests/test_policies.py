@@ -14,6 +14,19 @@ BUDGETS = (0.25, 0.5, 0.75)
 ORDERED = ("all-fast", "cpsat", "xla-msa", "all-slow")
 
 
+def _one_profile_per_cost_path() -> list[str]:
+    """The first shipped profile of each memory model, on the CPU (its own figures: cache, sorts) and off it:
+    the others of a pair price with the same code, only other numbers."""
+    paths = {}
+    for name in profile_names():
+        profile = load_profile(name)
+        paths.setdefault((profile.memory_model, profile.backend == "cpu"), name)
+    return list(paths.values())
+
+
+PROFILES = _one_profile_per_cost_path()
+
+
 def _times(instance, profile, budget, cpsat_limit):
     times = {}
     for policy in ORDERED:
@@ -40,15 +53,17 @@ def _built(name):
     return (fn, *args)
 
 
-@pytest.mark.parametrize("profile_name", profile_names())
+@pytest.mark.parametrize("profile_name", PROFILES)
 def test_order_on_every_ci_workload(ci_instances, profile_name):
+    """CP-SAT gets 0.1 s a game: within it, it still beats xla-msa's mapping on some (6 of 42 on h100-offload,
+    8 on tpu-v4i-cmem), so its own mappings are checked, not only its warm start's."""
     profile = load_profile(profile_name)
     for name, instance in ci_instances.items():
         for budget in BUDGETS:
-            _assert_ordered(_times(instance, profile, budget, cpsat_limit=0.5), f"{name} {profile_name} {budget}")
+            _assert_ordered(_times(instance, profile, budget, cpsat_limit=0.1), f"{name} {profile_name} {budget}")
 
 
-@pytest.mark.parametrize("profile_name", profile_names())
+@pytest.mark.parametrize("profile_name", PROFILES)
 def test_order_on_200_synthetic_instances(profile_name):
     profile = load_profile(profile_name)
     for seed in range(200):
