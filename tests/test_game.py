@@ -27,7 +27,7 @@ def _random_episode(game, seed):
         k, jnp.where(legal, 0.0, -jnp.inf))))(jax.random.key(seed))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 40), model=st.sampled_from(["direct", "offload"]),
        budget=st.sampled_from([0.25, 0.5, 0.75]))
 def test_rewards_sum_to_the_simulated_improvement(seed, n, model, budget):
