@@ -225,8 +225,8 @@ def add_commands(sub, suites, sizes) -> None:
                     "Kendall tau and top-1 slowdown, fitted and leaving each workload out, beside the noise. "
                     "The noise's reach is the tau a model that knew each program's mean time over the runs would "
                     "score. Writes RESULTS/calibration/PROFILE.json and .png, and the fitted profile as "
-                    "fits/PROFILE-fitted@<cpu key>.json beside the shipped profiles (one fit per machine's CPU: "
-                    "`cpu-local-fitted` loads the host's).")
+                    "fits/PROFILE-fitted@<key>.json beside the shipped profiles (one fit per CPU, or per accelerator "
+                    "on a machine with one; `cpu-local-fitted` loads the host CPU's).")
     p.add_argument("--runs", required=True, metavar="R1,R2", help="run ids to fit on (see `mallocbench results`)")
     p.add_argument("--profile", required=True, metavar="NAME", help="the prior profile (a shipped name or a file)")
     p.add_argument("--kernel-runs", metavar="R1,R2",

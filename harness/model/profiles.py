@@ -8,9 +8,9 @@ Loading a malformed file fails with a `ProfileError` that names the field.
 A profile fitted to one machine's measurements (`mallocbench calibrate`) records that machine in
 `fitted_on` and lives in `harness/profiles/fits/<name>@<cpu>.json`, one file per CPU model and core
 count: its rates are that CPU's (a fit on a machine with an accelerator is keyed by the accelerator
-instead, `<name>@nvidia-h200`, and loaded by that full name). Loading `<name>` picks the fit of this host's CPU (the same model and
-cores, else the same model), else another CPU's fit with a warning that names both; `<name>@<cpu>`
-loads one fit.
+instead, `<name>@nvidia-h200`, and loaded by that full name). Loading `<name>` picks the fit of this
+host's CPU (the same model and cores, else the same model), else another CPU's fit with a warning that
+names both; `<name>@<cpu>` loads one fit.
 """
 
 from __future__ import annotations
@@ -263,7 +263,8 @@ def _fitted_on(data: Any, fail) -> Optional[FittedOn]:
         kind = int if name == "cpu_cores" else str
         value = data.get(name, "")
         if isinstance(value, bool) or not isinstance(value, kind) or (not value and name != "accelerator"):
-            raise fail(f"fitted_on.{name}", f"expected a non-empty {kind.__name__}, got {value!r}")
+            what = kind.__name__ if name == "accelerator" else f"non-empty {kind.__name__}"  # "": no accelerator
+            raise fail(f"fitted_on.{name}", f"expected a {what}, got {value!r}")
     return FittedOn(**data)
 
 
