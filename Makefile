@@ -2,6 +2,8 @@
 # Each creates .venv and installs the project with its dev extra when needed.
 PYTHON ?= python3
 VENV := .venv
+# Test processes: one per core, at most 4 (each holds its own JAX and compiles its own programs).
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 INSTALLED := $(VENV)/.installed
 
 .PHONY: nightly test bench device-check clean
@@ -17,7 +19,7 @@ nightly: $(INSTALLED)
 
 test: $(INSTALLED)
 	bash scripts/ensure_chromium.sh
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 bench: $(INSTALLED)
 	mkdir -p .benchmarks
