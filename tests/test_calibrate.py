@@ -15,7 +15,7 @@ import scipy.stats
 from harness import Mapping, load_profile
 from harness import extract
 from harness.runs.calibration import (CalibrationError, OpPoint, Point, calibrate, evaluate, fit, fit_figures,
-                                     free_figures, noise_kendall_tau, write)
+                                     free_figures, noise_kendall_tau, run_spread, steadier_statistic, write)
 from harness.cli.main import main
 from harness.model import FittedOn
 from harness.model.profiles import from_dict
@@ -121,6 +121,7 @@ def test_calibrate_reports_fitted_and_leave_one_workload_out(points, tmp_path):
     for key in ("n_points", "mape", "kendall_tau", "lowo_mape", "lowo_kendall_tau", "top1_slowdown", "run_ids"):
         assert key in saved, key
     assert saved["run_ids"] == ["run-a"]
+    assert math.isnan(saved["run_spread"]) and math.isnan(saved["noise_kendall_tau"])  # one run: nothing to compare
     assert from_dict(json.loads(paths["profile"].read_text())) == calibration.fitted
     assert load_profile(str(paths["profile"])).flop_rate == calibration.fitted.flop_rate
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,6 +172,29 @@ def test_noise_kendall_tau_is_the_tau_of_each_programs_mean_over_the_runs(points
     assert 0.5 < tau < 1.0
 
 
+def test_run_spread_is_the_mean_log_range_of_each_program_over_the_runs(points):
+    a, b = (dataclasses.replace(p, run_id="run-a") for p in points[:2])
+    assert math.isnan(run_spread([a, b]))  # each program measured once
+    twice = [a, b, dataclasses.replace(a, run_id="run-b", measured_s=a.measured_s * math.e ** 0.2),
+             dataclasses.replace(b, run_id="run-b", measured_s=b.measured_s / math.e ** 0.1)]
+    assert run_spread(twice) == pytest.approx(0.15)  # (0.2 + 0.1) / 2
+    thrice = twice + [dataclasses.replace(a, run_id="run-c", measured_s=a.measured_s / math.e ** 0.3)]
+    assert run_spread(thrice) == pytest.approx((0.5 + 0.1) / 2)  # a's range over three runs: +0.2 to -0.3
+
+
+def test_the_steadier_statistic_is_the_one_of_least_run_to_run_spread(points):
+    a = dataclasses.replace(points[0], run_id="run-a")
+    agree = [a, dataclasses.replace(a, run_id="run-b")]
+    differ = [a, dataclasses.replace(a, run_id="run-b", measured_s=a.measured_s * 2)]
+    best, spreads = steadier_statistic({"median": differ, "min": agree})
+    assert best == "min" and spreads == pytest.approx({"median": math.log(2), "min": 0.0})
+    assert steadier_statistic({"median": agree, "min": differ})[0] == "median"
+    assert steadier_statistic({"median": agree, "min": agree})[0] == "median"  # a tie
+    assert steadier_statistic({"median": [a], "min": [a]})[0] == "median"  # one run: nothing to compare
+    with pytest.raises(CalibrationError, match="statistic 'mean': not one of median, min"):
+        steadier_statistic({"mean": agree})
+
+
 def test_bad_input_is_named(points):
     with pytest.raises(CalibrationError, match="no points"):
         fit([], PRIOR)
@@ -186,8 +210,10 @@ def test_bad_input_is_named(points):
         fit(points, dataclasses.replace(PRIOR, loop_iteration_seconds=0.0), free=("loop_iteration_seconds",))
 
 
-def test_calibrate_command_names_a_missing_run(tmp_path, capsys):
-    assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path)]) == 2
+@pytest.mark.parametrize("statistic", ["median", "auto"])
+def test_calibrate_command_names_a_missing_run(tmp_path, capsys, statistic):
+    assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path),
+                 "--statistic", statistic]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "calibration").exists()
 

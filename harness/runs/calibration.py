@@ -46,6 +46,7 @@ FIGURES = ("flop_rate", "unfused_dot_flop_rate", "conv_flop_rate", "unfused_conv
            "unfused_dot_half_flops", "batch_half_flops", "matmul_parallel_gain", "matmul_parallel_flops",
            "conv_half_flops", "conv_half_channels", "op_overhead_seconds", "loop_op_overhead_seconds",
            "loop_iteration_seconds", "program_overhead_seconds", "argument_seconds", "sort_compare_seconds")
+STATISTICS = ("median", "min")  # which measured time of a row a point takes
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
@@ -312,6 +313,29 @@ def noise_kendall_tau(points: Sequence[Point]) -> float:
     return _kendall(np.array([p.measured_s for p in points]), means)
 
 
+def run_spread(points: Sequence[Point]) -> float:
+    """How far the runs disagree: the mean, over programs measured in more than one run (a program: one
+    workload, size, policy and budget), of log(largest / least) of their measured times across the runs
+    (two runs: |log ratio|; 0: the runs agree); NaN when no program was measured more than once."""
+    runs: dict[tuple, list[float]] = {}
+    for p in points:
+        runs.setdefault((p.workload, p.size, p.policy, p.budget), []).append(math.log(p.measured_s))
+    spreads = [max(times) - min(times) for times in runs.values() if len(times) > 1]
+    return float(np.mean(spreads)) if spreads else math.nan
+
+
+def steadier_statistic(points_by_statistic: dict[str, Sequence[Point]]) -> tuple[str, dict[str, float]]:
+    """(the statistic whose times repeat best between the runs, each statistic's `run_spread`): the one of least
+    spread; "median" on a tie or when no program was measured twice."""
+    unknown = sorted(set(points_by_statistic) - set(STATISTICS))
+    if unknown:
+        raise CalibrationError(f"statistic {unknown[0]!r}: not one of {', '.join(STATISTICS)}")
+    spreads = {s: run_spread(points) for s, points in points_by_statistic.items()}
+    known = {s: v for s, v in spreads.items() if math.isfinite(v)}
+    best = min(known, key=lambda s: (known[s], s != "median")) if known else "median"
+    return best, spreads
+
+
 def evaluate(points: Sequence[Point], predicted: np.ndarray) -> dict:
     """MAPE, Kendall tau (all points and within each workload), top-1 slowdown per group, noise."""
     measured = np.array([p.measured_s for p in points])
@@ -388,7 +412,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         "lowo_mape": lowo_eval["mape"], "lowo_kendall_tau": lowo_eval["kendall_tau"],
         "lowo_kendall_tau_within": lowo_eval["kendall_tau_within"],
         "top1_slowdown": fitted_eval["top1_slowdown"], "lowo_top1_slowdown": lowo_eval["top1_slowdown"],
-        "noise": fitted_eval["noise"], "noise_kendall_tau": noise_kendall_tau(points),
+        "noise": fitted_eval["noise"], "noise_kendall_tau": noise_kendall_tau(points), "run_spread": run_spread(points),
         "prior_mape": prior_eval["mape"], "prior_kendall_tau": prior_eval["kendall_tau"],
         "kendall_tau_per_workload": fitted_eval["kendall_tau_per_workload"],
         "per_op": {"fitted": evaluate_ops(op_points, op_predicted), "lowo": evaluate_ops(op_points, op_lowo),
@@ -505,9 +529,6 @@ def _json_default(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-STATISTICS = ("median", "min")  # which measured time of a row a point takes
 
 
 def check_one_machine(run_ids: Sequence[str], root: str = "results") -> None:
