@@ -300,16 +300,26 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     return float(scipy.stats.kendalltau(a, b).statistic)
 
 
+def _program(p: Point) -> tuple:
+    """The program a point measured, whichever run measured it: its workload, size, policy and budget."""
+    return p.workload, p.size, p.policy, p.budget
+
+
+def _log_times_by_program(points: Sequence[Point]) -> dict[tuple, list[float]]:
+    runs: dict[tuple, list[float]] = {}
+    for p in points:
+        runs.setdefault(_program(p), []).append(math.log(p.measured_s))
+    return runs
+
+
 def noise_kendall_tau(points: Sequence[Point]) -> float:
     """Kendall tau of the measured times against each program's geometric mean over the runs (a program: one
     workload, size, policy and budget): what a model that knew every program's mean time would score, so the
     reach that run-to-run noise leaves a model's tau; NaN when no program was measured more than once."""
-    runs: dict[tuple, list[float]] = {}
-    for p in points:
-        runs.setdefault((p.workload, p.size, p.policy, p.budget), []).append(math.log(p.measured_s))
+    runs = _log_times_by_program(points)
     if all(len(times) < 2 for times in runs.values()):
         return math.nan
-    means = np.array([math.exp(np.mean(runs[(p.workload, p.size, p.policy, p.budget)])) for p in points])
+    means = np.array([math.exp(np.mean(runs[_program(p)])) for p in points])
     return _kendall(np.array([p.measured_s for p in points]), means)
 
 
@@ -317,10 +327,7 @@ def run_spread(points: Sequence[Point]) -> float:
     """How far the runs disagree: the mean, over programs measured in more than one run (a program: one
     workload, size, policy and budget), of log(largest / least) of their measured times across the runs
     (two runs: |log ratio|; 0: the runs agree); NaN when no program was measured more than once."""
-    runs: dict[tuple, list[float]] = {}
-    for p in points:
-        runs.setdefault((p.workload, p.size, p.policy, p.budget), []).append(math.log(p.measured_s))
-    spreads = [max(times) - min(times) for times in runs.values() if len(times) > 1]
+    spreads = [max(times) - min(times) for times in _log_times_by_program(points).values() if len(times) > 1]
     return float(np.mean(spreads)) if spreads else math.nan
 
 
