@@ -66,7 +66,7 @@ class Point:
     budget: Optional[float]  # None for unbudgeted policies
     instance: Instance
     mapping: Mapping
-    measured_s: float  # median seconds per call
+    measured_s: float  # seconds per call: the measurement's median or least (`points_from_store`'s statistic)
     noise: float  # relative noise of that median: CI half-width over the median
     run_id: str
 
