@@ -15,7 +15,7 @@ import scipy.stats
 from harness import Mapping, load_profile
 from harness import extract
 from harness.runs.calibration import (CalibrationError, OpPoint, Point, calibrate, evaluate, fit, fit_figures,
-                                     free_figures, noise_kendall_tau, run_spread, steadier_statistic, write)
+                                     free_figures, noise_kendall_tau, run_spread, write)
 from harness.cli.main import main
 from harness.model import FittedOn
 from harness.model.profiles import from_dict
@@ -182,19 +182,6 @@ def test_run_spread_is_the_mean_log_range_of_each_program_over_the_runs(points):
     assert run_spread(thrice) == pytest.approx((0.5 + 0.1) / 2)  # a's range over three runs: +0.2 to -0.3
 
 
-def test_the_steadier_statistic_is_the_one_of_least_run_to_run_spread(points):
-    a = dataclasses.replace(points[0], run_id="run-a")
-    agree = [a, dataclasses.replace(a, run_id="run-b")]
-    differ = [a, dataclasses.replace(a, run_id="run-b", measured_s=a.measured_s * 2)]
-    best, spreads = steadier_statistic({"median": differ, "min": agree})
-    assert best == "min" and spreads == pytest.approx({"median": math.log(2), "min": 0.0})
-    assert steadier_statistic({"median": agree, "min": differ})[0] == "median"
-    assert steadier_statistic({"median": agree, "min": agree})[0] == "median"  # a tie
-    assert steadier_statistic({"median": [a], "min": [a]})[0] == "median"  # one run: nothing to compare
-    with pytest.raises(CalibrationError, match="statistic 'mean': not one of median, min"):
-        steadier_statistic({"mean": agree})
-
-
 def test_bad_input_is_named(points):
     with pytest.raises(CalibrationError, match="no points"):
         fit([], PRIOR)
@@ -210,10 +197,8 @@ def test_bad_input_is_named(points):
         fit(points, dataclasses.replace(PRIOR, loop_iteration_seconds=0.0), free=("loop_iteration_seconds",))
 
 
-@pytest.mark.parametrize("statistic", ["median", "auto"])
-def test_calibrate_command_names_a_missing_run(tmp_path, capsys, statistic):
-    assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path),
-                 "--statistic", statistic]) == 2
+def test_calibrate_command_names_a_missing_run(tmp_path, capsys):
+    assert main(["calibrate", "--runs", "nope", "--profile", "cpu-local", "--results", str(tmp_path)]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "calibration").exists()
 

@@ -93,23 +93,15 @@ def _ms(seconds) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit a profile to stored measurements; write the report, the plot and the fitted profile."""
-    from harness.runs.calibration import (STATISTICS, CalibrationError, calibrate, check_one_machine, fitted_on_of,
-                                          op_points_from_store, points_from_store, steadier_statistic, write)
+    from harness.runs.calibration import (CalibrationError, calibrate, check_one_machine, fitted_on_of,
+                                          op_points_from_store, points_from_store, write)
     from harness.model.profiles import load_profile
 
     prior = load_profile(args.profile)
     runs, instances = parse_list(args.runs, "run"), {}
     kernel_runs = parse_list(args.kernel_runs, "run") if args.kernel_runs else ()
     check_one_machine(runs + kernel_runs, args.results)  # kernel runs too: one machine's timings
-    statistic = args.statistic
-    if statistic == "auto":  # the statistic whose times repeat best between the runs
-        loaded = {s: points_from_store(args.results, runs, instances=instances, statistic=s) for s in STATISTICS}
-        statistic, spreads = steadier_statistic({s: points for s, (points, _) in loaded.items()})
-        err_console.print(f"statistic: {statistic} (run-to-run spread, mean |log ratio|: "
-                          + ", ".join(f"{s} {v:.3f}" for s, v in spreads.items()) + ")")
-        points, run_ids = loaded[statistic]
-    else:
-        points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=statistic)
+    points, run_ids = points_from_store(args.results, runs, instances=instances, statistic=args.statistic)
     op_points = op_points_from_store(args.results, runs, instances)
     if kernel_runs:  # their ops join the fit; their programs are not scored
         kernel_ops = op_points_from_store(args.results, kernel_runs, instances)
@@ -118,7 +110,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         op_points += kernel_ops
     with err_console.status(f"fitting {prior.name} to {len(points)} programs and {len(op_points)} ops "
                             "(and leaving each workload out)"):
-        calibration = calibrate(points, prior, run_ids, op_points, statistic=statistic,
+        calibration = calibrate(points, prior, run_ids, op_points, statistic=args.statistic,
                                 fitted_on=fitted_on_of(runs, args.results))
         paths = write(calibration, args.results, args.profiles_dir)
     r = calibration.report
@@ -242,9 +234,8 @@ def add_commands(sub, suites, sizes) -> None:
                    help="runs of calibration kernels (scripts/calibration_kernels.py): their per-op times join the "
                    "fit, their programs are not scored")
     add_results_option(p)
-    p.add_argument("--statistic", choices=("median", "min", "auto"), default="median",
-                   help="a measurement's time to fit: its median (default), its least (on a loaded machine), or "
-                   "auto: the one whose times repeat best between the runs (the least run-to-run spread)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="a measurement's time to fit: its median (default) or its least (on a loaded machine)")
     p.add_argument("--profiles-dir", metavar="DIR",
                    help="where to write the fitted profile (default: the shipped profiles' folder; a fit of one "
                    "machine's runs goes in its fits/ folder)")

@@ -331,18 +331,6 @@ def run_spread(points: Sequence[Point]) -> float:
     return float(np.mean(spreads)) if spreads else math.nan
 
 
-def steadier_statistic(points_by_statistic: dict[str, Sequence[Point]]) -> tuple[str, dict[str, float]]:
-    """(the statistic whose times repeat best between the runs, each statistic's `run_spread`): the one of least
-    spread; "median" on a tie or when no program was measured twice."""
-    unknown = sorted(set(points_by_statistic) - set(STATISTICS))
-    if unknown:
-        raise CalibrationError(f"statistic {unknown[0]!r}: not one of {', '.join(STATISTICS)}")
-    spreads = {s: run_spread(points) for s, points in points_by_statistic.items()}
-    known = {s: v for s, v in spreads.items() if math.isfinite(v)}
-    best = min(known, key=lambda s: (known[s], s != "median")) if known else "median"
-    return best, spreads
-
-
 def evaluate(points: Sequence[Point], predicted: np.ndarray) -> dict:
     """MAPE, Kendall tau (all points and within each workload), top-1 slowdown per group, noise."""
     measured = np.array([p.measured_s for p in points])
