@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from agent import synthetic
 from harness import Buffer, CompilerFigures, Instance, Mapping, Op, Profile, simulate_ops
 from harness import load_profile, simulate
-from harness.model.costmodel import _drain, conv_groups, copy_stalls, dot_batch, fast_bytes, op_elapsed, timing, total_time
-from harness.model.simulator import cost_tables, fast_mask
+from harness.model.costmodel import (_drain, branch_share, conv_groups, copy_stalls, dot_batch, fast_bytes, op_elapsed,
+                                     timing, total_time)
+from harness.model.simulator import batch, cost_tables, fast_mask, simulate_batch
 
 
 def _buffer(i, name, nbytes, start, end, uses, parameter=False, output=False):
@@ -56,6 +57,24 @@ def test_direct_model_by_hand():
     assert simulate(THREE_OPS, _mapping([1]), _profile("direct")) == pytest.approx(19.75, rel=1e-9, abs=1e-9)
     # all fast: 0.5 + max(1, 1152/1024) + .5 + max(4, 1408/1024) + .5 = 0.5 + 1.625 + 4.5
     assert simulate(THREE_OPS, _mapping([0, 1, 2]), _profile("direct")) == pytest.approx(6.625, abs=1e-9)
+
+
+def test_an_op_of_one_branch_counts_as_often_as_its_branch_is_taken_by_hand():
+    # op1 and op2 in branches 0 and 1 of one conditional (two branches): each runs in half the runs.
+    # all fast: 0.5 + (1.625 + 4.5) / 2
+    branched = dataclasses.replace(THREE_OPS, ops=(THREE_OPS.ops[0],) + tuple(
+        dataclasses.replace(op, branch=f"cond.1:{k}") for k, op in enumerate(THREE_OPS.ops[1:])))
+    assert branch_share(branched).tolist() == [1.0, 0.5, 0.5]
+    assert simulate(branched, _mapping([0, 1, 2]), _profile("direct")) == pytest.approx(3.5625, abs=1e-9)
+    np.testing.assert_allclose(simulate_ops(branched, _mapping([0, 1, 2]), _profile("direct"))["elapsed"],
+                               [0.5, 0.8125, 2.25], rtol=1e-6)
+    # three branches (op2 in the last), beside a program of the same conditional's name with two: apart in a batch
+    three = dataclasses.replace(branched, ops=branched.ops[:2] + (
+        dataclasses.replace(branched.ops[2], branch="cond.1:2"),))
+    assert branch_share(three).tolist() == pytest.approx([1.0, 1 / 3, 1 / 3])
+    pairs = [(branched, _mapping([0, 1, 2])), (three, _mapping([0, 1, 2]))]
+    whole, _ = simulate_batch(batch(pairs), _profile("direct"))
+    np.testing.assert_allclose(whole, [3.5625, 0.5 + 6.125 / 3], rtol=1e-6)
 
 
 def test_offload_model_by_hand_with_the_copy_queue_as_bottleneck():

@@ -47,10 +47,12 @@ Memory models:
   back yet waits (a stall) until the queue has delivered them; copies out still
   queued at the end are waited for.
 
-Ops run `trip_count` times (loop bodies); their times and copy volumes are
-weighted by it. Everything here is pure JAX over the arrays of `Tables`, so it
-jits, vmaps over batches of mappings, and is what the game and every policy
-call; `simulate`/`simulate_ops` are the NumPy-facing entry points.
+Ops run `trip_count` times (loop bodies), and an op of one branch of a conditional in
+1 / (its branches) of the runs (`branch_share`: which branch a run takes is not known
+before it runs); their times and copy volumes are weighted by both. Everything
+here is pure JAX over the arrays of `Tables`, so it jits, vmaps over batches of
+mappings, and is what the game and every policy call; `simulate`/`simulate_ops`
+are the NumPy-facing entry points.
 
 `timing` also returns the copy queues' state before every op, so re-pricing a
 changed mapping (the game's step) re-runs the queue only from the first op the
@@ -288,7 +290,7 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
     """The profile-independent tables (accesses, copy queues); compute and scalars left zero."""
     cands = cands or candidates(instance)
     n_ops = len(instance.ops)
-    weight = np.array([op.trip_count or 1 for op in instance.ops], dtype=np.float64)
+    weight = np.array([op.trip_count or 1 for op in instance.ops], dtype=np.float64) * branch_share(instance)
     accesses: dict[tuple[int, int], int] = {}
     reads: list[tuple[int, int]] = []  # (op, candidate) reads, deduplicated
     defs: list[tuple[int, int]] = []
@@ -348,6 +350,19 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
         fast_bw=f32(0.0), op_slow_bw=f32(0.0), copy_bw=f32(0.0),
         overhead=np.zeros(n_pad, f32), launch=f32(0.0), cache_bytes=f32(0.0), cache_gain=f32(0.0),
     ))
+
+
+def branch_share(instance: Instance) -> np.ndarray:
+    """[ops] the share of runs in which each op runs as far as its conditional goes: 1 / (its conditional's
+    branches) for an op of one branch (which branch a run takes is not known before it runs: each is taken
+    as equally likely), 1 for every other op."""
+    branches: dict[str, int] = {}
+    for op in instance.ops:
+        if op.branch is not None:
+            conditional, k = op.branch.rsplit(":", 1)
+            branches[conditional] = max(branches.get(conditional, 0), int(k) + 1)
+    return np.array([1.0 if op.branch is None else 1.0 / branches[op.branch.rsplit(":", 1)[0]]
+                     for op in instance.ops])
 
 
 def bucket(n: int) -> int:

@@ -120,10 +120,11 @@ def batch(pairs: Sequence[tuple[Instance, Mapping]]) -> Batch:
     if not pairs:
         raise ValueError("batch: no (instance, mapping) pairs")
     ops, buffers, starts, fast = [], [], [0], []
-    for instance, mapping in pairs:
+    for k, (instance, mapping) in enumerate(pairs):
         op0, b0, g0 = len(ops), len(buffers), len(buffers)
         shift = lambda ids: tuple(b + b0 if b >= 0 else b for b in ids)
-        ops += [dataclasses.replace(op, step=op.step + op0, reads=shift(op.reads), writes=shift(op.writes))
+        ops += [dataclasses.replace(op, step=op.step + op0, reads=shift(op.reads), writes=shift(op.writes),
+                                    branch=op.branch and f"{k}/{op.branch}")  # conditionals of each program apart
                 for op in instance.ops]
         buffers += [dataclasses.replace(b, id=b.id + b0, start=b.start + op0, end=b.end + op0,
                                         uses=tuple(u + op0 for u in b.uses), alias_group=b.alias_group + g0,
