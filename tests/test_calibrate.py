@@ -89,7 +89,8 @@ def test_a_figure_no_time_depends_on_is_held_at_its_prior(points):
     fast_memory = dataclasses.replace(HIDDEN, fast_bandwidth=PRIOR.fast_bandwidth * 1e4,
                                       slow_bandwidth=PRIOR.fast_bandwidth * 1e4, copy_bandwidth=PRIOR.fast_bandwidth * 1e4)
     measured = [dataclasses.replace(p, measured_s=simulate(p.instance, p.mapping, fast_memory)) for p in points]
-    fitted, held = fit_figures(measured, PRIOR)
+    fitted, held, trace_s = fit_figures(measured, PRIOR)
+    assert trace_s == 0.0  # no op point was traced
     assert "fast_bandwidth" in held and "not identified" in held["fast_bandwidth"]
     assert fitted.fast_bandwidth == PRIOR.fast_bandwidth  # held, not pushed to the bound
 
@@ -147,6 +148,24 @@ def test_calibrate_on_ops_and_programs_reports_both_levels(points, op_points):
     assert report["mape"] < 0.05 and math.isfinite(per_op["lowo"]["mape"])
     assert set(per_op["fitted"]["by_kind"]) == {p.kind for p in op_points}
     assert all(v["status"] for v in report["figures"].values())
+
+
+def test_the_profilers_cost_in_traced_op_events_is_fitted_apart_from_the_profile(points, op_points):
+    # The hidden world's traced op points each hold 0.4 us per event (one event per op here, four in a loop of
+    # four executions); whole runs are untraced. Fitting without that cost pulls the per-op overhead up.
+    trace_s = 4e-7
+    events = [4.0 if k % 5 == 0 else 1.0 for k in range(len(op_points))]
+    traced = [dataclasses.replace(p, measured_s=p.measured_s + e * trace_s, events=e) for p, e in zip(op_points, events)]
+    fitted, held, fitted_trace_s = fit_figures(points, PRIOR, None, traced)
+    assert fitted_trace_s == pytest.approx(trace_s, rel=0.15)
+    assert fitted.op_overhead_seconds == pytest.approx(HIDDEN.op_overhead_seconds, rel=0.15)
+    untraced_fit, _, _ = fit_figures(points, PRIOR, None, [dataclasses.replace(p, events=0.0) for p in traced])
+    assert abs(math.log(untraced_fit.op_overhead_seconds / HIDDEN.op_overhead_seconds)) > \
+        abs(math.log(fitted.op_overhead_seconds / HIDDEN.op_overhead_seconds))
+    report = calibrate(points, PRIOR, ["run-a"], traced).report
+    assert report["trace_event_seconds"]["fitted"] == pytest.approx(trace_s, rel=0.15)
+    assert "trace_event_seconds" not in report["figures"] and not hasattr(fitted, "trace_event_seconds")
+    assert report["per_op"]["fitted"]["mape"] < 0.1  # the per-op predictions hold the cost, as the points do
 
 
 def test_top1_slowdown_is_the_measured_time_of_the_predicted_best(points):

@@ -133,6 +133,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         table.add_row("per-op time-weighted error", f"{ops['prior']['weighted_error']:.1%}",
                       f"{ops['fitted']['weighted_error']:.1%}", f"{ops['lowo']['weighted_error']:.1%}")
         table.add_row("ops' share of program time (median)", "", f"{ops['coverage_median']:.1%}", "")
+        trace = r["trace_event_seconds"]
+        if trace["fitted"]:
+            table.add_row("profiler's cost per traced op event (per-op points only)", f"{trace['prior'] * 1e6:.2f} us",
+                          f"{trace['fitted'] * 1e6:.2f} us", "")
     console.print(table)
     figures = Table(title="figures")
     for col in ("figure", "prior", "fitted", "status"):

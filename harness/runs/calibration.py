@@ -5,6 +5,10 @@ program's `simulate`, an op's seconds per run from `simulate_ops`. The fit is a
 robust (soft-L1) least squares on log time over the figures in log space, from
 the prior profile, on both levels at once: whole-program points, and per-op
 points (`op_times` rows) weighted so that each level weighs as much in total.
+A traced op point holds the profiler's own cost in each of its events, which an
+untraced whole run does not pay: one more value, seconds per event, is fitted
+beside the figures and added to the per-op predictions only (it is reported,
+never part of the fitted profile).
 
 A figure the points cannot identify is held at its prior and reported so, never
 pushed to a bound: after a fit, a figure on which no residual depends, else the
@@ -50,6 +54,10 @@ STATISTICS = ("median", "min")  # which measured time of a row a point takes
 BOUND = math.log(1e3)  # a figure moves at most this far (in log) from its prior
 _AT_BOUND = 0.05  # within this (log) of a bound, a figure is taken as pushed there
 _INSENSITIVE = 1e-3  # a figure whose Jacobian column is below this share of the largest one is not identified
+# The profiler's own cost inside each traced op event (seconds per event): a traced op point measures the op plus
+# this for each of its events, a whole (untraced) run does not pay it. Fitted beside the figures, never part of a
+# profile. Its prior: a one-element op in a loop body takes about 0.55 us per event traced and 0.04 us untraced.
+TRACE_EVENT_PRIOR_S = 5e-7
 
 
 class CalibrationError(ValueError):
@@ -88,6 +96,7 @@ class OpPoint:
     measured_s: float
     coverage: float  # the share of its program's whole time that the program's ops account for
     run_id: str
+    events: float = 0.0  # profiler events per run that `measured_s` holds (0: the op was timed alone, untraced)
 
     @property
     def kind(self) -> str:
@@ -239,11 +248,13 @@ def fit(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] =
 
 
 def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence[str]] = None,
-                op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None) -> tuple[Profile, dict[str, str]]:
-    """(fitted profile, held figure -> why it is held at its prior).
+                op_points: Sequence[OpPoint] = (), start: Optional[Profile] = None,
+                start_trace_s: float = TRACE_EVENT_PRIOR_S) -> tuple[Profile, dict[str, str], float]:
+    """(fitted profile, held figure -> why it is held at its prior, the profiler's seconds per traced op event).
 
-    The search starts from `start` (default: the prior; leaving one workload out starts from the fit
-    on all points, which only shortens the search), the bounds are 1000x either way of the prior."""
+    The search starts from `start` and `start_trace_s` (default: the priors; leaving one workload out starts
+    from the fit on all points, which only shortens the search), the bounds are 1000x either way of the prior.
+    The profiler's cost is fitted where some op point was traced (`OpPoint.events`), else it is 0."""
     _check(points, op_points)
     free = tuple(free) if free is not None else free_figures(prior, points, op_points)
     unknown = [f for f in free if f not in FIGURES]
@@ -259,8 +270,9 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
     while True:
         active = [f for f in free if f not in held]
         if not active:
-            return prior, held
-        fitted, x, sensitivity = _least_squares(points, op_points, prior, active, start or prior)
+            return prior, held, _traced(op_points) * TRACE_EVENT_PRIOR_S
+        fitted, x, sensitivity, trace_s = _least_squares(points, op_points, prior, active, start or prior,
+                                                         start_trace_s)
         centre = np.log([getattr(prior, f) for f in active])
         insensitive = [(sens, f) for f, sens in zip(active, sensitivity) if sens < _INSENSITIVE * max(sensitivity)]
         at_bound = [(-abs(v - s0), f) for f, v, s0 in zip(active, x, centre) if abs(v - s0) > BOUND - _AT_BOUND]
@@ -270,28 +282,38 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
             held[min(at_bound)[1]] = ("not identified: the fit pushed it to its bound (1000x its prior); "
                                       "held at the prior")
         else:
-            return fitted, held
+            return fitted, held, trace_s
 
 
-def _least_squares(points, op_points, prior, free, start_profile):
-    """One robust fit of `free`; returns (profile, fitted log values, [free] Jacobian column norms)."""
+def _traced(op_points: Sequence[OpPoint]) -> bool:
+    return any(p.events > 0 for p in op_points)
+
+
+def _least_squares(points, op_points, prior, free, start_profile, start_trace_s):
+    """One robust fit of `free` and, where some op point was traced, of the profiler's cost per event (one more
+    log value); returns (profile, fitted log values of `free`, [free] Jacobian column norms, seconds per event)."""
     measured = np.log([p.measured_s for p in points])
     op_measured = np.log([p.measured_s for p in op_points])
+    events = np.array([p.events for p in op_points], dtype=np.float64)
     op_weight = math.sqrt(len(points) / len(op_points)) if op_points else 0.0
-    center = np.log([getattr(prior, f) for f in free])
-    start = np.clip(np.log([getattr(start_profile, f) for f in free]), center - BOUND + 1e-9, center + BOUND - 1e-9)
-
+    traced = _traced(op_points)
+    center = np.log([getattr(prior, f) for f in free] + [TRACE_EVENT_PRIOR_S] * traced)
+    start = np.clip(np.log([getattr(start_profile, f) for f in free] + [start_trace_s] * traced),
+                    center - BOUND + 1e-9, center + BOUND - 1e-9)
+    n = len(free)
     pricer = _Pricer(points, op_points, prior.memory_model)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        whole, ops = pricer(_with(prior, free, x))
+        whole, ops = pricer(_with(prior, free, x[:n]))
+        ops = ops + events * (math.exp(x[n]) if traced else 0.0)
         return np.concatenate([np.log(whole) - measured, (np.log(np.maximum(ops, 1e-12)) - op_measured) * op_weight])
 
     result = scipy.optimize.least_squares(
         residuals, start, bounds=(center - BOUND, center + BOUND), loss="soft_l1", f_scale=0.1,
         diff_step=1e-3, x_scale=1.0, max_nfev=60)
-    sensitivity = np.sqrt((np.asarray(result.jac) ** 2).sum(axis=0))
-    return _with(prior, free, result.x), result.x, sensitivity
+    sensitivity = np.sqrt((np.asarray(result.jac) ** 2).sum(axis=0))[:n]
+    return (_with(prior, free, result.x[:n]), result.x[:n], sensitivity,
+            math.exp(result.x[n]) if traced else 0.0)
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -382,9 +404,11 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     the machine the runs were measured on (`fitted_on_of`), recorded in the fitted profile."""
     _check(points, op_points)
     free = free_figures(prior, points, op_points) if free is None else tuple(free)
-    fitted, held = fit_figures(points, prior, free, op_points)
+    fitted, held, trace_s = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
+    events = np.array([p.events for p in op_points], dtype=np.float64)
     predicted, op_predicted = predict_both(points, op_points, fitted)
+    op_predicted = op_predicted + events * trace_s  # what a traced op point measures
     lowo, op_lowo = np.empty(len(points)), op_predicted.copy()  # ops of no scored workload (kernels): never left out
     for w in sorted({p.workload for p in points}):
         inside = [p for p in points if p.workload != w]
@@ -392,8 +416,10 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         idx = [i for i, p in enumerate(points) if p.workload == w]
         op_idx = [i for i, p in enumerate(op_points) if p.workload == w]
         enough = inside and len(inside) + len(op_inside) >= len(fitted_free)
-        profile = fit(inside, prior, fitted_free, op_inside, start=fitted) if enough and fitted_free else prior
+        profile, _, trace_w = (fit_figures(inside, prior, fitted_free, op_inside, start=fitted, start_trace_s=trace_s)
+                               if enough and fitted_free else (prior, {}, TRACE_EVENT_PRIOR_S * _traced(op_points)))
         lowo[idx], op_lowo[op_idx] = predict_both([points[i] for i in idx], [op_points[i] for i in op_idx], profile)
+        op_lowo[op_idx] += events[op_idx] * trace_w
     fitted_eval, lowo_eval = evaluate(points, predicted), evaluate(points, lowo)
     prior_eval = evaluate(points, predict(points, prior))
     runs = tuple(sorted(set(run_ids) | {p.run_id for p in op_points}))
@@ -411,9 +437,14 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         "prior_mape": prior_eval["mape"], "prior_kendall_tau": prior_eval["kendall_tau"],
         "kendall_tau_per_workload": fitted_eval["kendall_tau_per_workload"],
         "per_op": {"fitted": evaluate_ops(op_points, op_predicted), "lowo": evaluate_ops(op_points, op_lowo),
-                   "prior": evaluate_ops(op_points, predict_ops(op_points, prior)),
+                   "prior": evaluate_ops(op_points, predict_ops(op_points, prior)
+                                         + events * TRACE_EVENT_PRIOR_S * _traced(op_points)),
                    "coverage": coverage,
                    "coverage_median": float(np.median(list(coverage.values()))) if coverage else math.nan},
+        "trace_event_seconds": {"prior": TRACE_EVENT_PRIOR_S if _traced(op_points) else 0.0, "fitted": trace_s,
+                                "status": "fitted: the profiler's cost in each traced op event, paid by the per-op "
+                                          "points and not by whole runs; not a figure of the profile"
+                                if _traced(op_points) else "no op point was traced"},
         "figures": {f: {"prior": getattr(prior, f), "fitted": getattr(fitted, f),
                         "status": "fitted" if f in fitted_free else held.get(f, "not free: no point depends on it, "
                                                                                  "its prior is 0 or tied, or it is "
@@ -604,6 +635,7 @@ def op_points_from_store(root: str = "results", run_ids: Optional[Sequence[str]]
         if row["opcode"] in DISPATCH_ONLY and not row.get("timed_alone"):
             continue  # its event held only its dispatch (a run from before such ops were timed alone): not its time
         if row["measured_s"] > 0:  # an op whose events all took under the clock's resolution is left out
+            events = 0.0 if row.get("timed_alone") else float(row.get("executions", 0) or 0)
             out.append(OpPoint(row["workload"], row["size"], instance, step, float(row["measured_s"]),
-                               float(row["coverage"]), row["run_id"]))
+                               float(row["coverage"]), row["run_id"], events))
     return out
