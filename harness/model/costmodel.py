@@ -353,9 +353,9 @@ def build_structure(instance: Instance, memory_model: str, cands: Candidates | N
 
 
 def branch_share(instance: Instance) -> np.ndarray:
-    """[ops] the share of runs in which each op runs as far as its conditional goes: 1 / (its conditional's
-    branches) for an op of one branch (which branch a run takes is not known before it runs: each is taken
-    as equally likely), 1 for every other op."""
+    """[ops] the expected share of runs in which each op runs: 1 / (its conditional's branches) for an op of
+    one branch (which branch a run takes is not known before it runs: each is taken as equally likely), 1 for
+    every other op."""
     branches: dict[str, int] = {}
     for op in instance.ops:
         if op.branch is not None:
