@@ -356,13 +356,11 @@ def branch_share(instance: Instance) -> np.ndarray:
     """[ops] the expected share of runs in which each op runs: 1 / (its conditional's branches) for an op of
     one branch (which branch a run takes is not known before it runs: each is taken as equally likely), 1 for
     every other op."""
+    labels = [op.branch.rsplit(":", 1) if op.branch is not None else None for op in instance.ops]  # (conditional, k)
     branches: dict[str, int] = {}
-    for op in instance.ops:
-        if op.branch is not None:
-            conditional, k = op.branch.rsplit(":", 1)
-            branches[conditional] = max(branches.get(conditional, 0), int(k) + 1)
-    return np.array([1.0 if op.branch is None else 1.0 / branches[op.branch.rsplit(":", 1)[0]]
-                     for op in instance.ops])
+    for label in filter(None, labels):
+        branches[label[0]] = max(branches.get(label[0], 0), int(label[1]) + 1)
+    return np.array([1.0 if label is None else 1.0 / branches[label[0]] for label in labels])
 
 
 def bucket(n: int) -> int:

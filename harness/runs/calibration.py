@@ -270,7 +270,7 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
     while True:
         active = [f for f in free if f not in held]
         if not active:
-            return prior, held, _traced(op_points) * TRACE_EVENT_PRIOR_S
+            return prior, held, _prior_trace_s(op_points)
         fitted, x, sensitivity, trace_s = _least_squares(points, op_points, prior, active, start or prior,
                                                          start_trace_s)
         centre = np.log([getattr(prior, f) for f in active])
@@ -287,6 +287,11 @@ def fit_figures(points: Sequence[Point], prior: Profile, free: Optional[Sequence
 
 def _traced(op_points: Sequence[OpPoint]) -> bool:
     return any(p.events > 0 for p in op_points)
+
+
+def _prior_trace_s(op_points: Sequence[OpPoint]) -> float:
+    """The profiler's cost per event before a fit: its prior where some op point was traced, else 0."""
+    return TRACE_EVENT_PRIOR_S if _traced(op_points) else 0.0
 
 
 def _least_squares(points, op_points, prior, free, start_profile, start_trace_s):
@@ -407,6 +412,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
     fitted, held, trace_s = fit_figures(points, prior, free, op_points)
     fitted_free = [f for f in free if f not in held]
     events = np.array([p.events for p in op_points], dtype=np.float64)
+    prior_trace_s = _prior_trace_s(op_points)
     predicted, op_predicted = predict_both(points, op_points, fitted)
     op_predicted = op_predicted + events * trace_s  # what a traced op point measures
     lowo, op_lowo = np.empty(len(points)), op_predicted.copy()  # ops of no scored workload (kernels): never left out
@@ -417,7 +423,7 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         op_idx = [i for i, p in enumerate(op_points) if p.workload == w]
         enough = inside and len(inside) + len(op_inside) >= len(fitted_free)
         profile, _, trace_w = (fit_figures(inside, prior, fitted_free, op_inside, start=fitted, start_trace_s=trace_s)
-                               if enough and fitted_free else (prior, {}, TRACE_EVENT_PRIOR_S * _traced(op_points)))
+                               if enough and fitted_free else (prior, {}, prior_trace_s))
         lowo[idx], op_lowo[op_idx] = predict_both([points[i] for i in idx], [op_points[i] for i in op_idx], profile)
         op_lowo[op_idx] += events[op_idx] * trace_w
     fitted_eval, lowo_eval = evaluate(points, predicted), evaluate(points, lowo)
@@ -437,14 +443,13 @@ def calibrate(points: Sequence[Point], prior: Profile, run_ids: Sequence[str],
         "prior_mape": prior_eval["mape"], "prior_kendall_tau": prior_eval["kendall_tau"],
         "kendall_tau_per_workload": fitted_eval["kendall_tau_per_workload"],
         "per_op": {"fitted": evaluate_ops(op_points, op_predicted), "lowo": evaluate_ops(op_points, op_lowo),
-                   "prior": evaluate_ops(op_points, predict_ops(op_points, prior)
-                                         + events * TRACE_EVENT_PRIOR_S * _traced(op_points)),
+                   "prior": evaluate_ops(op_points, predict_ops(op_points, prior) + events * prior_trace_s),
                    "coverage": coverage,
                    "coverage_median": float(np.median(list(coverage.values()))) if coverage else math.nan},
-        "trace_event_seconds": {"prior": TRACE_EVENT_PRIOR_S if _traced(op_points) else 0.0, "fitted": trace_s,
+        "trace_event_seconds": {"prior": prior_trace_s, "fitted": trace_s,
                                 "status": "fitted: the profiler's cost in each traced op event, paid by the per-op "
                                           "points and not by whole runs; not a figure of the profile"
-                                if _traced(op_points) else "no op point was traced"},
+                                if prior_trace_s else "no op point was traced"},
         "figures": {f: {"prior": getattr(prior, f), "fitted": getattr(fitted, f),
                         "status": "fitted" if f in fitted_free else held.get(f, "not free: no point depends on it, "
                                                                                  "its prior is 0 or tied, or it is "
